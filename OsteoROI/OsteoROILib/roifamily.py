@@ -1,0 +1,355 @@
+"""The five axial ROI types of seed 002 (QCT_BRIEF §1), built from a vertebral body outline.
+
+Frame: on the mid-vertebral axial plane, ``s`` runs along the body's antero-posterior (AP)
+axis towards anterior and ``t`` towards the patient's left, both in mm from the outline's
+centre. The body spans ``s ∈ [−depth/2, +depth/2]``. The *inner* (trabecular) contour is the
+outer outline shrunk by the cortical margin; every ROI lies inside it, so the marginal cortex
+is excluded (seed 002: "All the ROIs exclude the marginal cortical area").
+
+Definitions (seed 002, Methods; QCT_BRIEF §1):
+
+* anterior two thirds: ``s ≥ s_d`` with the demarcation line ``s_d = −depth/2 + depth/3``;
+* **round** — a circle on the AP midline whose diameter is the distance from the demarcation
+  line to the inner edge of the anterior cortex, ``hi(0) − s_d``;
+* **oval** — the largest-area ellipse, symmetric about the AP midline and aligned with it,
+  inside the anterior-2/3 trabecular region;
+* **front / right / left** — the anterior-2/3 trabecular region is divided into three equal
+  columns about the AP midline (zone A = patient right, B = front, C = patient left; seed 002
+  Fig. 3). The front ROI is the rectangle in the middle column bounded by the demarcation line
+  and the inner anterior cortex; the right and left ROIs extend the front ROI's longitudinal
+  (AP-running) borders sideways: each starts at the front ROI's side and is the largest
+  rectangle inside the region within its column.
+
+The paper does not give the columns' widths; equal thirds of the region's width is this
+module's reading of Fig. 3, stated here so that a user can judge it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import PlacementError
+from .geometry import RoiShape, in_plane_frame
+
+SHAPE_NAMES = ("oval", "round", "front", "left", "right")
+ZONES = {"right": "A", "front": "B", "left": "C"}
+
+IntervalFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class BodyOutline:
+    """A vertebral body's outline on one axial plane.
+
+    ``center`` — RAS mm, the middle of the outer outline (AP and lateral);
+    ``ap_axis`` — RAS direction towards anterior (projected into the plane);
+    ``normal`` — the plane normal (towards superior);
+    ``depth_mm``/``width_mm`` — outer AP depth and lateral width;
+    ``cortical_mm`` — cortical margin excluded inside the outer outline;
+    ``inner_contour`` — optional polygon (N×2, columns s, t in mm) of the trabecular boundary;
+    without it the inner boundary is the ellipse with semi-axes ``depth/2 − cortical`` and
+    ``width/2 − cortical``.
+    """
+
+    center: Sequence[float]
+    ap_axis: Sequence[float]
+    normal: Sequence[float]
+    depth_mm: float
+    width_mm: float
+    cortical_mm: float = 1.5
+    inner_contour: Optional[np.ndarray] = None
+    meta: Dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.center = np.asarray(self.center, dtype=float)
+        u, v, n = in_plane_frame(self.normal, self.ap_axis)
+        self.ap_axis, self.left_axis, self.normal = u, v, n
+        for name in ("depth_mm", "width_mm"):
+            if not float(getattr(self, name)) > 0:
+                raise PlacementError(f"The body outline's {name} must be positive.", "Give the body's size in mm.")
+        if self.cortical_mm < 0:
+            raise PlacementError("The cortical margin must not be negative.", "Give a margin ≥ 0 mm.")
+        if min(self.depth_mm, self.width_mm) / 2 - self.cortical_mm <= 0:
+            raise PlacementError(
+                "The cortical margin leaves no trabecular bone inside the outline.",
+                "Use a smaller cortical margin or check the body's size.",
+            )
+        if self.inner_contour is not None:
+            self.inner_contour = np.asarray(self.inner_contour, dtype=float)
+
+    @property
+    def demarcation_s(self) -> float:
+        """The anterior-2/3 demarcation line: one third of the depth from the posterior edge."""
+        return -self.depth_mm / 2.0 + self.depth_mm / 3.0
+
+    def to_ras(self, s, t) -> np.ndarray:
+        return self.center + np.multiply.outer(s, self.ap_axis) + np.multiply.outer(t, self.left_axis)
+
+    def inner_intervals(self) -> IntervalFn:
+        """``f(t) -> (smin, smax)``: the trabecular region's AP extent on the line at ``t`` (NaN outside)."""
+        if self.inner_contour is None:
+            a = self.depth_mm / 2.0 - self.cortical_mm
+            b = self.width_mm / 2.0 - self.cortical_mm
+            return ellipse_intervals(a, b)
+        return polygon_intervals(self.inner_contour)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "center_ras": [round(float(x), 4) for x in self.center],
+            "ap_axis_ras": [round(float(x), 6) for x in self.ap_axis],
+            "normal_ras": [round(float(x), 6) for x in self.normal],
+            "depth_mm": round(float(self.depth_mm), 3),
+            "width_mm": round(float(self.width_mm), 3),
+            "cortical_mm": round(float(self.cortical_mm), 3),
+        }
+
+
+def ellipse_intervals(a: float, b: float) -> IntervalFn:
+    def f(t):
+        t = np.asarray(t, dtype=float)
+        with np.errstate(invalid="ignore"):
+            h = a * np.sqrt(1.0 - (t / b) ** 2)
+        h = np.where(np.abs(t) <= b, h, np.nan)
+        return -h, h
+
+    return f
+
+
+def polygon_intervals(poly: np.ndarray) -> IntervalFn:
+    """AP extent of a closed polygon (columns s, t) on lines of constant t.
+
+    Takes the lowest and highest crossing, i.e. assumes the region is convex along s (true of
+    a vertebral body's trabecular region on an axial slice).
+    """
+    p = np.asarray(poly, dtype=float)
+    s0, t0 = p[:, 0], p[:, 1]
+    s1, t1 = np.roll(s0, -1), np.roll(t0, -1)
+
+    def f(t):
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        tt = t[:, None]
+        lo_t, hi_t = np.minimum(t0, t1), np.maximum(t0, t1)
+        cross = (tt >= lo_t) & (tt <= hi_t) & (hi_t > lo_t)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = (tt - t0) / (t1 - t0)
+        s = s0 + frac * (s1 - s0)
+        s = np.where(cross, s, np.nan)
+        with np.errstate(invalid="ignore"):
+            smin = np.nanmin(np.where(cross, s, np.inf), axis=1)
+            smax = np.nanmax(np.where(cross, s, -np.inf), axis=1)
+        none = ~cross.any(axis=1)
+        smin[none] = np.nan
+        smax[none] = np.nan
+        return smin, smax
+
+    return f
+
+
+@dataclass
+class RoiFamily:
+    """The five ROIs of one level, the outline they came from, and any warnings."""
+
+    outline: BodyOutline
+    shapes: Dict[str, RoiShape]
+    warnings: List[str] = field(default_factory=list)
+
+
+def _region(outline: BodyOutline) -> IntervalFn:
+    """Anterior-2/3 trabecular region: ``lo(t) = max(s_d, smin(t))``, ``hi(t) = smax(t)``."""
+    inner = outline.inner_intervals()
+    s_d = outline.demarcation_s
+
+    def f(t):
+        smin, smax = inner(t)
+        lo = np.maximum(smin, s_d)
+        bad = ~(smax > lo)
+        lo = np.where(bad, np.nan, lo)
+        hi = np.where(bad, np.nan, smax)
+        return lo, hi
+
+    return f
+
+
+def _lateral_extent(region: IntervalFn, limit: float) -> Tuple[float, float]:
+    """Patient-right and patient-left extent (both ≥ 0) of the region along t."""
+    t = np.linspace(-limit, limit, 4001)
+    lo, hi = region(t)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if not ok.any():
+        raise PlacementError(
+            "The anterior two thirds of the body outline hold no trabecular bone.",
+            "Check the outline's depth, width and cortical margin.",
+        )
+    # Contiguous run through the midline (or nearest the midline).
+    idx = np.nonzero(ok)[0]
+    mid = idx[np.argmin(np.abs(t[idx]))]
+    a = mid
+    while a - 1 >= 0 and ok[a - 1]:
+        a -= 1
+    b = mid
+    while b + 1 < t.size and ok[b + 1]:
+        b += 1
+    return float(-t[a]), float(t[b])
+
+
+def _band_rectangle(region: IntervalFn, t_a: float, t_b: float, n: int = 161) -> Optional[Tuple[float, float]]:
+    """AP range (lo, hi) of the largest rectangle in the region spanning t ∈ [t_a, t_b]."""
+    t = np.linspace(t_a, t_b, n)
+    lo, hi = region(t)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        return None
+    s_lo, s_hi = float(lo.max()), float(hi.min())
+    if s_hi <= s_lo:
+        return None
+    return s_lo, s_hi
+
+
+def _largest_side_rectangle(region: IntervalFn, t_in: float, t_out_max: float, sign: float):
+    """Best rectangle from ``t_in`` outward (``sign`` = +1 left, −1 right) to at most ``t_out_max``."""
+    best = None
+    for t_out in np.linspace(t_in, t_out_max, 121)[1:]:
+        rng = _band_rectangle(region, sign * t_in, sign * t_out) if sign > 0 else _band_rectangle(
+            region, -t_out, -t_in
+        )
+        if rng is None:
+            continue
+        area = (t_out - t_in) * (rng[1] - rng[0])
+        if best is None or area > best[0]:
+            best = (area, t_out, rng)
+    return best
+
+
+def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, float, float]]:
+    """Largest ellipse (centre s0 on t = 0, semi-axes p along s, q along t) inside the region.
+
+    For a fixed q the ellipse's boundary at t = q·sin φ spans s0 ± p·cos φ, and containment is
+    ``max(lo + p·cos φ) ≤ s0 ≤ min(hi − p·cos φ)``; the largest feasible p is found by bisection,
+    then p·q is maximised over q.
+    """
+    phi = np.linspace(-np.pi / 2, np.pi / 2, 241)
+    c = np.cos(phi)
+
+    def best_p(q):
+        lo, hi = region(q * np.sin(phi))
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return None
+        def feasible(p):
+            return np.max(lo + c * p) <= np.min(hi - c * p)
+
+        if not feasible(0.0):
+            return None
+        a, b = 0.0, float(np.nanmax(hi - lo))
+        for _ in range(50):
+            mid = 0.5 * (a + b)
+            if feasible(mid):
+                a = mid
+            else:
+                b = mid
+        s0 = 0.5 * (np.max(lo + c * a) + np.min(hi - c * a))
+        return a, float(s0)
+
+    def area(q):
+        r = best_p(q)
+        return (-1.0, None) if r is None or r[0] <= 0 else (r[0] * q, r)
+
+    qs = np.linspace(t_max / 64, t_max, 64)
+    scores = [area(q)[0] for q in qs]
+    k = int(np.argmax(scores))
+    if scores[k] <= 0:
+        return None
+    a, b = qs[max(k - 1, 0)], qs[min(k + 1, len(qs) - 1)]
+    g = (np.sqrt(5) - 1) / 2
+    x1, x2 = b - g * (b - a), a + g * (b - a)
+    f1, f2 = area(x1)[0], area(x2)[0]
+    for _ in range(40):
+        if f1 >= f2:
+            b, x2, f2 = x2, x1, f1
+            x1 = b - g * (b - a)
+            f1 = area(x1)[0]
+        else:
+            a, x1, f1 = x1, x2, f2
+            x2 = a + g * (b - a)
+            f2 = area(x2)[0]
+    q = x1 if f1 >= f2 else x2
+    r = area(q)[1]
+    if r is None:
+        q = qs[k]
+        r = area(q)[1]
+    p, s0 = r
+    return s0, p, q
+
+
+def build_roi_family(
+    outline: BodyOutline,
+    slab_mm: float,
+    shapes: Sequence[str] = SHAPE_NAMES,
+    level: str = "",
+) -> RoiFamily:
+    """Build the requested seed-002 ROIs (QCT_BRIEF §1) for one vertebral body outline."""
+    unknown = [s for s in shapes if s not in SHAPE_NAMES]
+    if unknown:
+        raise PlacementError(
+            f"Unknown ROI shape(s): {', '.join(unknown)}.", f"Choose from {', '.join(SHAPE_NAMES)}."
+        )
+    region = _region(outline)
+    limit = outline.width_mm / 2.0 + 1.0
+    right_ext, left_ext = _lateral_extent(region, limit)
+    half = min(right_ext, left_ext)
+    warnings: List[str] = []
+    prefix = f"{level}: " if level else ""
+    u, v = outline.ap_axis, outline.left_axis
+    out: Dict[str, RoiShape] = {}
+
+    def make(kind, name, s, t, hu, hv, meta):
+        center = outline.to_ras(s, t)
+        out[name] = RoiShape(kind, tuple(center), tuple(u), tuple(v), hu, hv, slab_mm, name=name, meta=meta)
+
+    s_d = outline.demarcation_s
+    if "round" in shapes:
+        lo0, hi0 = region(np.array([0.0]))
+        if not np.isfinite(hi0[0]):
+            raise PlacementError(f"{prefix}the AP midline crosses no trabecular bone.", "Check the outline.")
+        diameter = float(hi0[0]) - s_d
+        r = diameter / 2.0
+        s_c = s_d + r
+        # Does the circle stay inside the trabecular region? (It may not on a narrow body.)
+        phi = np.linspace(-np.pi / 2, np.pi / 2, 181)
+        lo, hi = region(r * np.sin(phi))
+        inside = np.all(np.isfinite(hi)) and np.all(s_c + r * np.cos(phi) <= hi + 1e-6) and np.all(
+            s_c - r * np.cos(phi) >= lo - 1e-6
+        )
+        if not inside:
+            warnings.append(
+                f"{prefix}the round ROI (diameter {diameter:.1f} mm, seed-002 definition) reaches beyond the "
+                "trabecular outline on this narrow body; check it for cortex."
+            )
+        make("ellipse", "round", s_c, 0.0, r, r, {"diameter_mm": diameter})
+
+    if "oval" in shapes:
+        fit = _largest_ellipse(region, half if half > 0 else limit)
+        if fit is None:
+            raise PlacementError(f"{prefix}no ellipse fits in the anterior two thirds.", "Check the outline.")
+        s0, p, q = fit
+        make("ellipse", "oval", s0, 0.0, p, q, {})
+
+    third = half / 3.0
+    if "front" in shapes:
+        rng = _band_rectangle(region, -third, third)
+        if rng is None:
+            raise PlacementError(f"{prefix}the front ROI does not fit.", "Check the outline.")
+        make("rectangle", "front", 0.5 * (rng[0] + rng[1]), 0.0, 0.5 * (rng[1] - rng[0]), third,
+             {"zone": ZONES["front"]})
+    for name, sign, extent in (("left", 1.0, left_ext), ("right", -1.0, right_ext)):
+        if name not in shapes:
+            continue
+        best = _largest_side_rectangle(region, third, min(extent, half), sign)
+        if best is None:
+            raise PlacementError(f"{prefix}the {name} ROI does not fit.", "Check the outline.")
+        _, t_out, rng = best
+        t_mid = sign * 0.5 * (third + t_out)
+        make("rectangle", name, 0.5 * (rng[0] + rng[1]), t_mid, 0.5 * (rng[1] - rng[0]), 0.5 * (t_out - third),
+             {"zone": ZONES[name]})
+    ordered = {name: out[name] for name in SHAPE_NAMES if name in out}
+    return RoiFamily(outline=outline, shapes=ordered, warnings=warnings)

@@ -1,0 +1,272 @@
+"""CT volumes: a voxel array plus its IJK→RAS geometry, and the readers that make one.
+
+Conventions (the same as Slicer's ``slicer.util.arrayFromVolume`` and
+``vtkMRMLScalarVolumeNode.GetIJKToRASMatrix``):
+
+* ``Volume.array`` is indexed ``[k, j, i]`` (slice, row, column).
+* ``Volume.ijk_to_ras`` is a 4×4 matrix taking a voxel *centre* ``(i, j, k, 1)`` to RAS millimetres.
+  Its 3×3 part is ``direction @ diag(spacing)``; direction cosines may be oblique.
+* Files and DICOM are in LPS (ITK/SimpleITK convention); RAS = diag(−1, −1, 1) · LPS
+  (QCT_BRIEF §6).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .errors import InputError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+#: A CT of a body always contains air (about −1000 HU); an image with no voxel below this is
+#: not a CT in Hounsfield units (QCT_BRIEF §6: HU = stored × slope + intercept).
+CT_MIN_HU_REQUIRED = -500.0
+
+
+@dataclass
+class Volume:
+    """A 3-D scalar image in Hounsfield units with its geometry.
+
+    ``facts`` holds DICOM facts (QCT_BRIEF §6) when the source had them; ``notes`` holds
+    messages about how the volume was read (e.g. which DICOM series was chosen).
+    """
+
+    array: np.ndarray
+    ijk_to_ras: np.ndarray
+    source: str = ""
+    facts: Dict[str, Any] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.array = np.asarray(self.array)
+        self.ijk_to_ras = np.asarray(self.ijk_to_ras, dtype=float)
+        if self.array.ndim != 3:
+            raise InputError(
+                f"The image has {self.array.ndim} dimensions; OsteoROI needs a 3-D CT volume.",
+                "Load a 3-D CT series (not a single slice, not a time series or multi-channel image).",
+            )
+        if self.ijk_to_ras.shape != (4, 4):
+            raise InputError("The IJK-to-RAS matrix must be 4×4.", "Pass the volume's 4×4 IJKToRAS matrix.")
+        check_geometry(self.ijk_to_ras[:3, :3])
+
+    # --- geometry -------------------------------------------------------------------------
+    @property
+    def dimensions(self) -> tuple:
+        """Size as (ni, nj, nk) — columns, rows, slices (ITK/Slicer order)."""
+        nk, nj, ni = self.array.shape
+        return (ni, nj, nk)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel spacing (mm) along i, j, k."""
+        return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Unit direction cosines in RAS: column c is the RAS direction of IJK axis c."""
+        return self.ijk_to_ras[:3, :3] / self.spacing
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.ijk_to_ras[:3, :3])))
+
+    @property
+    def ras_to_ijk(self) -> np.ndarray:
+        return np.linalg.inv(self.ijk_to_ras)
+
+    def ijk_to_ras_points(self, ijk) -> np.ndarray:
+        ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
+        return ijk @ self.ijk_to_ras[:3, :3].T + self.ijk_to_ras[:3, 3]
+
+    def ras_to_ijk_points(self, ras) -> np.ndarray:
+        """Continuous IJK coordinates of RAS points (voxel centres are at integers)."""
+        ras = np.atleast_2d(np.asarray(ras, dtype=float))
+        inv = self.ras_to_ijk
+        return ras @ inv[:3, :3].T + inv[:3, 3]
+
+    def contains_ras(self, ras) -> np.ndarray:
+        """True for RAS points that lie within the image's voxel grid (incl. half a voxel margin)."""
+        ijk = self.ras_to_ijk_points(ras)
+        upper = np.asarray(self.dimensions, dtype=float) - 0.5
+        return np.all((ijk >= -0.5) & (ijk <= upper), axis=1)
+
+    def slice_axis(self) -> int:
+        """The IJK axis (0, 1 or 2) most nearly along S: the image's axial slice stacking axis."""
+        return int(np.argmax(np.abs(self.direction[2, :])))
+
+    def slice_normal_ras(self) -> np.ndarray:
+        """Unit normal of the image's axial slices, pointing superior."""
+        n = self.direction[:, self.slice_axis()].copy()
+        return n if n[2] >= 0 else -n
+
+    def slice_spacing(self) -> float:
+        return float(self.spacing[self.slice_axis()])
+
+    def in_plane_anterior(self) -> np.ndarray:
+        """RAS anterior (0, 1, 0) projected into the image's axial slice plane, normalised."""
+        n = self.slice_normal_ras()
+        a = np.array([0.0, 1.0, 0.0])
+        a = a - n * float(a @ n)
+        norm = np.linalg.norm(a)
+        if norm < 1e-6:  # slices are coronal: no anterior direction in plane
+            raise InputError(
+                "The image's slices are not axial enough to define an anterior direction.",
+                "Reformat the CT to axial slices.",
+            )
+        return a / norm
+
+    def nearest_slice_index(self, ras) -> int:
+        """Index along the slice axis of the slice nearest to a RAS point."""
+        return int(np.round(self.ras_to_ijk_points(ras)[0][self.slice_axis()]))
+
+    # --- SimpleITK ------------------------------------------------------------------------
+    @classmethod
+    def from_sitk(cls, image, source: str = "", facts=None, notes=None) -> "Volume":
+        import SimpleITK as sitk
+
+        dim = image.GetDimension()
+        if dim != 3:
+            raise InputError(
+                f"The image has {dim} dimensions; OsteoROI needs a 3-D CT volume.",
+                "Load a 3-D CT series (not a single slice, not a time series).",
+            )
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(
+                f"The image has {image.GetNumberOfComponentsPerPixel()} components per voxel "
+                "(colour or vector image); a CT has one.",
+                "Load the original grey-scale CT.",
+            )
+        spacing = np.asarray(image.GetSpacing(), dtype=float)
+        if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise InputError(
+                f"The image's voxel spacing {tuple(spacing)} is not positive.",
+                "Fix the file's header (spacing must be > 0 mm on every axis).",
+            )
+        direction_lps = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+        origin_lps = np.asarray(image.GetOrigin(), dtype=float)
+        m = np.eye(4)
+        m[:3, :3] = LPS_TO_RAS @ direction_lps @ np.diag(spacing)
+        m[:3, 3] = LPS_TO_RAS @ origin_lps
+        array = sitk.GetArrayViewFromImage(image).copy()
+        return cls(array=array, ijk_to_ras=m, source=source, facts=dict(facts or {}), notes=list(notes or []))
+
+    def to_sitk(self):
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(self.array)
+        spacing = self.spacing
+        direction_lps = LPS_TO_RAS @ self.direction
+        image.SetSpacing([float(s) for s in spacing])
+        image.SetDirection([float(d) for d in direction_lps.ravel()])
+        image.SetOrigin([float(o) for o in (LPS_TO_RAS @ self.ijk_to_ras[:3, 3])])
+        return image
+
+    def describe(self) -> Dict[str, Any]:
+        """The `volume` block of a result: file, size, spacing, geometry and DICOM facts."""
+        info: Dict[str, Any] = {
+            "file": self.source,
+            "size": [int(d) for d in self.dimensions],
+            "spacing_mm": [round(float(s), 6) for s in self.spacing],
+            "ijk_to_ras": [[round(float(x), 6) for x in row] for row in self.ijk_to_ras],
+        }
+        if self.facts:
+            info["dicom"] = dict(self.facts)
+        if self.notes:
+            info["notes"] = list(self.notes)
+        return info
+
+
+def check_geometry(matrix3) -> None:
+    """Refuse zero/negative spacing and singular or non-finite direction matrices."""
+    m = np.asarray(matrix3, dtype=float)
+    if not np.all(np.isfinite(m)):
+        raise InputError("The image geometry contains NaN or infinite values.", "Fix the file's header.")
+    spacing = np.linalg.norm(m, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError(
+            f"The image's voxel spacing {tuple(np.round(spacing, 6))} is not positive.",
+            "Fix the file's header (spacing must be > 0 mm on every axis).",
+        )
+    direction = m / spacing
+    if abs(np.linalg.det(direction)) < 1e-3:
+        raise InputError(
+            "The image's direction matrix is singular (its axes are parallel).",
+            "Fix the file's header: the three direction cosines must be independent.",
+        )
+
+
+def check_ct(volume: Volume) -> None:
+    """Refuse images that cannot be a CT in Hounsfield units (empty, NaN, no air)."""
+    a = volume.array
+    if a.size == 0:
+        raise InputError("The image is empty (0 voxels).", "Load a CT volume with data.")
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = int(a.size - np.count_nonzero(finite))
+            raise InputError(
+                f"The image contains {bad} NaN or infinite voxels.",
+                "Re-export the CT without missing values (or fill them) and try again.",
+            )
+    if float(a.min()) >= CT_MIN_HU_REQUIRED:
+        raise InputError(
+            f"This does not look like a CT in Hounsfield units: its lowest value is {float(a.min()):g}, "
+            f"but a body CT contains air near -1000 HU (nothing here is below {CT_MIN_HU_REQUIRED:g}).",
+            "Load a CT volume (not MR, not a mask), with rescale slope/intercept applied.",
+        )
+    modality = volume.facts.get("modality")
+    if modality and modality != "CT":
+        raise InputError(
+            f"The DICOM modality is {modality}, not CT.",
+            "OsteoROI measures Hounsfield units; load a CT series.",
+        )
+
+
+def read_volume(path: str) -> Volume:
+    """Read a CT from an image file (NRRD, NIfTI, MHA, … via SimpleITK) or a DICOM directory.
+
+    The result is validated as a 3-D CT (``check_ct``); errors say what to do.
+    """
+    if not os.path.exists(path):
+        raise InputError(f"No such file or directory: {path}.", "Check the path to the CT volume.")
+    if os.path.isdir(path):
+        from .dicom import read_dicom_directory
+
+        volume = read_dicom_directory(path)
+    else:
+        volume = _read_image_file(path)
+    check_ct(volume)
+    return volume
+
+
+def _read_image_file(path: str) -> Volume:
+    import SimpleITK as sitk
+
+    if not os.access(path, os.R_OK):
+        raise InputError(f"Cannot read {path}: permission denied.", "Check the file's permissions.")
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise InputError(
+            f"Cannot read {path} as an image ({first[:200]}).",
+            "Give a NRRD, NIfTI (.nii/.nii.gz), MHA/MHD file or a DICOM folder; the file may be truncated or corrupt.",
+        ) from None
+    return Volume.from_sitk(image, source=os.path.abspath(path))
+
+
+def write_volume(volume: Volume, path: str) -> None:
+    """Write a volume with SimpleITK (format from the extension)."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(volume.to_sitk(), path, True)
+
+
+def optional_float(value) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
