@@ -1,0 +1,193 @@
+"""The ``osteoroi`` command line (also ``python -m OsteoROILib``).
+
+    osteoroi demo [--out DIR]
+    osteoroi measure VOLUME (--point L1=R,A,S ... | --points FILE.mrk.json)
+                     [--shapes oval,round,front,left,right] [--slab-mm N]
+                     [--json OUT] [--csv OUT] [--force] [--overwrite]
+
+Exit codes: 0 success, 1 bad input or a result that cannot be written (the message says what
+to do), 2 wrong command-line usage.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from . import __version__
+from .errors import InputError, OsteoROIError
+from .markups import point_list_document, points_by_label, read_point_list
+from .measure import measure_levels
+from .results import build_document, check_output_paths, to_csv_text, to_json_text, write_atomically
+from .roifamily import SHAPE_NAMES
+
+
+def parse_point(text: str):
+    """``L1=R,A,S`` → ("L1", [R, A, S])."""
+    if "=" not in text:
+        raise InputError(f"--point {text!r} has no level label.", "Write it as LEVEL=R,A,S, e.g. --point L1=-5.2,30.1,120.")
+    label, _, coords = text.partition("=")
+    parts = [p for p in coords.replace(";", ",").split(",") if p.strip()]
+    try:
+        xyz = [float(p) for p in parts]
+    except ValueError:
+        xyz = []
+    if len(xyz) != 3:
+        raise InputError(f"--point {text!r} does not have three numbers after '='.",
+                         "Write it as LEVEL=R,A,S in millimetres, e.g. --point L1=-5.2,30.1,120.")
+    return label.strip(), xyz
+
+
+def collect_points(point_args: Optional[Sequence[str]], points_file: Optional[str]) -> Dict[str, List[float]]:
+    if point_args and points_file:
+        raise InputError("Both --point and --points were given.", "Use one of them.")
+    if points_file:
+        return points_by_label(read_point_list(points_file), source=points_file)
+    if not point_args:
+        raise InputError("No points were given.", "Give --point L1=R,A,S (repeat per level) or --points FILE.mrk.json.")
+    pairs = [parse_point(p) for p in point_args]
+    return points_by_label([{"label": lab, "ras": xyz} for lab, xyz in pairs], source="--point")
+
+
+def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None) -> None:
+    shapes = []
+    for r in rows:
+        if r["shape"] not in shapes:
+            shapes.append(r["shape"])
+    levels = []
+    for r in rows:
+        if r["level"] not in levels:
+            levels.append(r["level"])
+    header = f"{'level':<6}" + "".join(f"{s:>10}" for s in shapes)
+    if truth_hu:
+        header += f"{'truth':>10}"
+    print("Mean HU per ROI (SD in the JSON/CSV):", file=stream)
+    print(header, file=stream)
+    for level in levels:
+        line = f"{level:<6}"
+        for s in shapes:
+            row = next((r for r in rows if r["level"] == level and r["shape"] == s), None)
+            value = None if row is None else row.get("mean_hu")
+            line += f"{value:>10.1f}" if isinstance(value, (int, float)) else f"{'—':>10}"
+        if truth_hu:
+            line += f"{truth_hu.get(level, float('nan')):>10.1f}"
+        print(line, file=stream)
+
+
+def cmd_measure(args, out=sys.stdout) -> int:
+    from .volume import read_volume
+
+    outputs = check_output_paths([args.json, args.csv], overwrite=args.overwrite)
+    if not outputs:
+        print("note: no --json or --csv given; printing the table only.", file=sys.stderr)
+    points = collect_points(args.point, args.points)
+    volume = read_volume(args.volume)
+    measurement = measure_levels(volume, points, shapes=args.shapes, slab_mm=args.slab_mm, force=args.force)
+    doc = build_document(measurement, volume.describe(), command=_command_line())
+    texts = {}
+    if args.json:
+        texts[args.json] = to_json_text(doc)
+    if args.csv:
+        texts[args.csv] = to_csv_text(doc["rows"])
+    write_atomically(texts)
+    _print_table(doc["rows"], out)
+    for w in doc["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    for path in texts:
+        print(f"wrote {path}", file=out)
+    return 0
+
+
+def cmd_demo(args, out=sys.stdout) -> int:
+    from .phantom import make_phantom
+    from .volume import write_volume
+
+    folder = os.path.abspath(args.out)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OsteoROIError(f"Cannot create the output folder {folder} ({exc.strerror}).",
+                            "Choose another folder with --out.") from None
+    names = {k: os.path.join(folder, f) for k, f in
+             (("json", "osteoroi-demo.json"), ("csv", "osteoroi-demo.csv"),
+              ("volume", "demo-phantom.nrrd"), ("points", "demo-points.mrk.json"))}
+    # The demo owns these files: re-running it replaces them.
+    check_output_paths(names.values(), overwrite=True)
+    print("Generating the digital CT phantom (L1-L4, known trabecular HU) ...", file=out)
+    volume, truth = make_phantom()
+    points = {lv.name: list(lv.center_ras) for lv in truth.levels}
+    outlines = {lv.name: lv.outline() for lv in truth.levels}
+    for o in outlines.values():
+        o.meta.setdefault("source", "phantom truth")
+    measurement = measure_levels(volume, points, shapes=SHAPE_NAMES, outlines=outlines)
+    volume.source = names["volume"]
+    doc = build_document(measurement, volume.describe(), command=_command_line(),
+                         extra={"truth": truth.to_dict()})
+    import json
+
+    texts = {
+        names["json"]: to_json_text(doc),
+        names["csv"]: to_csv_text(doc["rows"]),
+        names["points"]: json.dumps(point_list_document(points), indent=2) + "\n",
+    }
+    write_volume(volume, names["volume"])
+    write_atomically(texts)
+    _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_hu for lv in truth.levels})
+    print(f"\n{len(doc['rows'])} rows ({len(points)} levels x {len(SHAPE_NAMES)} ROI shapes).", file=out)
+    for key in ("json", "csv", "volume", "points"):
+        print(f"wrote {names[key]}", file=out)
+    print(f"\nMeasure it again from the files: osteoroi measure {names['volume']} --points {names['points']}",
+          file=out)
+    return 0
+
+
+def _command_line() -> str:
+    return " ".join(["osteoroi"] + [a for a in sys.argv[1:]])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="osteoroi",
+        description="Vertebral trabecular HU in the seed-002 ROIs (oval, round, front, left, right) of L1-L4 on CT.",
+    )
+    parser.add_argument("--version", action="version", version=f"osteoroi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="measure a generated digital phantom and write the table (JSON + CSV)")
+    demo.add_argument("--out", default="osteoroi-demo", help="output folder (default: ./osteoroi-demo)")
+    demo.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("measure", help="measure the ROIs of the levels given by points")
+    m.add_argument("volume", help="CT image file (NRRD, NIfTI, MHA, ...) or a DICOM series folder")
+    m.add_argument("--point", action="append", metavar="LEVEL=R,A,S",
+                   help="a point inside a vertebral body in RAS mm (Slicer's coordinates); repeat per level")
+    m.add_argument("--points", metavar="FILE.mrk.json", help="Slicer point list with control points labelled L1...L4")
+    m.add_argument("--shapes", default=",".join(SHAPE_NAMES),
+                   help=f"comma-separated ROI shapes (default: all: {','.join(SHAPE_NAMES)})")
+    m.add_argument("--slab-mm", type=float, default=None, help="ROI slab thickness in mm (default: one slice)")
+    m.add_argument("--json", help="write the result document (JSON) here")
+    m.add_argument("--csv", help="write the table (CSV) here")
+    m.add_argument("--force", action="store_true",
+                   help="measure even where no vertebral body is detected around a point (rows are flagged)")
+    m.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    m.set_defaults(func=cmd_measure)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OsteoROIError as exc:
+        print(f"osteoroi: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("osteoroi: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The measurement table: a versioned JSON document and a CSV with the same row columns.
+
+Writes are atomic: every output is first written to a temporary file beside its target and
+renamed into place only when all outputs were written, so a failure leaves no half-written
+file and changes no existing one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from . import __version__
+from .errors import OutputError
+from .resources import resource_path
+
+SCHEMA_ID = "osteoroi-measurement/1"
+SCHEMA_FILE = ("Schemas", "osteoroi-measurement-1.schema.json")
+
+#: Row columns, in table order (JSON rows also carry ``roi``, the ROI's geometry).
+ROW_COLUMNS = (
+    "level",
+    "shape",
+    "mean_hu",
+    "sd_hu",
+    "median_hu",
+    "min_hu",
+    "max_hu",
+    "p05_hu",
+    "p95_hu",
+    "n_voxels",
+    "area_mm2",
+    "volume_mm3",
+    "nominal_area_mm2",
+    "center_ras",
+    "slice_index",
+    "slab_mm",
+    "placement",
+    "warnings",
+)
+
+
+def _clean(value):
+    """JSON-safe values: no NaN/inf (they become null), numpy scalars to Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return round(value, 6)
+    return value
+
+
+def build_document(
+    measurement: Mapping[str, object],
+    volume_info: Mapping[str, object],
+    command: str = "",
+    extra: Optional[Mapping[str, object]] = None,
+    timestamp: Optional[str] = None,
+) -> Dict[str, object]:
+    """The result document (validated by ``Resources/Schemas/osteoroi-measurement-1.schema.json``).
+
+    ``timestamp`` is the only field that changes between identical runs.
+    """
+    doc: Dict[str, object] = {
+        "schema": SCHEMA_ID,
+        "osteoroi_version": __version__,
+        "created": timestamp or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "command": command,
+        "volume": dict(volume_info),
+        "settings": {"shapes": list(measurement["shapes"]), "slab_mm": measurement["slab_mm"]},
+        "levels": measurement["levels"],
+        "rows": measurement["rows"],
+        "warnings": list(measurement.get("warnings", [])),
+    }
+    if extra:
+        doc.update(extra)
+    return _clean(doc)
+
+
+def load_schema() -> Dict[str, object]:
+    with open(resource_path(*SCHEMA_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def validate_document(doc: Mapping[str, object]) -> None:
+    """Validate against the JSON schema (needs the ``jsonschema`` package)."""
+    import jsonschema
+
+    jsonschema.validate(instance=doc, schema=load_schema())
+
+
+def to_json_text(doc: Mapping[str, object]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        if all(isinstance(v, str) for v in value):
+            return " | ".join(value)
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def to_csv_text(rows: Iterable[Mapping[str, object]], columns=ROW_COLUMNS) -> str:
+    """CSV of the rows; empty cell for a missing value (e.g. SD of a single voxel), never NaN."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def check_output_paths(paths: Iterable[str], overwrite: bool = False) -> List[str]:
+    """Refuse, before any work, outputs that cannot be written or would replace a file."""
+    out = []
+    for path in paths:
+        if not path:
+            continue
+        path = os.path.abspath(path)
+        folder = os.path.dirname(path)
+        if os.path.isdir(path):
+            raise OutputError(f"The output {path} is a directory.", "Give a file name.")
+        if not os.path.isdir(folder):
+            raise OutputError(f"The output folder {folder} does not exist.", "Create it first or choose another path.")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"The output folder {folder} is not writable.", "Choose a folder you can write to.")
+        if os.path.exists(path) and not overwrite:
+            raise OutputError(f"The output file {path} already exists.",
+                              "Choose another name, delete it, or pass --overwrite.")
+        out.append(path)
+    return out
+
+
+def write_atomically(outputs: Mapping[str, str]) -> None:
+    """Write ``{path: text}``: all to temporary files first, then rename each into place."""
+    temps = []
+    try:
+        for path, text in outputs.items():
+            folder = os.path.dirname(os.path.abspath(path))
+            fd, tmp = tempfile.mkstemp(prefix=".osteoroi-", suffix=".part", dir=folder)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise OutputError(f"Could not write the results ({exc.strerror or exc}).",
+                          "Check the output folder's free space and permissions.") from None
