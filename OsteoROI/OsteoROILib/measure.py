@@ -74,6 +74,13 @@ def check_points(volume: Volume, points: Mapping[str, Sequence[float]]) -> Dict[
     return out
 
 
+def partial_volume_margin_mm(volume: Volume) -> float:
+    """Half the in-plane voxel diagonal of the image's axial slices."""
+    axis = volume.slice_axis()
+    in_plane = [volume.spacing[a] for a in (0, 1, 2) if a != axis]
+    return 0.5 * float(np.hypot(*in_plane))
+
+
 def default_slab_mm(volume: Volume) -> float:
     """One slice: the image's slice spacing."""
     return volume.slice_spacing()
@@ -114,9 +121,14 @@ def measure_levels(
     for level in order:
         point = pts[level]
         level_warnings: List[str] = []
+        margin = 0.0
         if level in outlines:
             outline = outlines[level]
             source = str(outline.meta.get("source", "given outline"))
+            # A given outline is the true trabecular boundary: keep half a voxel diagonal off it
+            # so no voxel that straddles the cortex is measured. (The shell probe's outline is
+            # already inset by its own partial-volume margin.)
+            margin = partial_volume_margin_mm(volume)
         else:
             probe = probe_shell(volume, point)
             if probe.inside_body:
@@ -137,7 +149,7 @@ def measure_levels(
                     "Click inside the vertebral body on an axial slice near its mid-height, or force the placement "
                     "(--force) if you are sure.",
                 )
-        family = build_roi_family(outline, slab_mm, shape_names, level=level)
+        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
         level_warnings.extend(family.warnings)
         slice_index = volume.nearest_slice_index(outline.center)
         levels[level] = {

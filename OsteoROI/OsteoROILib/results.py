@@ -149,6 +149,12 @@ def check_output_paths(paths: Iterable[str], overwrite: bool = False) -> List[st
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(outputs: Mapping[str, str]) -> None:
     """Write ``{path: text}``: all to temporary files first, then rename each into place."""
     temps = []
@@ -157,6 +163,7 @@ def write_atomically(outputs: Mapping[str, str]) -> None:
             folder = os.path.dirname(os.path.abspath(path))
             fd, tmp = tempfile.mkstemp(prefix=".osteoroi-", suffix=".part", dir=folder)
             temps.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
                 f.flush()

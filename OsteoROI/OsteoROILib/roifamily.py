@@ -87,13 +87,26 @@ class BodyOutline:
     def to_ras(self, s, t) -> np.ndarray:
         return self.center + np.multiply.outer(s, self.ap_axis) + np.multiply.outer(t, self.left_axis)
 
-    def inner_intervals(self) -> IntervalFn:
-        """``f(t) -> (smin, smax)``: the trabecular region's AP extent on the line at ``t`` (NaN outside)."""
+    def inner_intervals(self, margin_mm: float = 0.0) -> IntervalFn:
+        """``f(t) -> (smin, smax)``: the trabecular region's AP extent on the line at ``t`` (NaN outside).
+
+        ``margin_mm`` shrinks the region further (a polygon contour radially about its centroid).
+        """
         if self.inner_contour is None:
-            a = self.depth_mm / 2.0 - self.cortical_mm
-            b = self.width_mm / 2.0 - self.cortical_mm
+            a = self.depth_mm / 2.0 - self.cortical_mm - margin_mm
+            b = self.width_mm / 2.0 - self.cortical_mm - margin_mm
+            if min(a, b) <= 0:
+                raise PlacementError("The margins leave no trabecular bone inside the outline.",
+                                     "Use a smaller cortical or partial-volume margin.")
             return ellipse_intervals(a, b)
-        return polygon_intervals(self.inner_contour)
+        poly = self.inner_contour
+        if margin_mm > 0:
+            c = poly.mean(axis=0)
+            d = poly - c
+            r = np.linalg.norm(d, axis=1)
+            scale = np.clip(1.0 - margin_mm / np.maximum(r, 1e-9), 0.0, None)
+            poly = c + d * scale[:, None]
+        return polygon_intervals(poly)
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -156,9 +169,9 @@ class RoiFamily:
     warnings: List[str] = field(default_factory=list)
 
 
-def _region(outline: BodyOutline) -> IntervalFn:
+def _region(outline: BodyOutline, margin_mm: float = 0.0) -> IntervalFn:
     """Anterior-2/3 trabecular region: ``lo(t) = max(s_d, smin(t))``, ``hi(t) = smax(t)``."""
-    inner = outline.inner_intervals()
+    inner = outline.inner_intervals(margin_mm)
     s_d = outline.demarcation_s
 
     def f(t):
@@ -286,14 +299,22 @@ def build_roi_family(
     slab_mm: float,
     shapes: Sequence[str] = SHAPE_NAMES,
     level: str = "",
+    edge_margin_mm: float = 0.0,
 ) -> RoiFamily:
-    """Build the requested seed-002 ROIs (QCT_BRIEF §1) for one vertebral body outline."""
+    """Build the requested seed-002 ROIs (QCT_BRIEF §1) for one vertebral body outline.
+
+    ``edge_margin_mm`` keeps every ROI that far inside the trabecular boundary, so that voxels
+    whose centres are inside but which straddle the cortex (partial volume) stay out; about half
+    the in-plane voxel diagonal does that.
+    """
     unknown = [s for s in shapes if s not in SHAPE_NAMES]
     if unknown:
         raise PlacementError(
             f"Unknown ROI shape(s): {', '.join(unknown)}.", f"Choose from {', '.join(SHAPE_NAMES)}."
         )
-    region = _region(outline)
+    if edge_margin_mm < 0:
+        raise PlacementError("The partial-volume margin must not be negative.", "Give a margin ≥ 0 mm.")
+    region = _region(outline, edge_margin_mm)
     limit = outline.width_mm / 2.0 + 1.0
     right_ext, left_ext = _lateral_extent(region, limit)
     half = min(right_ext, left_ext)

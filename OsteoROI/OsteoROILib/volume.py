@@ -42,6 +42,8 @@ class Volume:
     source: str = ""
     facts: Dict[str, Any] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    #: Keeps a SimpleITK image alive when ``array`` is a view of its buffer (no copy).
+    owner: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.array = np.asarray(self.array)
@@ -153,8 +155,10 @@ class Volume:
         m = np.eye(4)
         m[:3, :3] = LPS_TO_RAS @ direction_lps @ np.diag(spacing)
         m[:3, 3] = LPS_TO_RAS @ origin_lps
-        array = sitk.GetArrayViewFromImage(image).copy()
-        return cls(array=array, ijk_to_ras=m, source=source, facts=dict(facts or {}), notes=list(notes or []))
+        # A read-only view of the image's buffer: no second copy of a large CT in memory.
+        array = sitk.GetArrayViewFromImage(image)
+        return cls(array=array, ijk_to_ras=m, source=source, facts=dict(facts or {}), notes=list(notes or []),
+                   owner=image)
 
     def to_sitk(self):
         import SimpleITK as sitk
