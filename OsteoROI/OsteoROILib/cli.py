@@ -75,7 +75,8 @@ def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None) -> N
         print(line, file=stream)
 
 
-def cmd_measure(args, out=sys.stdout) -> int:
+def cmd_measure(args, out=None) -> int:
+    out = out or sys.stdout
     from .volume import read_volume
 
     outputs = check_output_paths([args.json, args.csv], overwrite=args.overwrite)
@@ -99,7 +100,8 @@ def cmd_measure(args, out=sys.stdout) -> int:
     return 0
 
 
-def cmd_demo(args, out=sys.stdout) -> int:
+def cmd_demo(args, out=None) -> int:
+    out = out or sys.stdout
     from .phantom import make_phantom
     from .volume import write_volume
 

@@ -16,6 +16,7 @@ cortex around the point — **never by the HU at the point**: osteoporotic trabe
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -189,7 +190,8 @@ def probe_shell(volume: Volume, point_ras, ap_direction=None) -> ShellProbe:
     if hit.sum() >= 5:
         padded = np.concatenate([radius[-2:], radius, radius[:2]])
         windows = np.stack([padded[i : i + N_RAYS] for i in range(5)])
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no neighbours
             local = np.nanmedian(windows, axis=0)
         outlier = hit & (np.abs(radius - local) > RAY_OUTLIER_MM)
         hit &= ~outlier
