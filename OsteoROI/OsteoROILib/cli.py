@@ -15,12 +15,16 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from . import __version__
+from . import __version__, cli_calibration, cli_report
 from .errors import InputError, OsteoROIError
 from .markups import point_list_document, points_by_label, read_point_list
 from .measure import measure_levels
 from .results import build_document, check_output_paths, to_csv_text, to_json_text, write_atomically
 from .roifamily import SHAPE_NAMES
+
+
+#: Modules that add further sub-commands: each has ``register(subparsers)``.
+COMMAND_MODULES = (cli_calibration, cli_report)
 
 
 def parse_point(text: str):
@@ -175,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure even where no vertebral body is detected around a point (rows are flagged)")
     m.add_argument("--overwrite", action="store_true", help="replace existing output files")
     m.set_defaults(func=cmd_measure)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

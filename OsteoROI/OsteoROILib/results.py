@@ -18,24 +18,13 @@ from typing import Dict, Iterable, List, Mapping, Optional
 from . import __version__
 from .errors import OutputError
 from .resources import resource_path
+from .stats import STAT_KEYS
 
 SCHEMA_ID = "osteoroi-measurement/1"
 SCHEMA_FILE = ("Schemas", "osteoroi-measurement-1.schema.json")
 
 #: Row columns, in table order (JSON rows also carry ``roi``, the ROI's geometry).
-ROW_COLUMNS = (
-    "level",
-    "shape",
-    "mean_hu",
-    "sd_hu",
-    "median_hu",
-    "min_hu",
-    "max_hu",
-    "p05_hu",
-    "p95_hu",
-    "n_voxels",
-    "area_mm2",
-    "volume_mm3",
+ROW_COLUMNS = ("level", "shape") + STAT_KEYS + (
     "nominal_area_mm2",
     "center_ras",
     "slice_index",
