@@ -483,7 +483,8 @@ QT_WIDGETS = {
     "QScrollArea": "QFrame",
     "QSlider": "QWidget",
     "QProgressBar": "QWidget",
-    "QTableWidget": "QFrame",
+    "QTableView": "QFrame",
+    "QTableWidget": "QTableView",
     "QTreeWidget": "QFrame",
     "QListWidget": "QFrame",
 }
@@ -494,7 +495,7 @@ SLICER_WIDGETS = {
     "qMRMLNodeComboBox": "QWidget",
     "qMRMLSliderWidget": "ctkSliderWidget",
     "qMRMLSpinBox": "ctkDoubleSpinBox",
-    "qMRMLTableView": "QWidget",
+    "qMRMLTableView": "QTableView",
     "qMRMLSubjectHierarchyTreeView": "QWidget",
     "qSlicerMarkupsPlaceWidget": "QWidget",
     "qMRMLSimpleMarkupsWidget": "QWidget",
@@ -565,6 +566,10 @@ API = {
     "qMRMLNodeComboBox": {"currentNode", "setCurrentNode", "currentNodeID", "setCurrentNodeID", "setMRMLScene",
                           "mrmlScene", "nodeTypes", "addNode", "currentNodeChanged", "noneEnabled"},
     "qMRMLWidget": {"setMRMLScene", "mrmlScene"},
+    "QComboBox": {"currentIndex", "setCurrentIndex", "currentText", "addItem", "clear", "count"},
+    "QLineEdit": {"text", "setText", "clear"},
+    "QTableView": {"resizeColumnsToContents"},
+    "qMRMLTableView": {"setMRMLTableNode", "mrmlTableNode", "setMRMLScene", "mrmlScene"},
 }
 #: Qt signals per class, for ``self.ui.<widget>.connect("signal(args)", slot)``.
 SIGNALS = {
@@ -573,6 +578,8 @@ SIGNALS = {
     "QDoubleSpinBox": {"valueChanged(double)", "editingFinished()"},
     "ctkDoubleSpinBox": {"valueChanged(double)", "editingFinished()"},
     "ctkCollapsibleButton": {"contentsCollapsed(bool)"},
+    "QComboBox": {"currentIndexChanged(int)", "currentTextChanged(QString)"},
+    "QLineEdit": {"textChanged(QString)", "editingFinished()"},
     "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)", "currentNodeChanged(bool)",
                           "currentNodeIDChanged(QString)", "nodeAdded(vtkMRMLNode*)",
                           "nodeActivated(vtkMRMLNode*)", "nodeAddedByUser(vtkMRMLNode*)"},
@@ -949,7 +956,7 @@ def test_module_calls_match_lib_signatures():
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
                 imported[alias.asname or alias.name] = getattr(module, alias.name)
-    assert {"measure_levels", "Volume", "points_by_label"} <= set(imported)
+    assert {"measure_levels", "OsteoROIMRMLLogic", "volume_from_node"} <= set(imported)
     checked = 0
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported):
@@ -1002,3 +1009,75 @@ def test_module_metadata():
     # The class names Slicer looks for: <Module>, <Module>Widget, <Module>Logic, <Module>Test.
     names = {c.name for c in tree.body if isinstance(c, ast.ClassDef)}
     assert {"OsteoROI", "OsteoROIWidget", "OsteoROILogic", "OsteoROITest", "OsteoROIParameterNode"} <= names
+
+
+def test_per_level_widgets_exist(ui):
+    """The widget reaches per-level widgets by name (getattr(self.ui, f"exclude{level}CheckBox")): check them all."""
+    widgets = _widgets(ui)
+    tree = _module_tree()
+    levels = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "GUI_LEVELS" for t in node.targets):
+            levels = ast.literal_eval(node.value)
+    assert levels == ("L1", "L2", "L3", "L4")
+    patterns = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" and len(node.args) >= 2 \
+                and isinstance(node.args[1], ast.JoinedStr) and ast.unparse(node.args[0]) == "self.ui":
+            patterns.add(ast.unparse(node.args[1]))
+    assert patterns, "expected getattr(self.ui, f'...{level}...') look-ups"
+    expected_class = {"CheckBox": "QCheckBox", "ComboBox": "QComboBox", "Button": "QPushButton"}
+    for pattern in patterns:
+        for level in levels:
+            name = re.sub(r"\{[^}]*\}", level, pattern[2:-1])
+            assert name in widgets, f"self.ui.{name} (from {pattern}) is not in the .ui"
+            suffix = next(s for s in expected_class if name.endswith(s))
+            assert widgets[name].get("class") == expected_class[suffix], name
+    for level in levels:  # the per-level place buttons, exclusion boxes and Genant grades
+        assert widgets[f"place{level}Button"].get("class") == "QPushButton"
+        assert widgets[f"exclude{level}CheckBox"].get("class") == "QCheckBox"
+        genant = widgets[f"genant{level}ComboBox"]
+        items = [i.find("property/string").text for i in genant.findall("item")]
+        assert len(items) == 5 and items[0] == "not graded" and [t[0] for t in items[1:]] == ["0", "1", "2", "3"]
+
+
+def test_criteria_and_calibration_choices_match_the_library(ui):
+    """The criteria combo box offers the built-in criteria ids; the calibration modes are the documented five."""
+    if MODULE_DIR not in sys.path:
+        sys.path.insert(0, MODULE_DIR)
+    from OsteoROILib.criteria import builtin_ids
+
+    widgets = _widgets(ui)
+    items = [i.find("property/string").text or "" for i in widgets["criteriaComboBox"].findall("item")]
+    assert set(items) - {""} == set(builtin_ids())
+    modes = [i.find("property/string").text for i in widgets["calibrationModeComboBox"].findall("item")]
+    assert modes == ["none", "saved", "manual", "phantom", "internal"]
+    default = _parameter_fields()
+    assert ast.literal_eval(_default_of("criteria")) in items
+    assert ast.literal_eval(_default_of("calibrationMode")) in modes
+    assert "criteria" in default and "calibrationMode" in default
+
+
+def _default_of(field: str) -> str:
+    tree = _module_tree()
+    cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "OsteoROIParameterNode")
+    for s in cls.body:
+        if isinstance(s, ast.AnnAssign) and s.target.id == field:
+            return ast.unparse(s.value)
+    raise AssertionError(f"{field} has no default")
+
+
+def test_mrml_modules_are_listed_and_import_only_allowed_packages():
+    """mrml*.py may import slicer (MRML) but never Qt; they are listed in CMake like every file."""
+    for rel in sorted(_files_under(LIB_DIR, ".py")):
+        if not _is_mrml_module(rel[:-3]):
+            continue
+        tree = ast.parse(_read(os.path.join(LIB_DIR, rel)))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                assert name.split(".")[0] not in ("qt", "ctk", "PythonQt"), f"{rel} imports {name}"
