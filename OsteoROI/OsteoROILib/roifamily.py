@@ -185,6 +185,33 @@ def _region(outline: BodyOutline, margin_mm: float = 0.0) -> IntervalFn:
     return f
 
 
+def _tabulated(region: IntervalFn, limit: float, n: int = 4001) -> IntervalFn:
+    """The region sampled once on a fine t-grid and linearly interpolated afterwards.
+
+    Linear interpolation of a region that is convex along t under-estimates ``hi`` and
+    over-estimates ``lo``, and a t between a valid and an invalid sample is treated as outside:
+    the tabulated region lies inside the true one, so ROIs fitted to it stay inside too.
+    """
+    grid = np.linspace(-limit, limit, n)
+    lo_g, hi_g = region(grid)
+    valid = np.isfinite(lo_g) & np.isfinite(hi_g)
+    lo_f = np.where(valid, lo_g, 0.0)
+    hi_f = np.where(valid, hi_g, 0.0)
+    step = grid[1] - grid[0]
+
+    def f(t):
+        t = np.asarray(t, dtype=float)
+        x = (t + limit) / step
+        i0 = np.clip(np.floor(x).astype(int), 0, n - 2)
+        w = x - i0
+        ok = (x >= 0) & (x <= n - 1) & valid[i0] & valid[i0 + 1]
+        lo = lo_f[i0] * (1 - w) + lo_f[i0 + 1] * w
+        hi = hi_f[i0] * (1 - w) + hi_f[i0 + 1] * w
+        return np.where(ok, lo, np.nan), np.where(ok, hi, np.nan)
+
+    return f
+
+
 def _lateral_extent(region: IntervalFn, limit: float) -> Tuple[float, float]:
     """Patient-right and patient-left extent (both ≥ 0) of the region along t."""
     t = np.linspace(-limit, limit, 4001)
@@ -219,55 +246,59 @@ def _band_rectangle(region: IntervalFn, t_a: float, t_b: float, n: int = 161) ->
     return s_lo, s_hi
 
 
-def _largest_side_rectangle(region: IntervalFn, t_in: float, t_out_max: float, sign: float):
-    """Best rectangle from ``t_in`` outward (``sign`` = +1 left, −1 right) to at most ``t_out_max``."""
-    best = None
-    for t_out in np.linspace(t_in, t_out_max, 121)[1:]:
-        rng = _band_rectangle(region, sign * t_in, sign * t_out) if sign > 0 else _band_rectangle(
-            region, -t_out, -t_in
-        )
-        if rng is None:
-            continue
-        area = (t_out - t_in) * (rng[1] - rng[0])
-        if best is None or area > best[0]:
-            best = (area, t_out, rng)
-    return best
+def _largest_side_rectangle(region: IntervalFn, t_in: float, t_out_max: float, sign: float, n: int = 481):
+    """Best rectangle from ``t_in`` outward (``sign`` = +1 left, −1 right) to at most ``t_out_max``.
+
+    The region is sampled once from ``t_in`` outward; the running maximum of ``lo`` and minimum of
+    ``hi`` give the AP range of every candidate outer edge at once.
+    """
+    t = np.linspace(t_in, t_out_max, n)
+    lo, hi = region(sign * t)
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    if not finite[0]:
+        return None
+    stop = n if finite.all() else int(np.argmin(finite))
+    lo_run = np.maximum.accumulate(lo[:stop])
+    hi_run = np.minimum.accumulate(hi[:stop])
+    width = t[:stop] - t_in
+    height = hi_run - lo_run
+    area = np.where(height > 0, width * height, -1.0)
+    k = int(np.argmax(area))
+    if area[k] <= 0:
+        return None
+    return float(area[k]), float(t[k]), (float(lo_run[k]), float(hi_run[k]))
 
 
 def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, float, float]]:
     """Largest ellipse (centre s0 on t = 0, semi-axes p along s, q along t) inside the region.
 
     For a fixed q the ellipse's boundary at t = q·sin φ spans s0 ± p·cos φ, and containment is
-    ``max(lo + p·cos φ) ≤ s0 ≤ min(hi − p·cos φ)``; the largest feasible p is found by bisection,
+    ``max(lo + p·cos φ) ≤ s0 ≤ min(hi − p·cos φ)``, whose largest feasible p has a closed form;
     then p·q is maximised over q.
     """
-    phi = np.linspace(-np.pi / 2, np.pi / 2, 241)
+    phi = np.linspace(-np.pi / 2, np.pi / 2, 151)
     c = np.cos(phi)
+    c_sum = c[:, None] + c[None, :]
+    positive = c_sum > 1e-12
 
     def best_p(q):
         lo, hi = region(q * np.sin(phi))
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             return None
-        def feasible(p):
-            return np.max(lo + c * p) <= np.min(hi - c * p)
-
-        if not feasible(0.0):
+        # max_i(lo_i + c_i p) <= min_j(hi_j - c_j p)  <=>  p <= (hi_j - lo_i) / (c_i + c_j) for all i, j
+        # (p = 0 must be feasible: every gap non-negative): the largest p in closed form.
+        gap = hi[None, :] - lo[:, None]
+        if np.any(gap < 0):
             return None
-        a, b = 0.0, float(np.nanmax(hi - lo))
-        for _ in range(50):
-            mid = 0.5 * (a + b)
-            if feasible(mid):
-                a = mid
-            else:
-                b = mid
-        s0 = 0.5 * (np.max(lo + c * a) + np.min(hi - c * a))
-        return a, float(s0)
+        p = float(np.min(gap[positive] / c_sum[positive]))
+        s0 = 0.5 * (np.max(lo + c * p) + np.min(hi - c * p))
+        return p, float(s0)
 
     def area(q):
         r = best_p(q)
         return (-1.0, None) if r is None or r[0] <= 0 else (r[0] * q, r)
 
-    qs = np.linspace(t_max / 64, t_max, 64)
+    qs = np.linspace(t_max / 32, t_max, 32)
     scores = [area(q)[0] for q in qs]
     k = int(np.argmax(scores))
     if scores[k] <= 0:
@@ -276,7 +307,7 @@ def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, 
     g = (np.sqrt(5) - 1) / 2
     x1, x2 = b - g * (b - a), a + g * (b - a)
     f1, f2 = area(x1)[0], area(x2)[0]
-    for _ in range(40):
+    for _ in range(30):
         if f1 >= f2:
             b, x2, f2 = x2, x1, f1
             x1 = b - g * (b - a)
@@ -314,8 +345,8 @@ def build_roi_family(
         )
     if edge_margin_mm < 0:
         raise PlacementError("The partial-volume margin must not be negative.", "Give a margin ≥ 0 mm.")
-    region = _region(outline, edge_margin_mm)
     limit = outline.width_mm / 2.0 + 1.0
+    region = _tabulated(_region(outline, edge_margin_mm), limit)
     right_ext, left_ext = _lateral_extent(region, limit)
     half = min(right_ext, left_ext)
     warnings: List[str] = []
@@ -336,7 +367,7 @@ def build_roi_family(
         r = diameter / 2.0
         s_c = s_d + r
         # Does the circle stay inside the trabecular region? (It may not on a narrow body.)
-        phi = np.linspace(-np.pi / 2, np.pi / 2, 181)
+        phi = np.linspace(-np.pi / 2, np.pi / 2, 151)
         lo, hi = region(r * np.sin(phi))
         inside = np.all(np.isfinite(hi)) and np.all(s_c + r * np.cos(phi) <= hi + 1e-6) and np.all(
             s_c - r * np.cos(phi) >= lo - 1e-6
