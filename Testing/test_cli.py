@@ -99,7 +99,7 @@ def test_measure_points_and_markups_agree(phantom_files, tmp_path, capsys):
     assert [r["mean_hu"] for r in a["rows"]] == [r["mean_hu"] for r in b["rows"]]
     for r in a["rows"]:
         assert abs(r["mean_hu"] - phantom_files["truth"].level(r["level"]).trabecular_hu) <= 1.0
-        assert r["placement"] == "shell rays"
+        assert r["placement"] == "auto (click)"  # issue #3: automatic placement is the default
     assert a["volume"]["size"] == list(phantom_files["volume"].dimensions)
 
 

@@ -1,8 +1,8 @@
 """The ``osteoroi`` command line (also ``python -m OsteoROILib``).
 
     osteoroi demo [--out DIR]
-    osteoroi measure VOLUME (--point L1=R,A,S ... | --points FILE.mrk.json)
-                     [--shapes oval,round,front,left,right] [--slab-mm N]
+    osteoroi measure VOLUME (--point L1=R,A,S ... | --points FILE.mrk.json | --labels SEG [--label-map MAP])
+                     [--shapes oval,round,front,left,right] [--slab-mm N] [--no-auto]
                      [--json OUT] [--csv OUT] [--force] [--overwrite]
 
 Exit codes: 0 success, 1 bad input or a result that cannot be written (the message says what
@@ -79,6 +79,24 @@ def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None) -> N
         print(line, file=stream)
 
 
+def _placements_from_labels(args, volume):
+    """``--labels SEG [--label-map ...]`` → (placements, warnings)."""
+    from .segplacement import describe_missing, parse_label_map, place_from_labels, read_labels
+
+    map_name, label_map = parse_label_map(args.label_map or "total")
+    labels, notes = read_labels(args.labels, volume)
+    volume.notes.extend(notes)
+    placements, missing = place_from_labels(volume, labels, label_map)
+    warnings = describe_missing(missing, label_map, os.path.basename(args.labels))
+    if not placements:
+        raise InputError(
+            f"None of the levels of the label map '{map_name}' ({', '.join(f'{k}={v}' for k, v in label_map.items())}) "
+            f"is present in {args.labels}.",
+            "Choose the map that matches the segmentation: --label-map total, bodies, or e.g. L1=31,L2=30.")
+    volume.notes.append(f"Levels placed from the segmentation {args.labels} with the label map '{map_name}'.")
+    return placements, warnings
+
+
 def cmd_measure(args, out=None) -> int:
     out = out or sys.stdout
     from .volume import read_volume
@@ -86,9 +104,17 @@ def cmd_measure(args, out=None) -> int:
     outputs = check_output_paths([args.json, args.csv], overwrite=args.overwrite)
     if not outputs:
         print("note: no --json or --csv given; printing the table only.", file=sys.stderr)
-    points = collect_points(args.point, args.points)
+    if args.labels and (args.point or args.points):
+        raise InputError("Both a segmentation (--labels) and points were given.", "Use one of them.")
+    if args.label_map and not args.labels:
+        raise InputError("--label-map was given without --labels.", "Give the segmentation with --labels SEG.")
+    points = None if args.labels else collect_points(args.point, args.points)
     volume = read_volume(args.volume)
-    measurement = measure_levels(volume, points, shapes=args.shapes, slab_mm=args.slab_mm, force=args.force)
+    placements, warnings = ({}, [])
+    if args.labels:
+        placements, warnings = _placements_from_labels(args, volume)
+    measurement = measure_levels(volume, points, shapes=args.shapes, slab_mm=args.slab_mm, force=args.force,
+                                 auto=args.auto, placements=placements, warnings=warnings)
     doc = build_document(measurement, volume.describe(), command=_command_line())
     texts = {}
     if args.json:
@@ -178,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--force", action="store_true",
                    help="measure even where no vertebral body is detected around a point (rows are flagged)")
     m.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    m.add_argument("--no-auto", dest="auto", action="store_false",
+                   help="outline the body on the point's own axial slice (the simple shell-ray probe) instead of "
+                        "finding the mid-vertebral slice and the body's outline and AP axis automatically")
+    m.add_argument("--labels", metavar="SEG",
+                   help="place every level from a vertebra segmentation (label map file) instead of points")
+    m.add_argument("--label-map", metavar="MAP", default=None,
+                   help="label values of the levels in --labels: total (TotalSegmentator: L1=31 ... L4=28, T12=32), "
+                        "bodies (L1=20 ... L4=23) or e.g. L1=31,L2=30 (default: total)")
     m.set_defaults(func=cmd_measure)
     for module in COMMAND_MODULES:
         module.register(sub)

@@ -11,6 +11,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .errors import InputError, PlacementError
+from .geometry import roi_voxels
 from .placement import default_outline, outline_from_probe, probe_shell
 from .roifamily import SHAPE_NAMES, BodyOutline, build_roi_family
 from .stats import roi_statistics
@@ -81,88 +82,158 @@ def partial_volume_margin_mm(volume: Volume) -> float:
     return 0.5 * float(np.hypot(*in_plane))
 
 
+#: Bone-island check (QCT_BRIEF §1: avoid focal lesions): a voxel is "high" when it exceeds the
+#: ROI's median by max(HIGH_HU_ABOVE_MEDIAN, 5 robust SDs); an ROI with more than
+#: HIGH_HU_WARN_FRACTION of such voxels is flagged (dense focal lesion, osteophyte or cortex).
+HIGH_HU_ABOVE_MEDIAN = 150.0
+HIGH_HU_WARN_FRACTION = 0.01
+
+PLANE_FOUNDATION = "image axial slice"
+
+
+def high_hu_fraction(values) -> Optional[float]:
+    """Fraction of ROI voxels far above the ROI's median (see ``HIGH_HU_ABOVE_MEDIAN``)."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size < 2:
+        return None
+    med = float(np.median(v))
+    robust_sd = 1.4826 * float(np.median(np.abs(v - med)))
+    return float(np.mean(v > med + max(HIGH_HU_ABOVE_MEDIAN, 5.0 * robust_sd)))
+
+
 def default_slab_mm(volume: Volume) -> float:
     """One slice: the image's slice spacing."""
     return volume.slice_spacing()
 
 
+def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, force: bool):
+    """(outline, source, margin, placement or None, warnings) for one level."""
+    warnings: List[str] = []
+    if level in outlines:
+        outline = outlines[level]
+        # A given outline is the true trabecular boundary: keep half a voxel diagonal off it
+        # so no voxel that straddles the cortex is measured.
+        source = str(outline.meta.get("source", "given outline"))
+        return outline, source, partial_volume_margin_mm(volume), None, warnings
+    if level in placements:
+        pl = placements[level]
+        return pl.outline, pl.method, partial_volume_margin_mm(volume), pl, list(pl.warnings)
+    if auto:
+        from .autoplace import place_from_click
+
+        try:
+            pl = place_from_click(volume, point, level)
+        except PlacementError as exc:
+            if not force:
+                raise
+            warnings.append(f"{exc.problem} Measured with a default-size outline because placement was forced.")
+            return default_outline(volume, point), "default size (forced)", 0.0, None, warnings
+        # The fitted trabecular boundary is kept half a voxel diagonal away, as a given outline.
+        return pl.outline, pl.method, partial_volume_margin_mm(volume), pl, list(pl.warnings)
+    # The foundation's shell-ray probe (its outline is already inset by its own margin).
+    probe = probe_shell(volume, point)
+    if probe.inside_body:
+        return outline_from_probe(probe), "shell rays", 0.0, None, warnings
+    if force:
+        warnings.append(
+            f"{level}: the point does not look inside a vertebral body ({'; '.join(probe.reasons)}); "
+            "measured with a default-size outline because placement was forced.")
+        return default_outline(volume, point), "default size (forced)", 0.0, None, warnings
+    r = point
+    raise PlacementError(
+        f"{level}: the point (RAS {r[0]:.1f}, {r[1]:.1f}, {r[2]:.1f}) does not look inside a vertebral "
+        f"body: {'; '.join(probe.reasons)}.",
+        "Click inside the vertebral body on an axial slice near its mid-height, or force the placement "
+        "(--force) if you are sure.",
+    )
+
+
 def measure_levels(
     volume: Volume,
-    points: Mapping[str, Sequence[float]],
+    points: Optional[Mapping[str, Sequence[float]]],
     shapes=None,
     slab_mm: Optional[float] = None,
     outlines: Optional[Mapping[str, BodyOutline]] = None,
     force: bool = False,
+    auto: bool = True,
+    placements: Optional[Mapping[str, object]] = None,
+    warnings: Optional[Sequence[str]] = None,
 ) -> Dict[str, object]:
     """Place and measure the ROIs of every level.
 
-    ``points`` maps level labels (L1…) to RAS points inside the vertebral bodies. For a level
-    with an entry in ``outlines`` that outline is used as given (e.g. from the digital
-    phantom's truth or a segmentation); otherwise the body is found around the point by
-    ``placement.probe_shell``. A point without a cortical shell around it is refused
-    (``PlacementError``) unless ``force`` is true, in which case a default-size outline is
-    used and the rows carry a warning.
+    ``points`` maps level labels (L1…) to RAS points inside the vertebral bodies. Per level:
+
+    * an entry in ``outlines`` is used as given (e.g. the digital phantom's truth);
+    * an entry in ``placements`` (``autoplace.Placement``, e.g. from ``segplacement``) is used
+      as placed (its point is the level's point when ``points`` lacks it);
+    * otherwise, with ``auto`` (default), ``autoplace.place_from_click`` finds the body in 3-D,
+      the mid-vertebral slice and the outline; without ``auto`` the foundation's shell probe
+      (``placement.probe_shell``) outlines the body on the point's own slice.
+
+    A point with no vertebral body around it is refused (``PlacementError``) unless ``force``
+    is true; then a default-size outline is used and the rows carry a warning. ``warnings`` are
+    added to the result (e.g. levels missing from a segmentation).
 
     Returns ``{"rows": [...], "levels": {level: {...}}, "warnings": [...]}``.
     """
     shape_names = parse_shapes(shapes)
-    pts = check_points(volume, points)
+    placements = dict(placements or {})
+    merged = {k: v for k, v in (points or {}).items()}
+    for level, pl in placements.items():
+        merged.setdefault(level, pl.point_ras)
+    pts = check_points(volume, merged)
+    placements = {normalise_level(k): v for k, v in placements.items()}
     if slab_mm is None:
         slab_mm = default_slab_mm(volume)
     slab_mm = float(slab_mm)
     if not np.isfinite(slab_mm) or slab_mm <= 0:
         raise InputError(f"The slab thickness must be a positive number of mm, got {slab_mm:g}.",
                          "Give e.g. --slab-mm 3, or leave it out for one slice.")
-    outlines = dict(outlines or {})
+    outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
     rows: List[Dict[str, object]] = []
     levels: Dict[str, Dict[str, object]] = {}
-    all_warnings: List[str] = []
+    all_warnings: List[str] = list(warnings or [])
     order = sorted(pts, key=LEVEL_NAMES.index)
     for level in order:
         point = pts[level]
-        level_warnings: List[str] = []
-        margin = 0.0
-        if level in outlines:
-            outline = outlines[level]
-            source = str(outline.meta.get("source", "given outline"))
-            # A given outline is the true trabecular boundary: keep half a voxel diagonal off it
-            # so no voxel that straddles the cortex is measured. (The shell probe's outline is
-            # already inset by its own partial-volume margin.)
-            margin = partial_volume_margin_mm(volume)
-        else:
-            probe = probe_shell(volume, point)
-            if probe.inside_body:
-                outline = outline_from_probe(probe)
-                source = "shell rays"
-            elif force:
-                outline = default_outline(volume, point)
-                source = "default size (forced)"
-                level_warnings.append(
-                    f"{level}: the point does not look inside a vertebral body ({'; '.join(probe.reasons)}); "
-                    "measured with a default-size outline because placement was forced."
-                )
-            else:
-                r = point
-                raise PlacementError(
-                    f"{level}: the point (RAS {r[0]:.1f}, {r[1]:.1f}, {r[2]:.1f}) does not look inside a vertebral "
-                    f"body: {'; '.join(probe.reasons)}.",
-                    "Click inside the vertebral body on an axial slice near its mid-height, or force the placement "
-                    "(--force) if you are sure.",
-                )
+        outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
+                                                                 auto, force)
         family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
         level_warnings.extend(family.warnings)
-        slice_index = volume.nearest_slice_index(outline.center)
-        levels[level] = {
+        slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
+        plane = placed.plane if placed is not None else PLANE_FOUNDATION
+        fit_quality = None if placed is None else round(float(placed.fit_quality), 3)
+        if placed is None and source == "shell rays":
+            fit_quality = outline.meta.get("hit_fraction")
+        level_entry: Dict[str, object] = {
             "point_ras": [round(float(x), 4) for x in point],
             "outline": outline.to_dict(),
             "placement": source,
             "slice_index": slice_index,
+            "plane": plane,
+            "fit_quality": fit_quality,
             "warnings": list(level_warnings),
         }
-        all_warnings.extend(level_warnings)
+        if placed is not None:
+            level_entry["auto"] = placed.to_dict()
+        levels[level] = level_entry
+        all_warnings.extend(w for w in level_warnings if w not in all_warnings)
+        common = {
+            "fit_quality": fit_quality,
+            "body_depth_mm": round(float(outline.depth_mm), 3),
+            "body_width_mm": round(float(outline.width_mm), 3),
+            "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
+            "plane": plane,
+        }
         for name, shape in family.shapes.items():
             stats = roi_statistics(volume, shape)
             row_warnings = list(level_warnings) + [f"{level}: {w}" for w in stats.pop("warnings")]
+            vox = roi_voxels(shape, volume.ijk_to_ras, volume.dimensions)
+            high = high_hu_fraction(vox.values(volume.array))
+            if high is not None and high > HIGH_HU_WARN_FRACTION:
+                row_warnings.append(
+                    f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
+                    "sclerosis, osteophyte or cortex?); check the ROI or move it.")
             row: Dict[str, object] = {"level": level, "shape": name}
             row.update(stats)
             row.update(
@@ -172,10 +243,12 @@ def measure_levels(
                     "slab_mm": round(slab_mm, 4),
                     "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
                     "placement": source,
-                    "roi": shape.to_dict(),
-                    "warnings": row_warnings,
+                    "high_hu_fraction": None if high is None else round(high, 5),
                 }
             )
+            row.update(common)
+            row["roi"] = shape.to_dict()
+            row["warnings"] = row_warnings
             all_warnings.extend(w for w in row_warnings if w not in all_warnings)
             rows.append(row)
     return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}

@@ -30,6 +30,12 @@ ROW_COLUMNS = ("level", "shape") + STAT_KEYS + (
     "slice_index",
     "slab_mm",
     "placement",
+    "plane",
+    "fit_quality",
+    "body_depth_mm",
+    "body_width_mm",
+    "ap_axis_ras",
+    "high_hu_fraction",
     "warnings",
 )
 
