@@ -63,7 +63,11 @@ def test_demo_writes_a_4x5_table_matching_the_phantom_truth(tmp_path, capsys):
     assert len(rows) == 20
     assert {(r["level"], r["shape"]) for r in rows} == {
         (lv, s) for lv in ("L1", "L2", "L3", "L4") for s in ("oval", "round", "front", "left", "right")}
-    _, truth = make_phantom()  # the configured HU, independent of the measurement
+    from OsteoROILib.cli import DEMO_DENSITIES, DEMO_PHANTOM_ID
+
+    # the configured HU and densities, independent of the measurement
+    _, demo_truth = make_phantom(calibration_preset=DEMO_PHANTOM_ID, trabecular_density=DEMO_DENSITIES)
+    truth = demo_truth
     for r in rows:
         assert abs(r["mean_hu"] - truth.level(r["level"]).trabecular_hu) <= 1.0
         assert r["n_voxels"] > 20
@@ -72,6 +76,20 @@ def test_demo_writes_a_4x5_table_matching_the_phantom_truth(tmp_path, capsys):
     assert len(table) == 20
     assert list(table[0].keys()) == list(results.ROW_COLUMNS)
     assert "L4" in out and "wrote" in out
+    # vBMD from the rods found automatically equals the phantom's configured density (noise-free).
+    for r in rows:
+        assert r["vbmd_unit"] == "mg/cm3 HA"
+        assert abs(r["vbmd_mg_cm3"] - demo_truth.level(r["level"]).trabecular_density) <= 1.0
+    assert doc["calibration"]["unit"] == "HA"
+    # The diagnosis table: QCT leads, on L1+L2 (QCT_BRIEF §3), from the configured densities.
+    with open(tmp_path / "demo" / "osteoroi-demo-diagnosis.csv", newline="") as f:
+        dx = list(csv.DictReader(f))
+    qct = next(r for r in dx if r["criterion_id"].startswith("qct"))
+    expected = (demo_truth.level("L1").trabecular_density + demo_truth.level("L2").trabecular_density) / 2
+    assert float(qct["value"]) == pytest.approx(expected, abs=1.0)
+    band = "normal" if expected > 120 else ("osteoporosis" if expected < 80 else "low bone mass")
+    assert qct["category"].startswith(band)
+    assert (tmp_path / "demo" / "osteoroi-demo-report.html").stat().st_size > 10000
     # The demo's own files can be re-measured with the point list it wrote.
     code, out, err = run(["measure", tmp_path / "demo" / "demo-phantom.nrrd",
                           "--points", tmp_path / "demo" / "demo-points.mrk.json",
@@ -80,6 +98,32 @@ def test_demo_writes_a_4x5_table_matching_the_phantom_truth(tmp_path, capsys):
     again = json.loads((tmp_path / "again.json").read_text())
     for r in again["rows"]:
         assert abs(r["mean_hu"] - truth.level(r["level"]).trabecular_hu) <= 1.0
+
+
+def test_measure_with_a_manual_calibration_and_report(phantom_files, tmp_path, capsys):
+    cal, out, html = tmp_path / "cal.json", tmp_path / "m.json", tmp_path / "r.html"
+    code, _, err = run(["calibrate", "--manual", "--slope", "1.25", "--intercept", "-10", "--unit", "HA",
+                        "--out", cal], capsys)
+    assert code == 0, err
+    code, text, err = run(["measure", phantom_files["ct"], *point_args(phantom_files["points"]),
+                           "--calibration", cal, "--json", out, "--report", html], capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    results.validate_document(doc)
+    for r in doc["rows"]:
+        assert r["vbmd_mg_cm3"] == pytest.approx((r["mean_hu"] + 10.0) / 1.25, abs=1e-4)  # (HU - b) / s
+        assert r["vbmd_unit"] == "mg/cm3 HA"
+    assert doc["calibration"]["kind"] == "manual"
+    assert html.exists() and "<html" in html.read_text().lower()
+    assert "QCT vBMD" in text
+
+
+def test_same_file_for_two_outputs_is_refused(phantom_files, tmp_path, capsys):
+    same = tmp_path / "same.txt"
+    code, _, err = run(["measure", phantom_files["ct"], *point_args(phantom_files["points"]),
+                        "--json", same, "--csv", same], capsys)
+    assert code == 1 and "same file" in err
+    assert_no_outputs(same)
 
 
 def test_demo_can_run_twice_into_the_same_folder(tmp_path, capsys):

@@ -38,7 +38,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -624,3 +624,22 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
         summary["effective_energy_kev"] = cal.internal.get("effective_energy_kev")
         summary["r2"] = cal.internal.get("r2")
     return _clean(summary)
+
+
+def calibrate_measurement(measurement: Mapping[str, Any], cal: Calibration,
+                          facts: Optional[Mapping[str, Any]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The measurement stage's output with vBMD added: ``(measurement, extra)``.
+
+    Rows gain ``vbmd_mg_cm3``/``vbmd_unit``/``vbmd_sd`` (``apply_calibration``); the warnings gain
+    the scanner mismatches between the CT's DICOM ``facts`` and the calibration's
+    (``compare_scanner``); ``extra`` is ``{"calibration": calibration_summary(cal)}`` for
+    ``results.build_document``.
+    """
+    out = dict(measurement)
+    out["rows"] = apply_calibration(measurement["rows"], cal)
+    warnings = list(measurement.get("warnings", []))
+    for w in compare_scanner(cal, facts) + [w for r in out["rows"] for w in r.get("warnings", [])]:
+        if w not in warnings:
+            warnings.append(w)
+    out["warnings"] = warnings
+    return out, {"calibration": calibration_summary(cal)}

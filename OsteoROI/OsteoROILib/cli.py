@@ -54,7 +54,8 @@ def collect_points(point_args: Optional[Sequence[str]], points_file: Optional[st
     return points_by_label([{"label": lab, "ras": xyz} for lab, xyz in pairs], source="--point")
 
 
-def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None) -> None:
+def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None, key: str = "mean_hu",
+                 title: str = "Mean HU per ROI (SD in the JSON/CSV)") -> None:
     shapes = []
     for r in rows:
         if r["shape"] not in shapes:
@@ -66,13 +67,13 @@ def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None) -> N
     header = f"{'level':<6}" + "".join(f"{s:>10}" for s in shapes)
     if truth_hu:
         header += f"{'truth':>10}"
-    print("Mean HU per ROI (SD in the JSON/CSV):", file=stream)
+    print(f"{title}:", file=stream)
     print(header, file=stream)
     for level in levels:
         line = f"{level:<6}"
         for s in shapes:
             row = next((r for r in rows if r["level"] == level and r["shape"] == s), None)
-            value = None if row is None else row.get("mean_hu")
+            value = None if row is None else row.get(key)
             line += f"{value:>10.1f}" if isinstance(value, (int, float)) else f"{'—':>10}"
         if truth_hu:
             line += f"{truth_hu.get(level, float('nan')):>10.1f}"
@@ -101,38 +102,88 @@ def cmd_measure(args, out=None) -> int:
     out = out or sys.stdout
     from .volume import read_volume
 
-    outputs = check_output_paths([args.json, args.csv], overwrite=args.overwrite)
+    outputs = check_output_paths([args.json, args.csv, args.report], overwrite=args.overwrite)
     if not outputs:
-        print("note: no --json or --csv given; printing the table only.", file=sys.stderr)
+        print("note: no --json, --csv or --report given; printing the table only.", file=sys.stderr)
     if args.labels and (args.point or args.points):
         raise InputError("Both a segmentation (--labels) and points were given.", "Use one of them.")
     if args.label_map and not args.labels:
         raise InputError("--label-map was given without --labels.", "Give the segmentation with --labels SEG.")
     points = None if args.labels else collect_points(args.point, args.points)
+    calibration = _load_calibration(args.calibration)
     volume = read_volume(args.volume)
     placements, warnings = ({}, [])
     if args.labels:
         placements, warnings = _placements_from_labels(args, volume)
     measurement = measure_levels(volume, points, shapes=args.shapes, slab_mm=args.slab_mm, force=args.force,
                                  auto=args.auto, placements=placements, warnings=warnings)
-    doc = build_document(measurement, volume.describe(), command=_command_line())
+    doc = _document(measurement, volume, calibration)
     texts = {}
     if args.json:
         texts[args.json] = to_json_text(doc)
     if args.csv:
         texts[args.csv] = to_csv_text(doc["rows"])
     write_atomically(texts)
+    written = list(texts)
+    if args.report:
+        written += _write_report(doc, volume, args.report, overwrite=args.overwrite, out=out)
     _print_table(doc["rows"], out)
     for w in doc["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
-    for path in texts:
+    for path in written:
         print(f"wrote {path}", file=out)
     return 0
 
 
+def _load_calibration(path: Optional[str]):
+    if not path:
+        return None
+    from .calibration import load_calibration
+
+    return load_calibration(path)
+
+
+def _document(measurement, volume, calibration=None, extra=None):
+    """Measurement (+ calibration) → the result document."""
+    extra = dict(extra or {})
+    if calibration is not None:
+        from .calibration import calibrate_measurement
+
+        measurement, cal_extra = calibrate_measurement(measurement, calibration, volume.facts)
+        extra.update(cal_extra)
+    return build_document(measurement, volume.describe(), command=_command_line(), extra=extra)
+
+
+def _write_report(doc, volume, html_path: str, overwrite: bool, out, patient=None, csv_path=None) -> List[str]:
+    """Diagnosis table + HTML report of a result document (``osteoroi report`` has all options)."""
+    from .cli_report import print_summary
+    from .diagnosis import build_diagnosis
+    from .report import write_report
+
+    dx = build_diagnosis(doc, patient=patient)
+    written = write_report(dx, doc, html_path=html_path, volume=volume, csv_path=csv_path, overwrite=overwrite)
+    print_summary(dx, out)
+    return list(written)
+
+
+#: The demo's patient: the QCT and HU categories apply to post-menopausal women and men ≥ 50
+#: (QCT_BRIEF §3), so the demo states one to show them.
+DEMO_PATIENT = {"age": 67, "sex": "F"}
+DEMO_PHANTOM_ID = "qrm-bdc-6"
+#: Trabecular densities (mg/cm³ HA) of L1-L4 in the demo: an L1+L2 mean of 102 mg/cm³ lies in the
+#: low-bone-mass band 80-120 (QCT_BRIEF §3), so the demo shows a non-trivial verdict.
+DEMO_DENSITIES = (108.0, 96.0, 90.0, 84.0)
+
+
 def cmd_demo(args, out=None) -> int:
+    """The main job on a generated sample: phantom CT → calibration → ROIs → vBMD → diagnosis table."""
     out = out or sys.stdout
+    import json
+
+    from .calibration import fit_phantom, save_calibration
     from .phantom import make_phantom
+    from .phantoms import get_phantom
+    from .rods import auto_rods
     from .volume import write_volume
 
     folder = os.path.abspath(args.out)
@@ -141,36 +192,44 @@ def cmd_demo(args, out=None) -> int:
     except OSError as exc:
         raise OsteoROIError(f"Cannot create the output folder {folder} ({exc.strerror}).",
                             "Choose another folder with --out.") from None
-    names = {k: os.path.join(folder, f) for k, f in
-             (("json", "osteoroi-demo.json"), ("csv", "osteoroi-demo.csv"),
-              ("volume", "demo-phantom.nrrd"), ("points", "demo-points.mrk.json"))}
+    names = {k: os.path.join(folder, f) for k, f in (
+        ("json", "osteoroi-demo.json"), ("csv", "osteoroi-demo.csv"), ("diagnosis", "osteoroi-demo-diagnosis.csv"),
+        ("report", "osteoroi-demo-report.html"), ("calibration", "demo-calibration.json"),
+        ("volume", "demo-phantom.nrrd"), ("points", "demo-points.mrk.json"))}
     # The demo owns these files: re-running it replaces them.
     check_output_paths(names.values(), overwrite=True)
-    print("Generating the digital CT phantom (L1-L4, known trabecular HU) ...", file=out)
-    volume, truth = make_phantom()
-    points = {lv.name: list(lv.center_ras) for lv in truth.levels}
-    outlines = {lv.name: lv.outline() for lv in truth.levels}
-    for o in outlines.values():
-        o.meta.setdefault("source", "phantom truth")
-    measurement = measure_levels(volume, points, shapes=SHAPE_NAMES, outlines=outlines)
+    print("Generating the digital CT phantom: L1-L4 of known density under a QRM-BDC-like 6-rod HA phantom ...",
+          file=out)
+    volume, truth = make_phantom(calibration_preset=DEMO_PHANTOM_ID, trabecular_density=DEMO_DENSITIES)
     volume.source = names["volume"]
-    doc = build_document(measurement, volume.describe(), command=_command_line(),
-                         extra={"truth": truth.to_dict()})
-    import json
-
+    phantom = get_phantom(DEMO_PHANTOM_ID)
+    found = auto_rods(volume, phantom)
+    cal = fit_phantom([m.to_dict() for m in found.rods], phantom, source_volume=names["volume"], command="osteoroi demo")
+    print(f"Calibration from {len(found.rods)} rods found automatically: {cal.equation()} (R² {cal.r2:.4f})", file=out)
+    # One "click" per level at the body centre; placement is automatic, as for a user's click.
+    points = {lv.name: list(lv.center_ras) for lv in truth.levels}
+    measurement = measure_levels(volume, points, shapes=SHAPE_NAMES)
+    doc = _document(measurement, volume, cal, extra={"truth": truth.to_dict()})
     texts = {
         names["json"]: to_json_text(doc),
         names["csv"]: to_csv_text(doc["rows"]),
         names["points"]: json.dumps(point_list_document(points), indent=2) + "\n",
     }
     write_volume(volume, names["volume"])
+    save_calibration(cal, names["calibration"], overwrite=True)
     write_atomically(texts)
     _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_hu for lv in truth.levels})
+    _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_density for lv in truth.levels},
+                 key="vbmd_mg_cm3", title=f"vBMD per ROI ({cal.unit_label})")
     print(f"\n{len(doc['rows'])} rows ({len(points)} levels x {len(SHAPE_NAMES)} ROI shapes).", file=out)
-    for key in ("json", "csv", "volume", "points"):
+    print(f"\nDiagnosis (demo patient: {DEMO_PATIENT['age']}-year-old woman):", file=out)
+    _write_report(doc, volume, names["report"], overwrite=True, out=out, patient=dict(DEMO_PATIENT),
+                  csv_path=names["diagnosis"])
+    print("", file=out)
+    for key in ("json", "csv", "diagnosis", "report", "calibration", "volume", "points"):
         print(f"wrote {names[key]}", file=out)
-    print(f"\nMeasure it again from the files: osteoroi measure {names['volume']} --points {names['points']}",
-          file=out)
+    print(f"\nMeasure it again from the files: osteoroi measure {names['volume']} --points {names['points']} "
+          f"--calibration {names['calibration']}", file=out)
     return 0
 
 
@@ -187,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    demo = sub.add_parser("demo", help="measure a generated digital phantom and write the table (JSON + CSV)")
+    demo = sub.add_parser("demo", help="the whole job on a generated phantom CT: calibration, ROIs, vBMD, diagnosis table")
     demo.add_argument("--out", default="osteoroi-demo", help="output folder (default: ./osteoroi-demo)")
     demo.set_defaults(func=cmd_demo)
 
@@ -203,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--csv", help="write the table (CSV) here")
     m.add_argument("--force", action="store_true",
                    help="measure even where no vertebral body is detected around a point (rows are flagged)")
+    m.add_argument("--calibration", metavar="CAL.json",
+                   help="calibration from `osteoroi calibrate`: adds vbmd_mg_cm3, vbmd_unit and vbmd_sd to every row")
+    m.add_argument("--report", metavar="OUT.html",
+                   help="also write the diagnosis table and HTML report (all options: `osteoroi report`)")
     m.add_argument("--overwrite", action="store_true", help="replace existing output files")
     m.add_argument("--no-auto", dest="auto", action="store_false",
                    help="outline the body on the point's own axial slice (the simple shell-ray probe) instead of "

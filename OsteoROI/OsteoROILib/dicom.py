@@ -62,11 +62,12 @@ TAG_ROWS = "0028|0010"
 TAG_COLUMNS = "0028|0011"
 TAG_FRAMES = "0028|0008"
 TAG_GANTRY_TILT = "0018|1120"
+TAG_PIXEL_SPACING = "0028|0030"
 
 _HEADER_TAGS = sorted(
     {t for t, _ in FACT_TAGS.values()}
     | {TAG_IMAGE_TYPE, TAG_SOP_INSTANCE_UID, TAG_SERIES_NUMBER, TAG_IPP, TAG_IOP, TAG_ROWS, TAG_COLUMNS,
-       TAG_FRAMES, TAG_GANTRY_TILT}
+       TAG_FRAMES, TAG_GANTRY_TILT, TAG_PIXEL_SPACING}
 )
 
 #: A series with fewer images than this is not a CT volume (localizers have 1–2, dose reports 1).
@@ -523,6 +524,15 @@ def _read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
 
     label = series.label()
     facts = facts_from_header(slices[0].header)
+    # GDCM reads a zero PixelSpacing as 1 mm and a negative one as its absolute value: areas
+    # and volumes would be silently wrong, so refuse the series.
+    pixel_spacing = _floats(slices[0].header.get(TAG_PIXEL_SPACING))
+    if pixel_spacing is not None and pixel_spacing.size == 2 and not np.all(pixel_spacing > 0):
+        raise InputError(
+            f"The images of {label} have a PixelSpacing (0028,0030) of {tuple(float(x) for x in pixel_spacing)} mm; "
+            "spacing must be positive.",
+            "Export the original CT series from the scanner/PACS; a series with invalid geometry cannot be measured.",
+        )
     positions: Optional[np.ndarray] = None
     normal_lps: Optional[np.ndarray] = None
     if len(slices) > 1:

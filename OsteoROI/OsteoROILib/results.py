@@ -36,6 +36,9 @@ ROW_COLUMNS = ("level", "shape") + STAT_KEYS + (
     "body_width_mm",
     "ap_axis_ras",
     "high_hu_fraction",
+    "vbmd_mg_cm3",
+    "vbmd_unit",
+    "vbmd_sd",
     "warnings",
 )
 
@@ -130,6 +133,8 @@ def check_output_paths(paths: Iterable[str], overwrite: bool = False) -> List[st
         if not path:
             continue
         path = os.path.abspath(path)
+        if path in out:
+            raise OutputError(f"The same file {path} is given for two outputs.", "Give each output its own file name.")
         folder = os.path.dirname(path)
         if os.path.isdir(path):
             raise OutputError(f"The output {path} is a directory.", "Give a file name.")

@@ -34,6 +34,9 @@ from .errors import PlacementError
 from .geometry import RoiShape, in_plane_frame
 
 SHAPE_NAMES = ("oval", "round", "front", "left", "right")
+#: The round ROI follows the paper's definition even where the body is too narrow for it; it is
+#: flagged when it crosses the trabecular outline by more than this (sub-voxel overlaps are not).
+ROUND_EXCESS_TOLERANCE_MM = 0.25
 ZONES = {"right": "A", "front": "B", "left": "C"}
 
 IntervalFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -369,13 +372,15 @@ def build_roi_family(
         # Does the circle stay inside the trabecular region? (It may not on a narrow body.)
         phi = np.linspace(-np.pi / 2, np.pi / 2, 151)
         lo, hi = region(r * np.sin(phi))
-        inside = np.all(np.isfinite(hi)) and np.all(s_c + r * np.cos(phi) <= hi + 1e-6) and np.all(
-            s_c - r * np.cos(phi) >= lo - 1e-6
-        )
-        if not inside:
+        if np.all(np.isfinite(hi)) and np.all(np.isfinite(lo)):
+            excess = float(max(np.max(s_c + r * np.cos(phi) - hi), np.max(lo - (s_c - r * np.cos(phi))), 0.0))
+        else:
+            excess = float("inf")
+        if excess > ROUND_EXCESS_TOLERANCE_MM:
+            by = "beyond the region's width" if not np.isfinite(excess) else f"by up to {excess:.1f} mm"
             warnings.append(
                 f"{prefix}the round ROI (diameter {diameter:.1f} mm, seed-002 definition) reaches beyond the "
-                "trabecular outline on this narrow body; check it for cortex."
+                f"trabecular outline ({by}) on this narrow body; check it for cortex."
             )
         make("ellipse", "round", s_c, 0.0, r, r, {"diameter_mm": diameter})
 
