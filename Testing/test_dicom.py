@@ -52,6 +52,14 @@ def rotation(axis, degrees):
     return np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * k @ k
 
 
+def save_dataset(ds, path):
+    """Write a DICOM file with its preamble and meta header (pydicom 3; pydicom 2 on Python 3.9)."""
+    try:
+        ds.save_as(path, enforce_file_format=True)
+    except TypeError:
+        ds.save_as(path, write_like_original=False)
+
+
 def stored_values(n, rows, cols, seed=0):
     """int16 stored values 0..2000 with a corner of 0 (air after intercept −1024)."""
     rng = np.random.default_rng(seed)
@@ -135,7 +143,7 @@ def write_series(
             ds.RescaleSlope = f"{s:g}"
             ds.RescaleIntercept = f"{intercept:g}"
         ds.PixelData = np.ascontiguousarray(stored[k], dtype="<i2").tobytes()
-        ds.save_as(os.path.join(directory, f"{prefix}{file_index:04d}.dcm"), enforce_file_format=True)
+        save_dataset(ds, os.path.join(directory, f"{prefix}{file_index:04d}.dcm"))
     return uid, [np.asarray(p, float) for p in positions]
 
 
@@ -153,7 +161,7 @@ def write_sr(directory):
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     os.makedirs(directory, exist_ok=True)
-    ds.save_as(os.path.join(directory, "report.dcm"), enforce_file_format=True)
+    save_dataset(ds, os.path.join(directory, "report.dcm"))
 
 
 def expected_matrix(row, col, pixel_spacing, step, first_ipp):
