@@ -31,7 +31,7 @@ from slicer.util import VTKObservationMixin
 
 from OsteoROILib import __version__
 from OsteoROILib.measure import LEVEL_NAMES, measure_levels
-from OsteoROILib.mrmllogic import OsteoROIMRMLLogic, level_points_from_node, volume_from_node
+from OsteoROILib.mrmllogic import KEEP_CALIBRATION, OsteoROIMRMLLogic, level_points_from_node, volume_from_node
 from OsteoROILib.roifamily import SHAPE_NAMES
 
 #
@@ -58,17 +58,32 @@ excluding the cortex and the posterior venous plexus: <i>oval</i>, <i>round</i>,
 <i>right</i>. Each ROI is an editable box markup (an ellipse ROI is the ellipse inscribed in its box):
 move, resize or rotate it and the table and the plot update. Exclude a level or give its Genant
 fracture grade (grade &ge; 1 excludes it from the summary).</p>
+<p><b>Calibration</b> (vBMD, mg/cm&sup3;): choose <i>phantom</i> and the phantom in the scan, then
+<i>Auto-detect rods</i> or <i>Place rods</i> (click each rod in the order shown), or <i>internal</i> and
+<i>Place tissue points</i> (air, subcutaneous fat, paraspinal muscle, aorta, cortical bone), or <i>manual</i>
+/ <i>saved</i>; <i>Apply calibration</i> fits it. The panel shows slope, intercept, R&sup2;, SEE, each rod's
+residual and every warning. An empty cell in the table means the value is undefined (e.g. the SD of a single
+voxel); the Warnings column says why.</p>
 <p><b>Clinical context:</b> published HU cut-offs hold for 120 kV non-contrast CT and for the ROI type they
 were derived with; other kV or contrast phases shift HU. HU is a screening measure, not a DXA T-score or a
 diagnosis; check every ROI for osteophytes, fractures, bone islands and artefacts before using a value.</p>
 <p><b>Python console:</b><br>
 <code>logic = slicer.util.getModuleLogic("OsteoROI")</code><br>
-<code>tableNode = logic.run(volumeNode, pointsNode, calibration=None, shapes=None, criteria=None)</code><br>
+<code>tableNode = logic.run(volumeNode, pointsNode, shapes=None, criteria=None)</code><br>
 returns the results table node (one row per level and ROI type). <code>shapes</code>: e.g.
 <code>["oval", "round"]</code> (default all five); <code>criteria</code>: <code>"seed002-hu"</code>,
 <code>"qct-acr2018"</code> (needs a calibration) or <code>"pickhardt2013-l1"</code>; <code>calibration</code>: a
-saved calibration file or <code>OsteoROILib.calibration.Calibration</code>; <code>slabMm=</code> ROI thickness
-(default one slice). <code>logic.rows()</code> gives the rows as dicts, <code>logic.setGenantGrade("L2", 2)</code>,
+saved calibration file or <code>OsteoROILib.calibration.Calibration</code>, <code>None</code> for HU only (default:
+keep the scene's calibration); <code>slabMm=</code> ROI thickness (default one slice).<br>
+Calibration: <code>logic.mrml.calibrateFromRods(rodPointsNode, "qrm-bdc-6")</code> (points labelled by rod name,
+e.g. R0&hellip;R800, or A&hellip;E for <code>"mindways-example"</code>),
+<code>logic.mrml.autoDetectRods("qrm-bdc-6", volumeNode)</code> (creates the editable list "OsteoROI rods"),
+<code>logic.mrml.calibrateFromTissues(tissuePointsNode)</code> (labels air, adipose, muscle, blood, cortical_bone),
+<code>logic.mrml.setManualCalibration(slope, intercept, "HA")</code>,
+<code>logic.mrml.setCalibration("cal.json")</code>, <code>logic.mrml.calibrationSummary()</code>,
+<code>logic.mrml.saveCalibration("cal.json")</code>. Moving a rod or tissue point re-fits the calibration and
+the vBMD columns follow.<br>
+<code>logic.rows()</code> gives the rows as dicts, <code>logic.setGenantGrade("L2", 2)</code>,
 <code>logic.setExcluded("L3", True, "bone island")</code>, <code>logic.exportResults(jsonPath, csvPath)</code>,
 <code>logic.exportReport(htmlPath)</code>.
 Outside Slicer: <code>python -m OsteoROILib measure ct.nrrd --points points.mrk.json</code>.</p>
@@ -97,9 +112,12 @@ class OsteoROIParameterNode:
     shapeOval ... shapeRight - which ROI shapes to measure.
     outputTable - table to fill with the results (the module's own table when empty).
     criteria - id of the diagnostic criterion whose thresholds the plot shows ("" for none).
-    calibrationMode - none, saved or manual (phantom and internal are placed in their own panels).
+    calibrationMode - none, saved, manual, phantom or internal (OsteoROILib.mrmlcalibration).
+    calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities).
+    rodPoints - point list labelled by rod name for the "phantom" mode (or the module's auto-detected list).
+    tissuePoints - point list labelled air, adipose, muscle, blood, cortical_bone for the "internal" mode.
     calibrationFile - a saved calibration (.json) for the "saved" mode.
-    manualSlope, manualIntercept - HU = intercept + slope * density for the "manual" mode.
+    manualSlope, manualIntercept, manualUnit - HU = intercept + slope * density for the "manual" mode.
 
     Everything the measurement produced (ROIs, results, exclusions, Genant grades) is kept by
     ``OsteoROILib.mrmllogic`` in the same parameter node.
@@ -116,9 +134,13 @@ class OsteoROIParameterNode:
     outputTable: vtkMRMLTableNode
     criteria: str = "seed002-hu"
     calibrationMode: str = "none"
+    calibrationPhantom: str = "qrm-bdc-6"
+    rodPoints: vtkMRMLMarkupsFiducialNode
+    tissuePoints: vtkMRMLMarkupsFiducialNode
     calibrationFile: str = ""
     manualSlope: Annotated[float, WithinRange(0.01, 10.0)] = 1.0
     manualIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0
+    manualUnit: str = "K2HPO4"
 
 
 #: Parameter-node member for each ROI shape of ``OsteoROILib.roifamily.SHAPE_NAMES``.
@@ -152,6 +174,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._updatingLevelWidgets = False
+        self._placingList = None  # the rod/tissue list being placed (observed until complete)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -185,6 +208,13 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.genantL2ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L2", i))
         self.ui.genantL3ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L3", i))
         self.ui.genantL4ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L4", i))
+        self.ui.placeRodsButton.connect("clicked(bool)", self.onPlaceRods)
+        self.ui.autoRodsButton.connect("clicked(bool)", self.onAutoDetectRods)
+        self.ui.placeTissuesButton.connect("clicked(bool)", self.onPlaceTissues)
+        self.ui.calibrationFileBrowseButton.connect("clicked(bool)", self.onBrowseCalibrationFile)
+        self.ui.applyCalibrationButton.connect("clicked(bool)", self.onApplyCalibration)
+        self.ui.saveCalibrationButton.connect("clicked(bool)", self.onSaveCalibration)
+        self._addUserPhantoms()
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
         self.ui.exportCsvButton.connect("clicked(bool)", lambda checked: self.onExport("csv"))
         self.ui.exportJsonButton.connect("clicked(bool)", lambda checked: self.onExport("json"))
@@ -255,9 +285,17 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = True
         self.ui.placeFromSegmentationButton.enabled = bool(p.inputVolume and self.ui.segmentationSelector.currentNode())
         mode = p.calibrationMode
+        for widget in (self.ui.phantomComboBox, self.ui.rodPointsSelector, self.ui.placeRodsButton):
+            widget.enabled = mode == "phantom"
+        self.ui.autoRodsButton.enabled = mode == "phantom" and bool(p.inputVolume)
+        self.ui.tissuePointsSelector.enabled = mode == "internal"
+        self.ui.placeTissuesButton.enabled = mode == "internal"
         self.ui.calibrationFileLineEdit.enabled = mode == "saved"
-        self.ui.manualSlopeSpinBox.enabled = mode == "manual"
-        self.ui.manualInterceptSpinBox.enabled = mode == "manual"
+        self.ui.calibrationFileBrowseButton.enabled = mode == "saved"
+        for widget in (self.ui.manualSlopeSpinBox, self.ui.manualInterceptSpinBox, self.ui.manualUnitComboBox):
+            widget.enabled = mode == "manual"
+        self.ui.saveCalibrationButton.enabled = self.logic.mrml.calibration() is not None
+        self.ui.calibrationSummaryLabel.text = self.logic.mrml.calibrationSummary()["text"]
         self.ui.resultsTableView.setMRMLTableNode(self.logic.mrml.tableNode())
         hasResults = bool(self.logic.mrml.rows())
         for button in (self.ui.exportCsvButton, self.ui.exportJsonButton, self.ui.exportHtmlButton,
@@ -304,10 +342,11 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = ""
         with slicer.util.tryWithErrorDisplay(_("OsteoROI could not measure."), waitCursor=True):
             p = self._parameterNode
+            self.logic.applyCalibrationFromParameterNode(p)
             tableNode = self.logic.run(
                 p.inputVolume,
                 p.inputPoints,
-                calibration=self.logic.calibrationFromParameterNode(p),
+                calibration=KEEP_CALIBRATION,
                 shapes=self.logic.shapesFromParameterNode(p),
                 criteria=p.criteria or None,
                 slabMm=p.slabMm,
@@ -328,8 +367,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             mrml = self.logic.mrml
             if mrml.volumeNode() is not p.inputVolume or mrml.pointsNode() is not p.inputPoints:
                 # Measure each level as soon as its point is placed.
-                p.outputTable = mrml.watch(p.inputVolume, p.inputPoints,
-                                           calibration=self.logic.calibrationFromParameterNode(p),
+                p.outputTable = mrml.watch(p.inputVolume, p.inputPoints, calibration=KEEP_CALIBRATION,
                                            shapes=self.logic.shapesFromParameterNode(p),
                                            criteria=p.criteria or None, slabMm=p.slabMm)
             self.logic.startPlacing(p.inputPoints, level)
@@ -337,14 +375,93 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onPlaceFromSegmentation(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("OsteoROI could not place from the segmentation."), waitCursor=True):
             p = self._parameterNode
+            self.logic.applyCalibrationFromParameterNode(p)
             tableNode = self.logic.mrml.runFromSegmentation(
-                p.inputVolume, self.ui.segmentationSelector.currentNode(),
-                calibration=self.logic.calibrationFromParameterNode(p),
+                p.inputVolume, self.ui.segmentationSelector.currentNode(), calibration=KEEP_CALIBRATION,
                 shapes=self.logic.shapesFromParameterNode(p), criteria=p.criteria or None, slabMm=p.slabMm)
             p.inputPoints = self.logic.mrml.pointsNode()
             p.outputTable = tableNode
             self._showStatus()
             self._updateGui()
+
+    # --- calibration panel ------------------------------------------------------------------------
+    def _addUserPhantoms(self) -> None:
+        """Add the user's saved phantoms (~/.osteoroi/phantoms) to the built-in ones listed in the .ui."""
+        from OsteoROILib.phantoms import load_library
+
+        try:
+            library = load_library()
+        except Exception as exc:  # a broken user phantom file must not break the module
+            logging.warning("OsteoROI: user phantoms not loaded: %s", exc)
+            return
+        for phantomId in library:
+            if self.ui.phantomComboBox.findText(phantomId) < 0:
+                self.ui.phantomComboBox.addItem(phantomId)
+
+    def onApplyCalibration(self) -> None:
+        """Fit or set the calibration the panel selects; vBMD columns follow."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not calibrate."), waitCursor=True):
+            self.logic.applyCalibrationFromParameterNode(self._parameterNode)
+            self._showStatus()
+        self._updateGui()
+
+    def onAutoDetectRods(self) -> None:
+        """Find the phantom's rods; they go into the editable list "OsteoROI rods" and are fitted."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not find the rods."), waitCursor=True):
+            p = self._parameterNode
+            if p.inputVolume is None:
+                raise ValueError(_("Select the CT volume first."))
+            p.rodPoints = self.logic.mrml.autoDetectRods(p.calibrationPhantom, volumeNode=p.inputVolume)
+            self._showStatus()
+        self._updateGui()
+
+    def onPlaceRods(self) -> None:
+        """One (unplaced) point per rod of the chosen phantom; click the rods in the order listed."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the rods.")):
+            p = self._parameterNode
+            p.rodPoints = self.logic.mrml.prepareRodPoints(p.calibrationPhantom, p.rodPoints)
+            self._startPlacingList(p.rodPoints)
+
+    def onPlaceTissues(self) -> None:
+        """One (unplaced) point per reference tissue; click air, fat, muscle, aorta, cortical bone."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the tissue points.")):
+            p = self._parameterNode
+            p.tissuePoints = self.logic.mrml.prepareTissuePoints(p.tissuePoints)
+            self._startPlacingList(p.tissuePoints)
+
+    def _startPlacingList(self, pointsNode) -> None:
+        """Place the list's unplaced points one click each; when none is left, stop and fit."""
+        if self._placingList is not None:
+            self.removeObserver(self._placingList, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
+        self._placingList = pointsNode
+        self.addObserver(pointsNode, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
+        self.logic.startPlacingList(pointsNode)
+
+    def _onListPointPlaced(self, caller, event) -> None:
+        if any(caller.GetNthControlPointPositionStatus(i) != caller.PositionDefined
+               for i in range(caller.GetNumberOfControlPoints())):
+            return
+        self.removeObserver(caller, caller.PointPositionDefinedEvent, self._onListPointPlaced)
+        self._placingList = None
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+        self.onApplyCalibration()
+
+    def onBrowseCalibrationFile(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Saved OsteoROI calibration"), "",
+                                              _("Calibration (*.json)"))
+        if path:
+            self._parameterNode.calibrationFile = path
+
+    def onSaveCalibration(self) -> None:
+        path = qt.QFileDialog.getSaveFileName(None, _("Save the calibration"), "osteoroi-calibration.json",
+                                              _("Calibration (*.json)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not save the calibration.")):
+            # The file dialog has already asked whether to replace an existing file.
+            written = self.logic.mrml.saveCalibration(path, overwrite=os.path.exists(path))
+            self.ui.statusLabel.text = _("Written: {paths}").format(paths=written)
 
     def onExcludeLevel(self, level: str, excluded: bool) -> None:
         if self._updatingLevelWidgets or not self.logic.mrml.rows():
@@ -419,26 +536,42 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
     def shapesFromParameterNode(parameterNode) -> List[str]:
         return [name for name in SHAPE_NAMES if getattr(parameterNode, SHAPE_PARAMETERS[name])]
 
-    @staticmethod
-    def calibrationFromParameterNode(parameterNode):
-        """The calibration the GUI selects (None, a saved file, or a manual line)."""
-        mode = parameterNode.calibrationMode
-        if mode in ("phantom", "internal"):
-            from OsteoROILib.errors import InputError
+    def applyCalibrationFromParameterNode(self, parameterNode) -> dict:
+        """Set or fit the calibration the GUI selects; returns ``mrml.calibrationSummary()``.
 
-            raise InputError(f"{mode.capitalize()} calibration cannot be fitted in the module yet.",
-                             "Fit it with the osteoroi command line ('osteoroi calibrate') and choose 'saved' "
-                             "with the calibration file, or choose 'none' or 'manual'.")
-        if mode == "saved":
-            return parameterNode.calibrationFile or None
-        if mode == "manual":
-            from OsteoROILib.calibration import manual_calibration
+        none: HU only; saved: the calibration file; manual: slope/intercept/unit; phantom: fit
+        from the rod point list (labelled by rod name) of the chosen phantom; internal: fit from
+        the tissue point list. Phantom and internal calibrations then re-fit when a point moves.
+        """
+        from OsteoROILib.errors import InputError
 
-            return manual_calibration(parameterNode.manualSlope, parameterNode.manualIntercept, "K2HPO4",
-                                      note="entered in the OsteoROI module")
-        return None
+        p = parameterNode
+        mode = p.calibrationMode
+        mrml = self.mrml
+        if mode == "none":
+            mrml.setCalibration(None)
+        elif mode == "saved":
+            if not p.calibrationFile:
+                raise InputError("No calibration file is chosen.",
+                                 "Choose a saved calibration (.json) or another mode.")
+            mrml.setCalibration(p.calibrationFile)
+        elif mode == "manual":
+            mrml.setManualCalibration(p.manualSlope, p.manualIntercept, p.manualUnit)
+        elif mode == "phantom":
+            if p.rodPoints is None:
+                raise InputError("No rod points are placed.",
+                                 "Click 'Auto-detect rods', or 'Place rods' and click each rod of the phantom.")
+            mrml.calibrateFromRods(p.rodPoints, p.calibrationPhantom, volumeNode=p.inputVolume)
+        elif mode == "internal":
+            if p.tissuePoints is None:
+                raise InputError("No reference tissue points are placed.",
+                                 "Click 'Place tissue points' and click air, fat, muscle and the aorta (at least 3).")
+            mrml.calibrateFromTissues(p.tissuePoints, volumeNode=p.inputVolume)
+        else:
+            raise InputError(f"Unknown calibration mode {mode!r}.", "Choose none, saved, manual, phantom or internal.")
+        return mrml.calibrationSummary()
 
-    def run(self, volumeNode, pointsNode, calibration=None, shapes: Optional[Sequence[str]] = None,
+    def run(self, volumeNode, pointsNode, calibration=KEEP_CALIBRATION, shapes: Optional[Sequence[str]] = None,
             criteria=None, slabMm: Optional[float] = None, force: bool = False, tableNode=None):
         """Place the ROIs of every labelled level and measure them; returns the results table node.
 
@@ -489,6 +622,14 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         interaction.SetPlaceModePersistence(False)
         interaction.SetCurrentInteractionMode(interaction.Place)
 
+    @staticmethod
+    def startPlacingList(pointsNode) -> None:
+        """Let the next clicks place the list's unplaced points in order (rods or reference tissues)."""
+        slicer.modules.markups.logic().SetActiveList(pointsNode)
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetPlaceModePersistence(True)
+        interaction.SetCurrentInteractionMode(interaction.Place)
+
 
 #
 # OsteoROITest
@@ -508,6 +649,8 @@ class OsteoROITest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_OsteoROI_phantom()
+        self.setUp()
+        self.test_OsteoROI_calibration()
         self.setUp()
         self.test_OsteoROI_edit_and_persist()
         self.setUp()
@@ -546,12 +689,71 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.assertEqual([volumeNode.GetName(), pointsNode.GetName()], nodeNames)
         self.delayDisplay("Phantom test passed")
 
+    def test_OsteoROI_calibration(self):
+        """Rods found automatically give vBMD = the phantom's trabecular density; rods re-fit when moved;
+        internal (tissue points), manual and the GUI's parameter-node path work too."""
+        volumeNode, pointsNode, truth = self._loadPhantom()
+        logic = OsteoROILogic()
+        rods = logic.mrml.autoDetectRods("qrm-bdc-6", volumeNode=volumeNode)
+        self.assertEqual([rods.GetNthControlPointLabel(i) for i in range(rods.GetNumberOfControlPoints())],
+                         [rod.name for rod in truth.rods])
+        cal = logic.mrml.calibration()
+        self.assertAlmostEqual(cal.slope, truth.scanner.slope, delta=0.02 * truth.scanner.slope)
+        expectedHu = {rod.name: rod.expected_hu for rod in truth.rods}
+        for point in logic.mrml.calibrationSummary()["fit"]["points"]:
+            sem = point["sd_hu"] / np.sqrt(point["n_voxels"])
+            self.assertAlmostEqual(point["mean_hu"], expectedHu[point["name"]], delta=4.0 * sem + 1.0)
+        tableNode = logic.run(volumeNode, pointsNode, shapes=["oval"], criteria="qct-acr2018")
+        self.assertEqual(tableNode.GetColumnUnitLabel("vBMD"), "mg/cm3 HA")
+        density = {level.name: float(level.trabecular_density) for level in truth.levels}
+        for row in logic.rows():
+            sem = row["sd_hu"] / np.sqrt(row["n_voxels"]) / cal.slope
+            self.assertAlmostEqual(row["vbmd_mg_cm3"], density[row["level"]],
+                                   delta=3.0 * (row["vbmd_sd"] + sem) + self.MEAN_TOLERANCE_HU / cal.slope)
+        self.assertIn("R\u00b2", logic.mrml.calibrationSummary()["text"])
+        # A rod point moved out of its rod re-fits at once (no GUI timer here): the rod is flagged.
+        p = [0.0, 0.0, 0.0]
+        rods.GetNthControlPointPosition(3, p)
+        rods.SetNthControlPointPosition(3, p[0], p[1] + 11.0, p[2])
+        summary = logic.mrml.calibrationSummary()
+        self.assertTrue(summary["error"] or any(q["flagged"] for q in summary["fit"]["points"]))
+        rods.SetNthControlPointPosition(3, *p)
+        self.assertIsNone(logic.mrml.calibrationSummary()["error"])
+        # Internal calibration from reference tissue points (Michalski 2020).
+        tissues = logic.mrml.prepareTissuePoints()
+        marks = truth.landmarks
+        where = {"air": marks["air"], "adipose": marks["subcutaneous_fat"],
+                 "muscle": marks["paraspinal_muscle_right"], "blood": marks["aorta"]}
+        for i in range(tissues.GetNumberOfControlPoints()):
+            label = tissues.GetNthControlPointLabel(i)
+            if label in where:
+                tissues.SetNthControlPointPosition(i, *[float(x) for x in where[label]])
+        self.assertEqual(logic.mrml.calibrateFromTissues(tissues).kind, "internal")
+        self.assertTrue(all(r["vbmd_mg_cm3"] is not None for r in logic.rows()))
+        # Manual, and the GUI's path through the parameter node.
+        logic.mrml.setManualCalibration(1.25, -10.0, "HA")
+        for row in logic.rows():
+            self.assertAlmostEqual(row["vbmd_mg_cm3"], (row["mean_hu"] + 10.0) / 1.25, places=9)
+        parameterNode = logic.getParameterNode()
+        parameterNode.inputVolume = volumeNode
+        parameterNode.calibrationMode = "phantom"
+        parameterNode.calibrationPhantom = "qrm-bdc-6"
+        parameterNode.rodPoints = rods
+        summary = logic.applyCalibrationFromParameterNode(parameterNode)
+        self.assertEqual(summary["mode"], "phantom")
+        parameterNode.calibrationMode = "none"
+        logic.applyCalibrationFromParameterNode(parameterNode)
+        self.assertIsNone(logic.mrml.calibration())
+        self.assertEqual(tableNode.GetColumnIndex("vBMD"), -1)
+        self.delayDisplay("Calibration test passed")
+
     def test_OsteoROI_edit_and_persist(self):
         """Moving an ROI re-measures; the scene saved as .mrb and loaded again restores the results."""
         import tempfile
 
         volumeNode, pointsNode, _truth = self._loadPhantom()
         logic = OsteoROILogic()
+        logic.mrml.autoDetectRods("qrm-bdc-6", volumeNode=volumeNode)
         logic.run(volumeNode, pointsNode, shapes=["oval"])
         roi = logic.mrml.roiNode("L1", "oval")
         c = [0.0, 0.0, 0.0]
@@ -568,6 +770,8 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         restored = OsteoROILogic()
         restored.mrml.attach()
         self.assertEqual(restored.rows(), rows)
+        self.assertEqual(restored.mrml.calibrationSummary()["fit"], logic.mrml.calibrationSummary()["fit"])
+        self.assertTrue(all(r["vbmd_mg_cm3"] is not None for r in restored.rows()))
         self.delayDisplay("Edit and persistence test passed")
 
     def test_OsteoROI_errors(self):

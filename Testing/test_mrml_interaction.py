@@ -106,3 +106,54 @@ def test_click_places_l1_and_drag_moves_an_roi(view_setup, tmp_path):
     grey = (rgb[:, :, 0] == rgb[:, :, 1]) & (rgb[:, :, 1] == rgb[:, :, 2])
     assert (~grey).sum() > 100, "no coloured (markups) pixels"
     assert np.any(rgb != before_png), "the drag did not change the view"
+
+
+def test_clicks_place_the_prepared_rods_and_dragging_a_rod_refits(tmp_path):
+    """'Place rods': a list of unplaced points named by rod; each click in place mode places the next
+    one; the fit follows the phantom's scanner line; dragging a rod point off its rod re-fits."""
+    if not _offscreen_rendering_works():
+        pytest.skip("no offscreen OpenGL (neither EGL nor OSMesa) is available")
+    volume, truth = make_phantom(calibration_preset="qrm-bdc-3")  # noise-free: exact line
+    headless = new_scene()
+    view = OffscreenSliceView(headless, size=(400, 400))
+    try:
+        volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, "CT")
+        mid = np.mean([r.center_ras for r in truth.rods], axis=0)
+        view.show_volume(volumeNode, center_ras=mid, field_of_view_mm=100.0)
+        logic = OsteoROIMRMLLogic(headless.scene)
+        rods = logic.prepareRodPoints("qrm-bdc-3")
+        headless.markups_logic.SetActiveList(rods)
+        interaction = headless.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        interaction.SetPlaceModePersistence(1)
+        interaction.SetCurrentInteractionMode(interaction.Place)
+        byName = {rod.name: rod for rod in truth.rods}
+        for _ in truth.rods:
+            # In place mode the point under the mouse previews the next unplaced point with its label
+            # (Slicer shows it); the user clicks the rod of that name.
+            view._event(view.xy_of(mid), vtk.vtkCommand.MouseMoveEvent)
+            preview = [i for i in range(rods.GetNumberOfControlPoints())
+                       if rods.GetNthControlPointPositionStatus(i) == rods.PositionPreview]
+            assert len(preview) == 1
+            view.click(byName[rods.GetNthControlPointLabel(preview[0])].center_ras)
+        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+        assert rods.GetNumberOfControlPoints() == 3
+        mm_per_pixel = 100.0 / 400
+        for i, rod in enumerate(truth.rods):
+            assert rods.GetNthControlPointLabel(i) == rod.name
+            assert rods.GetNthControlPointPositionStatus(i) == rods.PositionDefined
+            np.testing.assert_allclose(rods.GetNthControlPointPosition(i)[:2], rod.center_ras[:2], atol=mm_per_pixel)
+        cal = logic.calibrateFromRods(rods, "qrm-bdc-3", volumeNode=volumeNode)
+        assert cal.slope == pytest.approx(truth.scanner.slope, rel=1e-6)
+        assert cal.intercept == pytest.approx(truth.scanner.intercept, abs=1e-4)
+        # Drag the densest rod's point 14 mm anterior, off the rod onto the phantom block.
+        start = np.array(rods.GetNthControlPointPosition(2))
+        view.drag(start, start + np.array([0.0, 14.0, 0.0]))
+        moved = np.array(rods.GetNthControlPointPosition(2))
+        assert np.linalg.norm(moved - start - [0.0, 14.0, 0.0]) < 2 * mm_per_pixel
+        state = logic.state()
+        assert state["calibration_error"] is not None or state["calibration_fit"]["slope_hu_per_mg_cm3"] < 0.5
+        rgb = view.save_png(tmp_path / "rods.png")
+        assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20
+    finally:
+        view.close()
+        headless.close()

@@ -17,6 +17,7 @@ vtk = pytest.importorskip("vtk")
 from OsteoROILib.errors import InputError, OsteoROIError  # noqa: E402
 from OsteoROILib.measure import measure_levels  # noqa: E402
 from OsteoROILib.mrmllogic import (  # noqa: E402
+    CALIBRATION_COLUMNS,
     TABLE_COLUMNS,
     OsteoROIMRMLLogic,
     get_parameter_node,
@@ -117,7 +118,8 @@ def test_run_fills_table_with_units_and_truth(headless):
     assert [(r["Level"].ToString(), r["ROI"].ToString()) for r in rows] == [
         (lv, s) for lv in ("L1", "L2", "L3", "L4") for s in ("oval", "round", "front", "left", "right")]
     names = [tableNode.GetTable().GetColumnName(c) for c in range(tableNode.GetNumberOfColumns())]
-    assert names == [c[1] for c in TABLE_COLUMNS if c[0] != "vbmd_mg_cm3"]
+    assert names == [c[1] for c in TABLE_COLUMNS if c[0] not in CALIBRATION_COLUMNS]
+    assert "vBMD" not in names and "vBMD SD" not in names  # no calibration, no vBMD columns
     for key, name, unit, _description, _kind in TABLE_COLUMNS:
         if name in names:
             assert tableNode.GetColumnUnitLabel(name) == unit
@@ -130,7 +132,7 @@ def test_run_fills_table_with_units_and_truth(headless):
         # every ROI lies inside the uniform trabecular region).
         assert abs(r["Mean"].ToDouble() - truth[r["Level"].ToString()]) < 4 * sigma / math.sqrt(n)
         assert abs(r["SD"].ToDouble() - sigma) < 0.35 * sigma
-    assert all(not math.isnan(r["SD"].ToDouble()) for r in rows)
+    assert all(r["SD"].ToString() not in ("", "nan") for r in rows)
     # The Warnings column carries each row's warnings (the core's, e.g. a round ROI on a narrow body).
     assert [r["Warnings"].ToString() for r in rows] == [" | ".join(r["warnings"]) for r in logic.rows()]
 
@@ -192,7 +194,9 @@ def test_moved_resized_rotated_roi_is_measured_exactly(headless, shape_name):
     trow = next(r for r in table_rows(tableNode) if r["Level"].ToString() == "L2"
                 and r["ROI"].ToString() == shape_name)
     assert trow["Voxels"].ToInt() == values.size
-    assert trow["Mean"].ToDouble() == pytest.approx(values.mean(), rel=1e-9)
+    # The table shows six significant digits, as Slicer shows a double (full precision: logic.rows()).
+    assert trow["Mean"].ToDouble() == pytest.approx(values.mean(), rel=5e-6)
+    assert trow["Mean"].ToString() == vtk.vtkVariant(float(values.mean())).ToString()
     # Other ROIs are untouched.
     other = row_of(logic, "L3", shape_name)
     assert not other["placement"].endswith("(edited)")
@@ -374,7 +378,11 @@ def test_calibration_adds_vbmd(headless):
     table = logic.run(headless.volumeNode, headless.pointsNode, shapes=["oval"], calibration=cal,
                       criteria="qct-acr2018")
     for r in table_rows(table):
-        assert r["vBMD"].ToDouble() == pytest.approx((r["Mean"].ToDouble() - intercept) / slope, rel=1e-9)
+        assert r["vBMD"].ToDouble() == pytest.approx((r["Mean"].ToDouble() - intercept) / slope, rel=2e-5)
+        assert r["vBMD SD"].ToString() == ""  # a manual calibration has no fit uncertainty: empty, not NaN
+    for row in logic.rows():
+        assert row["vbmd_mg_cm3"] == pytest.approx((row["mean_hu"] - intercept) / slope, rel=1e-12)
+        assert row["vbmd_sd"] is None and any("vbmd_sd empty" in w for w in row["warnings"])
     assert table.GetColumnUnitLabel("vBMD").startswith("mg/cm")
     chart = logic.plotChartNode()
     series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
@@ -462,3 +470,59 @@ def test_place_from_segmentation(headless):
     with pytest.raises(InputError, match="named"):
         empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Unnamed")
         logic.runFromSegmentation(headless.volumeNode, empty)
+
+
+def test_undefined_values_are_empty_cells_never_nan(headless, tmp_path):
+    """A single-voxel ROI has no SD, an ROI outside the image has no HU statistics at all, a manual
+    calibration has no vBMD SD: the table cell is empty (Warnings says why), never 'nan', in the
+    table, in Slicer's saved table file and in the CSV export."""
+    from OsteoROILib.calibration import manual_calibration
+    from OsteoROILib.geometry import RoiShape
+    from OsteoROILib.mrmllogic import set_roi_node_geometry
+
+    logic = OsteoROIMRMLLogic(headless.scene)
+    table = logic.run(headless.volumeNode, headless.pointsNode, shapes=["oval"],
+                      calibration=manual_calibration(1.25, -10.0, "HA"))
+    volume = headless.volume
+    # L1: a box around one voxel centre (half-sizes < half a voxel, slab one slice) -> one voxel.
+    ijk = np.round(volume.ras_to_ijk_points(headless.truth.level("L1").center_ras)[0])
+    centre = volume.ijk_to_ras_points(ijk)[0]
+    one = RoiShape("ellipse", tuple(centre), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), 0.3, 0.3, volume.slice_spacing())
+    set_roi_node_geometry(logic.roiNode("L1", "oval"), one)
+    # L2: moved far outside the image -> no voxel.
+    far = RoiShape("ellipse", (900.0, 900.0, 900.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), 5.0, 5.0, 2.5)
+    set_roi_node_geometry(logic.roiNode("L2", "oval"), far)
+    rows = {r["level"]: r for r in logic.rows()}
+    assert rows["L1"]["n_voxels"] == 1 and rows["L1"]["sd_hu"] is None
+    assert rows["L1"]["mean_hu"] == float(volume.array[int(ijk[2]), int(ijk[1]), int(ijk[0])])
+    assert rows["L2"]["n_voxels"] == 0 and rows["L2"]["mean_hu"] is None and rows["L2"]["vbmd_mg_cm3"] is None
+    cols = {r["Level"].ToString(): r for r in table_rows(table)}
+    assert cols["L1"]["SD"].ToString() == "" and cols["L1"]["Mean"].ToString() != ""
+    assert "single voxel" in cols["L1"]["Warnings"].ToString()
+    for name in ("Mean", "SD", "Median", "Min", "Max", "P5", "P95", "vBMD", "vBMD SD"):
+        assert cols["L2"][name].ToString() == "", name
+    assert cols["L2"]["Voxels"].ToInt() == 0 and cols["L2"]["Area"].ToDouble() == 0.0
+    assert "no voxel" in cols["L2"]["Warnings"].ToString() and "no vBMD" in cols["L2"]["Warnings"].ToString()
+    assert cols["L3"]["vBMD SD"].ToString() == ""  # manual calibration: no fit uncertainty
+    t = table.GetTable()
+    for c in range(t.GetNumberOfColumns()):
+        assert all(t.GetValue(r, c).ToString().lower() != "nan" for r in range(t.GetNumberOfRows()))
+        if t.GetColumnName(c) in ("Mean", "SD", "vBMD", "vBMD SD"):
+            assert t.GetColumn(c).IsA("vtkStringArray") and table.GetColumnNullValue(t.GetColumnName(c)) == ""
+    # Slicer's own table file (.tsv written by the table storage node): empty cells, no "nan".
+    storage = table.CreateDefaultStorageNode()
+    headless.scene.AddNode(storage)
+    storage.UnRegister(None)
+    table.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(tmp_path / "results.tsv"))
+    assert storage.WriteData(table)
+    text = (tmp_path / "results.tsv").read_text()
+    assert not [cell for line in text.splitlines() for cell in line.split("\t") if cell.strip().lower() == "nan"]
+    header = text.splitlines()[0].split("\t")
+    l2 = next(line.split("\t") for line in text.splitlines() if line.startswith("L2\t"))
+    assert l2[header.index("SD")] == "" and l2[header.index("Mean")] == ""
+    logic.exportResults(csvPath=str(tmp_path / "r.csv"))
+    import csv
+
+    with open(tmp_path / "r.csv", newline="") as f:
+        assert not [c for line in csv.reader(f) for c in line if c.strip().lower() == "nan"]

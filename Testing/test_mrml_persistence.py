@@ -1,9 +1,10 @@
 """Scene persistence on the real ``slicer-core`` wheel: save as .mrml and .mrb, load into a fresh scene.
 
-After loading, the points, the ROI markups, the calibration, exclusions, Genant grades, criterion
-and results are the same, the table holds the same values (rewritten at full precision from the
-parameter node), re-measuring the restored ROIs reproduces the stored statistics, and the live
-update works again.
+After loading, the points, the ROI markups, the calibration (its source, the module's own
+auto-detected rod list and the fit summary), exclusions, Genant grades, criterion and results are
+the same, the table holds the same values (rewritten from the parameter node), re-measuring the
+restored ROIs and re-fitting the restored rods reproduce the stored statistics and calibration, and
+the live updates (ROIs and rods) work again.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 vtk = pytest.importorskip("vtk")
 
-from OsteoROILib.mrmllogic import OsteoROIMRMLLogic, roi_shape_from_node  # noqa: E402
+from OsteoROILib.mrmlcalibration import ROLE_OWN_RODS, ROLE_ROD_POINTS  # noqa: E402
+from OsteoROILib.mrmllogic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic, roi_shape_from_node  # noqa: E402
 from OsteoROILib.mrmlscene import add_volume_from_array, load_scene, new_scene, save_scene  # noqa: E402
 from OsteoROILib.phantom import make_phantom  # noqa: E402
 
@@ -21,8 +23,6 @@ from OsteoROILib.phantom import make_phantom  # noqa: E402
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """One measured, edited scene, saved both ways; returns what to compare against."""
-    from OsteoROILib.calibration import manual_calibration
-
     volume, truth = make_phantom(noise_sigma=20.0, seed=5, rotation_deg=[0.0, 6.0, -5.0, 0.0])
     app = new_scene()
     scene = app.scene
@@ -31,8 +31,9 @@ def saved(tmp_path_factory):
     for level in truth.levels[:3]:
         pointsNode.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
     logic = OsteoROIMRMLLogic(scene)
-    logic.run(volumeNode, pointsNode, shapes=["oval", "front", "left"], slabMm=5.0,
-              calibration=manual_calibration(1.19, 2.5, "K2HPO4"), criteria="qct-acr2018")
+    # Calibration first (rods found automatically, in the module's own editable list), then measure.
+    rods = logic.autoDetectRods("qrm-bdc-6", volumeNode=volumeNode)
+    logic.run(volumeNode, pointsNode, shapes=["oval", "front", "left"], slabMm=5.0, criteria="qct-acr2018")
     # Edits: an ROI moved and resized by hand, an excluded level, a Genant grade.
     roi = logic.roiNode("L2", "front")
     c = [0.0, 0.0, 0.0]
@@ -59,6 +60,9 @@ def saved(tmp_path_factory):
         "units": [logic.tableNode().GetColumnUnitLabel(table.GetColumnName(c))
                   for c in range(table.GetNumberOfColumns())],
         "volume_node_name": volumeNode.GetName(),
+        "rods": slicer.util.arrayFromMarkupsControlPoints(rods, world=True).copy(),
+        "rod_labels": [rods.GetNthControlPointLabel(i) for i in range(rods.GetNumberOfControlPoints())],
+        "truth": truth,
     }
     yield paths, expected
     app.close()
@@ -74,7 +78,21 @@ def test_round_trip_restores_everything(saved, kind):
         state = logic.state()
         assert state == expected["state"]
         assert state["excluded"] == {"L3": "bone island"} and state["genant"] == {"L1": 1}
-        assert state["calibration"]["slope_hu_per_mg_cm3"] == 1.19 and state["criteria"] == "qct-acr2018"
+        assert state["criteria"] == "qct-acr2018"
+        # Calibration: source, fit summary and the module's own rod list are restored.
+        summary = logic.calibrationSummary()
+        assert summary["mode"] == "phantom" and summary["source"]["auto"] and summary["error"] is None
+        assert summary["fit"] == expected["state"]["calibration_fit"] and summary["fit"]["phantom"] == "qrm-bdc-6"
+        truth = expected["truth"]
+        assert summary["fit"]["slope_hu_per_mg_cm3"] == pytest.approx(truth.scanner.slope, rel=0.02)
+        rods = logic.parameterNode.GetNodeReference(ROLE_ROD_POINTS)
+        assert rods.GetAttribute(ROLE_ATTRIBUTE) == ROLE_OWN_RODS
+        # Same positions up to the round-off of the file's LPS<->RAS conversion.
+        np.testing.assert_allclose(slicer.util.arrayFromMarkupsControlPoints(rods, world=True), expected["rods"],
+                                   rtol=0, atol=1e-9)
+        assert [rods.GetNthControlPointLabel(i) for i in range(rods.GetNumberOfControlPoints())] == \
+            expected["rod_labels"] == [r.name for r in truth.rods]
+        assert "vBMD" in expected["columns"] and "vBMD SD" in expected["columns"]
         # Inputs.
         assert logic.volumeNode().GetName() == expected["volume_node_name"]
         points = logic.pointsNode()
@@ -107,7 +125,19 @@ def test_round_trip_restores_everything(saved, kind):
             old = stored[(row["level"], row["shape"])]
             for key in ("n_voxels", "mean_hu", "sd_hu", "median_hu", "vbmd_mg_cm3", "excluded", "placement"):
                 assert row[key] == old[key], (row["level"], row["shape"], key)
-        # Live updates work in the loaded scene.
+        # Re-fitting the restored rods reproduces the stored calibration.
+        logic._refitCalibration()
+        assert logic.state()["calibration"]["slope_hu_per_mg_cm3"] == state["calibration"]["slope_hu_per_mg_cm3"]
+        assert logic.state()["calibration_fit"]["points"] == state["calibration_fit"]["points"]
+        # Live updates work in the loaded scene: a rod point dragged off its rod re-fits ...
+        p = list(rods.GetNthControlPointPosition(3))
+        rods.SetNthControlPointPosition(3, p[0], p[1] + 11.0, p[2])
+        moved_fit = logic.state()["calibration_fit"]
+        assert moved_fit != state["calibration_fit"]
+        assert logic.state()["calibration_error"] or any(q["flagged"] for q in moved_fit["points"])
+        rods.SetNthControlPointPosition(3, *p)
+        assert logic.state()["calibration_fit"]["points"] == state["calibration_fit"]["points"]
+        # ... and an ROI moved by hand re-measures.
         node = logic.roiNode("L1", "oval")
         c = [0.0, 0.0, 0.0]
         node.GetCenter(c)

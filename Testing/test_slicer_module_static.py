@@ -566,7 +566,7 @@ API = {
     "qMRMLNodeComboBox": {"currentNode", "setCurrentNode", "currentNodeID", "setCurrentNodeID", "setMRMLScene",
                           "mrmlScene", "nodeTypes", "addNode", "currentNodeChanged", "noneEnabled"},
     "qMRMLWidget": {"setMRMLScene", "mrmlScene"},
-    "QComboBox": {"currentIndex", "setCurrentIndex", "currentText", "addItem", "clear", "count"},
+    "QComboBox": {"currentIndex", "setCurrentIndex", "currentText", "addItem", "clear", "count", "findText"},
     "QLineEdit": {"text", "setText", "clear"},
     "QTableView": {"resizeColumnsToContents"},
     "qMRMLTableView": {"setMRMLTableNode", "mrmlTableNode", "setMRMLScene", "mrmlScene"},
@@ -1081,3 +1081,115 @@ def test_mrml_modules_are_listed_and_import_only_allowed_packages():
                 names = [node.module or ""]
             for name in names:
                 assert name.split(".")[0] not in ("qt", "ctk", "PythonQt"), f"{rel} imports {name}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The calibration panel and the calls into the MRML logic (read from the sources; no slicer import)
+# ------------------------------------------------------------------------------------------------
+def test_calibration_panel_choices_match_the_library(ui):
+    """The phantom combo box offers the built-in phantom library (user phantoms are added at run time);
+    the manual unit combo box offers exactly the two density units; the defaults are among them."""
+    if MODULE_DIR not in sys.path:
+        sys.path.insert(0, MODULE_DIR)
+    from OsteoROILib.phantoms import UNITS, load_builtin
+
+    widgets = _widgets(ui)
+    phantoms = [i.find("property/string").text for i in widgets["phantomComboBox"].findall("item")]
+    assert phantoms == list(load_builtin())
+    assert ast.literal_eval(_default_of("calibrationPhantom")) in phantoms
+    units = [i.find("property/string").text for i in widgets["manualUnitComboBox"].findall("item")]
+    assert units == list(UNITS) and ast.literal_eval(_default_of("manualUnit")) in units
+    fields = _parameter_fields()
+    for name in ("rodPoints", "tissuePoints"):
+        assert _unannotated(fields[name]) == "vtkMRMLMarkupsFiducialNode", name
+    for name in ("placeRodsButton", "autoRodsButton", "placeTissuesButton", "applyCalibrationButton",
+                 "saveCalibrationButton", "calibrationFileBrowseButton"):
+        assert widgets[name].get("class") == "QPushButton", name
+    assert widgets["calibrationSummaryLabel"].get("class") == "QLabel"
+
+
+def _class_methods(path: str, class_names) -> Dict[str, ast.FunctionDef]:
+    tree = ast.parse(_read(path))
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in class_names:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    out.setdefault(item.name, item)
+    return out
+
+
+def _signature_of(fn: ast.FunctionDef) -> inspect.Signature:
+    """An inspect.Signature built from a function's AST (defaults are placeholders)."""
+    P = inspect.Parameter
+    args = fn.args
+    positional = args.posonlyargs + args.args
+    first_default = len(positional) - len(args.defaults)
+    params = []
+    for i, a in enumerate(positional):
+        kind = P.POSITIONAL_ONLY if a in args.posonlyargs else P.POSITIONAL_OR_KEYWORD
+        params.append(P(a.arg, kind, default=None if i >= first_default else P.empty))
+    if args.vararg:
+        params.append(P(args.vararg.arg, P.VAR_POSITIONAL))
+    for a, d in zip(args.kwonlyargs, args.kw_defaults):
+        params.append(P(a.arg, P.KEYWORD_ONLY, default=P.empty if d is None else None))
+    if args.kwarg:
+        params.append(P(args.kwarg.arg, P.VAR_KEYWORD))
+    is_static = any(getattr(d, "id", None) == "staticmethod" for d in fn.decorator_list)
+    if not is_static and params:
+        params = params[1:]  # self / cls
+    return inspect.Signature(params)
+
+
+def _bind(fn: ast.FunctionDef, call: ast.Call, where: str) -> None:
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return
+    try:
+        _signature_of(fn).bind(*([None] * len(call.args)), **{k.arg: None for k in call.keywords})
+    except TypeError as exc:
+        pytest.fail(f"OsteoROI.py line {call.lineno}: {where}(...) does not match its definition: {exc}")
+
+
+def test_module_calls_into_the_mrml_logic_match_its_methods():
+    """Every ``<x>.mrml.<method>(...)`` in OsteoROI.py (widget, console logic and the self-test) names a
+    method of OsteoROIMRMLLogic (or its calibration mixin) and passes arguments it accepts; every
+    ``logic.<method>(...)`` / ``self.logic.<method>(...)`` names a method of OsteoROILogic."""
+    mrml_methods = _class_methods(os.path.join(LIB_DIR, "mrmllogic.py"), {"OsteoROIMRMLLogic"})
+    mrml_methods.update({k: v for k, v in _class_methods(os.path.join(LIB_DIR, "mrmlcalibration.py"),
+                                                         {"CalibrationMixin"}).items() if k not in mrml_methods})
+    module_logic = _class_methods(MODULE_PY, {"OsteoROILogic"})
+    inherited = {"getParameterNode", "createParameterNode", "isValidInputOutputData"}
+    assert {"calibrateFromRods", "autoDetectRods", "calibrateFromTissues", "setManualCalibration",
+            "setCalibration", "calibrationSummary", "saveCalibration", "prepareRodPoints",
+            "prepareTissuePoints"} <= set(mrml_methods)
+    checked = 0
+    for node in ast.walk(_module_tree()):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner, method = node.func.value, node.func.attr
+        if isinstance(owner, ast.Attribute) and owner.attr == "mrml":
+            assert method in mrml_methods, f"OsteoROI.py line {node.lineno}: OsteoROIMRMLLogic has no {method}()"
+            _bind(mrml_methods[method], node, f"mrml.{method}")
+            checked += 1
+        elif ast.unparse(owner) in ("logic", "self.logic", "restored"):
+            assert method in module_logic or method in inherited, (
+                f"OsteoROI.py line {node.lineno}: OsteoROILogic has no {method}()")
+            if method in module_logic:
+                _bind(module_logic[method], node, f"logic.{method}")
+            checked += 1
+    assert checked >= 20
+
+
+def test_module_parameter_node_members_exist():
+    """``p.<member>`` / ``parameterNode.<member>`` / ``self._parameterNode.<member>`` in OsteoROI.py are
+    members of OsteoROIParameterNode (a typo would fail only inside Slicer)."""
+    fields = set(_parameter_fields())
+    allowed_methods = {"connectGui", "disconnectGui", "parameterNode", "default", "isCached"}
+    seen = set()
+    for node in ast.walk(_module_tree()):
+        if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("p", "parameterNode",
+                                                                           "self._parameterNode"):
+            seen.add(node.attr)
+            assert node.attr in fields | allowed_methods, (
+                f"OsteoROI.py line {node.lineno}: OsteoROIParameterNode has no member {node.attr!r}")
+    assert {"calibrationMode", "calibrationPhantom", "rodPoints", "tissuePoints", "manualUnit"} <= seen

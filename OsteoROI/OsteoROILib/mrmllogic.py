@@ -36,6 +36,15 @@ a plane node has no thickness, so it cannot carry the slab. So that the user *se
 an ellipse ROI gets a derived, non-editable model (an elliptic band one slab thick whose
 intersection with the slice is the ellipse), regenerated whenever its ROI changes.
 
+Calibration
+-----------
+HU -> vBMD (``mrmlcalibration.CalibrationMixin``): rods of a phantom as a point list labelled by
+rod name (placed by the user, or found by :meth:`autoDetectRods` into the module's own editable
+list), reference tissues as a point list labelled air/adipose/muscle/blood/cortical_bone, a manual
+line or a saved file. Rod and tissue lists are observed: an edit re-fits (throttled) and the vBMD
+columns follow. The fit summary (slope, intercept, R², SEE, residuals, warnings) is in the state.
+``run(..., calibration=KEEP_CALIBRATION)`` (the default) keeps the scene's calibration.
+
 State and persistence
 ---------------------
 All state is in the module's parameter node (``vtkMRMLScriptedModuleNode`` singleton tagged
@@ -54,6 +63,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -64,11 +74,26 @@ from .errors import InputError, OsteoROIError, OutputError
 from .geometry import RoiShape
 from .markups import points_by_label
 from .measure import LEVEL_NAMES, measure_levels, normalise_level, parse_shapes
+from .mrmlcalibration import (
+    CALIBRATION_MODES,
+    KEEP_CALIBRATION,
+    LIVE_MODES,
+    ROLE_CAL_VOLUME,
+    TISSUE_LABELS,
+    CalibrationMixin,
+    calibration_fit_summary,
+    format_calibration_summary,
+)
 from .roifamily import SHAPE_NAMES
 from .stats import roi_statistics
 from .volume import Volume, check_ct
 
 __all__ = [
+    "CALIBRATION_MODES",
+    "KEEP_CALIBRATION",
+    "TISSUE_LABELS",
+    "calibration_fit_summary",
+    "format_calibration_summary",
     "MODULE_NAME",
     "OsteoROIMRMLLogic",
     "TABLE_COLUMNS",
@@ -109,26 +134,47 @@ GENANT_GRADES = (0, 1, 2, 3)  # QCT_BRIEF §3: 0 normal, 1 mild, 2 moderate, 3 s
 
 #: Results table columns: (row key, column name, unit, description, type). Units use the
 #: ``vtkMRMLTableNode`` column properties (shown by Slicer's table view).
+#:
+#: Undefined values (no NaN in a table). A value that can be undefined — every HU statistic of an
+#: ROI that holds no voxel centre, the SD of a single voxel, vBMD without a mean, the vBMD SD of
+#: a manual or two-rod calibration — is of type "optional": a ``vtkStringArray`` column whose
+#: cell is EMPTY when the value is undefined (the Warnings column says why) and otherwise the
+#: number exactly as Slicer shows a double column (``vtkVariant(value).ToString()``, six
+#: significant digits). Why not a ``vtkDoubleArray``: a double cell can only hold NaN for
+#: "undefined", and Slicer writes NaN as the text "nan" everywhere the user meets the table —
+#: the table view (``qMRMLTableModel`` sets every cell's text from ``vtkVariant::ToString``),
+#: the saved .tsv/.csv and copy-paste; it gains nothing in return, because the view sorts
+#: cells by that text in either case. An empty cell is also what the CSV export and Slicer's
+#: own table reader use for a missing value (column property ``nullValue`` = ""). Always-defined
+#: values (voxel count, area, volume, slab) keep numeric columns. Full-precision values are in
+#: :meth:`OsteoROIMRMLLogic.rows` (None when undefined) and in the JSON/CSV exports; in Python,
+#: test a table cell with ``.ToString() == ""`` — ``vtkVariant("").ToDouble()`` is 0.0.
 TABLE_COLUMNS: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("level", "Level", "", "Vertebral level (label of the control point).", "string"),
     ("shape", "ROI", "", "ROI type: oval, round, front, left or right (seed 002).", "string"),
-    ("mean_hu", "Mean", "HU", "Mean attenuation of the voxels whose centre is inside the ROI.", "double"),
-    ("sd_hu", "SD", "HU", "Sample standard deviation (ddof = 1); empty for a single voxel.", "double"),
-    ("median_hu", "Median", "HU", "Median attenuation.", "double"),
-    ("min_hu", "Min", "HU", "Lowest voxel value.", "double"),
-    ("max_hu", "Max", "HU", "Highest voxel value.", "double"),
-    ("p05_hu", "P5", "HU", "5th percentile.", "double"),
-    ("p95_hu", "P95", "HU", "95th percentile.", "double"),
+    ("mean_hu", "Mean", "HU", "Mean attenuation of the voxels whose centre is inside the ROI; empty if none.",
+     "optional"),
+    ("sd_hu", "SD", "HU", "Sample standard deviation (ddof = 1); empty for a single voxel (undefined).", "optional"),
+    ("median_hu", "Median", "HU", "Median attenuation; empty if the ROI holds no voxel.", "optional"),
+    ("min_hu", "Min", "HU", "Lowest voxel value; empty if the ROI holds no voxel.", "optional"),
+    ("max_hu", "Max", "HU", "Highest voxel value; empty if the ROI holds no voxel.", "optional"),
+    ("p05_hu", "P5", "HU", "5th percentile; empty if the ROI holds no voxel.", "optional"),
+    ("p95_hu", "P95", "HU", "95th percentile; empty if the ROI holds no voxel.", "optional"),
     ("n_voxels", "Voxels", "", "Number of voxels whose centre lies in the ROI.", "int"),
     ("area_mm2", "Area", "mm2", "Voxelised in-plane area (volume / slab thickness).", "double"),
     ("volume_mm3", "Volume", "mm3", "Number of voxels times the voxel volume.", "double"),
     ("slab_mm", "Slab", "mm", "ROI thickness along the slice normal.", "double"),
-    ("vbmd_mg_cm3", "vBMD", "mg/cm3", "Volumetric BMD from the calibration (empty without one).", "double"),
+    ("vbmd_mg_cm3", "vBMD", "mg/cm3", "Volumetric BMD from the calibration; empty without a mean HU.", "optional"),
+    ("vbmd_sd", "vBMD SD", "mg/cm3", "Standard error of the calibration at this HU; empty where the calibration "
+     "has none (manual, two rods).", "optional"),
     ("excluded", "Excluded", "", "Level excluded from the summary (user choice or fracture).", "string"),
     ("genant_grade", "Genant", "", "Genant fracture grade of the level: 0-3, empty if not graded.", "string"),
     ("placement", "Placement", "", "How the ROI was placed; 'edited' when moved or resized by hand.", "string"),
     ("warnings", "Warnings", "", "Why a value is empty, and everything to check before using it.", "string"),
 )
+
+#: Columns shown only with a calibration.
+CALIBRATION_COLUMNS = ("vbmd_mg_cm3", "vbmd_sd")
 
 Scheduler = Callable[[Callable[[], None]], None]
 
@@ -294,7 +340,17 @@ def _shape_signature(shape: RoiShape) -> Tuple[float, ...]:
 # ------------------------------------------------------------------------------------------------
 # The logic
 # ------------------------------------------------------------------------------------------------
-class OsteoROIMRMLLogic:
+def format_optional(value) -> str:
+    """The text of an "optional" table cell: empty when undefined, else as Slicer shows a double."""
+    if value is None:
+        return ""
+    value = float(value)
+    if not math.isfinite(value):
+        return ""
+    return vtk.vtkVariant(value).ToString()
+
+
+class OsteoROIMRMLLogic(CalibrationMixin):
     """Scene-level OsteoROI logic (see the module docstring).
 
     ``scene`` — the MRML scene (in Slicer ``slicer.mrmlScene``); ``scheduler(callback)`` — how live
@@ -312,7 +368,8 @@ class OsteoROIMRMLLogic:
         self.lastError: Optional[str] = None
         self.updateCount = 0  # number of (re)measurements done; for tests and diagnostics
         self._observations: List[Tuple[Any, int]] = []
-        self._volumeCache: Optional[Tuple[Tuple, Volume]] = None
+        self._volumes: Dict[str, Tuple[Tuple, Volume]] = {}  # node ID -> (geometry/image key, Volume)
+        self._calibrationDirty = False
         self._dirtyRois: set = set()
         self._pointsDirty = False
         self._volumeDirty = False
@@ -326,11 +383,15 @@ class OsteoROIMRMLLogic:
         return get_parameter_node(self.scene)
 
     def state(self) -> Dict[str, Any]:
-        text = self.parameterNode.GetParameter(STATE_PARAMETER)
+        """The module's state (a fresh default when the scene has no parameter node yet: reading
+        the state never adds a node)."""
+        node = get_parameter_node(self.scene, create=False)
+        text = node.GetParameter(STATE_PARAMETER) if node is not None else ""
         if not text:
             return {"version": STATE_VERSION, "shapes": list(SHAPE_NAMES), "slab_mm": None, "levels": {},
                     "excluded": {}, "genant": {}, "criteria": None, "calibration": None, "rows": [],
-                    "force": False}
+                    "force": False, "calibration_source": {"mode": "none"}, "calibration_fit": None,
+                    "calibration_error": None}
         state = json.loads(text)
         if state.get("version") != STATE_VERSION:
             raise InputError(f"The scene's OsteoROI state has version {state.get('version')!r}, not {STATE_VERSION}.",
@@ -408,10 +469,18 @@ class OsteoROIMRMLLogic:
         node = self.volumeNode()
         if node is None:
             raise InputError("No CT volume has been measured yet.", "Run the measurement first (logic.run).")
+        return self._volumeOf(node)
+
+    def _volumeOf(self, node) -> Volume:
+        """``node`` as a ``Volume``, cached until its image or geometry change."""
         key = self._volumeKey(node)
-        if self._volumeCache is None or self._volumeCache[0] != key:
-            self._volumeCache = (key, volume_from_node(node))
-        return self._volumeCache[1]
+        cached = self._volumes.get(node.GetID())
+        if cached is None or cached[0] != key:
+            if len(self._volumes) > 2:
+                self._volumes.clear()
+            cached = (key, volume_from_node(node))
+            self._volumes[node.GetID()] = cached
+        return cached[1]
 
     @staticmethod
     def _volumeKey(node) -> Tuple:
@@ -449,13 +518,15 @@ class OsteoROIMRMLLogic:
         return load_criterion(criteria)
 
     # --- the main entry point ------------------------------------------------------------------------
-    def run(self, volumeNode, pointsNode, calibration=None, shapes: Optional[Sequence[str]] = None,
+    def run(self, volumeNode, pointsNode, calibration=KEEP_CALIBRATION, shapes: Optional[Sequence[str]] = None,
             criteria=None, slabMm: Optional[float] = None, force: bool = False, tableNode=None,
             placements: Optional[Mapping[str, Any]] = None, extraWarnings: Optional[Sequence[str]] = None):
         """Place the ROIs of every labelled level, measure them and fill the table and the plot.
 
         ``shapes`` — ROI types (default all five); ``slabMm`` — ROI thickness, None or 0 = one slice;
-        ``calibration`` — a ``Calibration`` (or its dict / file) to add vBMD; ``criteria`` — a
+        ``calibration`` — a ``Calibration`` (or its dict / file) to add vBMD, None for HU only; by
+        default the scene's current calibration is kept (e.g. one fitted with
+        :meth:`calibrateFromRods`, :meth:`autoDetectRods` or :meth:`calibrateFromTissues`); ``criteria`` — a
         criterion id or dict (``criteria.load_criterion``) whose thresholds the plot shows;
         ``tableNode`` — a table to fill instead of the module's own; ``placements`` —
         ``autoplace.Placement`` per level (from a segmentation) used instead of placing from the
@@ -466,7 +537,9 @@ class OsteoROIMRMLLogic:
         volume = volume_from_node(volumeNode)
         points = level_points_from_node(pointsNode)
         slab = None if slabMm is None or float(slabMm) == 0.0 else float(slabMm)
-        cal = self.loadCalibration(calibration)
+        previous = self.state()
+        keep = calibration is KEEP_CALIBRATION
+        cal = self._calibrationFromState(previous) if keep else self.loadCalibration(calibration)
         crit = self.loadCriterion(criteria)
         if crit is not None and crit.get("quantity") == "vbmd" and cal is None:
             raise InputError(f"The criterion {crit['id']!r} classifies vBMD, which needs a calibration.",
@@ -475,7 +548,6 @@ class OsteoROIMRMLLogic:
         result = measure_levels(volume, points, shapes=shape_names, slab_mm=slab, force=force,
                                 placements=placements, warnings=extraWarnings)
         self.detach()
-        previous = self.state()
         state = {
             "version": STATE_VERSION,
             "shapes": shape_names,
@@ -485,16 +557,16 @@ class OsteoROIMRMLLogic:
             "genant": {k: v for k, v in previous.get("genant", {}).items() if k in points},
             "criteria": None if crit is None else crit["id"],
             "criterion": None if crit is None else {k: v for k, v in crit.items() if k != "_validated"},
-            "calibration": None if cal is None else cal.to_dict(),
             "rows": [],
             "force": bool(force),
             "notes": list(extraWarnings or []),
         }
+        self._carryCalibration(state, previous, calibration, cal)
         self._setRef(ROLE_VOLUME, volumeNode)
         self._setRef(ROLE_POINTS, pointsNode)
         if tableNode is not None:
             self._setRef(ROLE_TABLE, tableNode)
-        self._volumeCache = (self._volumeKey(volumeNode), volume)
+        self._volumes[volumeNode.GetID()] = (self._volumeKey(volumeNode), volume)
         # Remove own ROIs of levels/shapes that are no longer measured.
         for level in previous.get("levels", {}):
             for shape in SHAPE_NAMES:
@@ -507,7 +579,7 @@ class OsteoROIMRMLLogic:
         self.attach()
         return self.tableNode()
 
-    def runFromSegmentation(self, volumeNode, segmentationNode, calibration=None,
+    def runFromSegmentation(self, volumeNode, segmentationNode, calibration=KEEP_CALIBRATION,
                             shapes: Optional[Sequence[str]] = None, criteria=None, slabMm: Optional[float] = None,
                             force: bool = False):
         """Place every level that has a segment (named e.g. "L1", "vertebrae_L1", "L2 vertebra") and measure.
@@ -582,7 +654,7 @@ class OsteoROIMRMLLogic:
                              "Check the segmentation's geometry.")
         return labels, label_map
 
-    def watch(self, volumeNode, pointsNode, calibration=None, shapes: Optional[Sequence[str]] = None,
+    def watch(self, volumeNode, pointsNode, calibration=KEEP_CALIBRATION, shapes: Optional[Sequence[str]] = None,
               criteria=None, slabMm: Optional[float] = None, force: bool = False):
         """Measure as points are placed: like :meth:`run`, but the point list may still be empty.
 
@@ -596,10 +668,11 @@ class OsteoROIMRMLLogic:
                for i in range(pointsNode.GetNumberOfControlPoints())):
             return self.run(volumeNode, pointsNode, calibration=calibration, shapes=shapes, criteria=criteria,
                             slabMm=slabMm, force=force)
-        cal = self.loadCalibration(calibration)
+        previous = self.state()
+        keep = calibration is KEEP_CALIBRATION
+        cal = self._calibrationFromState(previous) if keep else self.loadCalibration(calibration)
         crit = self.loadCriterion(criteria)
         self.detach()
-        previous = self.state()
         for level in previous.get("levels", {}):
             for shape in SHAPE_NAMES:
                 self._removeOwnNode(self.roiRole(level, shape))
@@ -612,12 +685,26 @@ class OsteoROIMRMLLogic:
             "levels": {}, "excluded": {}, "genant": {},
             "criteria": None if crit is None else crit["id"],
             "criterion": None if crit is None else {k: v for k, v in crit.items() if k != "_validated"},
-            "calibration": None if cal is None else cal.to_dict(), "rows": [], "force": bool(force), "notes": [],
+            "rows": [], "force": bool(force), "notes": [],
         }
+        self._carryCalibration(state, previous, calibration, cal)
         self._setState(state)
         self._measure(state)
         self.attach()
         return self.tableNode()
+
+    def _carryCalibration(self, state: Dict[str, Any], previous: Mapping[str, Any], given, cal) -> None:
+        """Put the calibration of a (re-)run in ``state``: the previous one kept, or the given one."""
+        if given is KEEP_CALIBRATION:
+            for key in ("calibration", "calibration_source", "calibration_fit", "calibration_error"):
+                state[key] = previous.get(key)
+            state.setdefault("calibration_source", {"mode": "none"})
+            if state["calibration_source"] is None:
+                state["calibration_source"] = {"mode": "none"}
+        else:
+            path = given if isinstance(given, str) else None
+            self._storeCalibration(state, cal, self._sourceOf(cal, path),
+                                   self._scannerWarnings(cal) if path and cal is not None else ())
 
     def _applyPlacement(self, state: Dict[str, Any], result: Mapping[str, Any]) -> None:
         """Store the levels' placement and make the ROI nodes show the placed shapes."""
@@ -738,10 +825,11 @@ class OsteoROIMRMLLogic:
             if reason is not None:
                 r["warnings"].append(f"{level}: excluded from the summary: {reason}.")
             out.append(r)
-        if state.get("calibration"):
+        cal = self._calibrationFromState(state)
+        if cal is not None:
             from .calibration import apply_calibration
 
-            out = apply_calibration(out, self.loadCalibration(state["calibration"]))
+            out = apply_calibration(out, cal)
         return out
 
     # --- table ----------------------------------------------------------------------------------------
@@ -753,9 +841,12 @@ class OsteoROIMRMLLogic:
         try:
             tableNode.RemoveAllColumns()
             for key, name, colUnit, description, kind in TABLE_COLUMNS:
-                if key == "vbmd_mg_cm3" and not calibrated:
-                    continue
-                column = {"string": vtk.vtkStringArray, "int": vtk.vtkIntArray}.get(kind, vtk.vtkDoubleArray)()
+                if key in CALIBRATION_COLUMNS:
+                    if not calibrated:
+                        continue
+                    colUnit = unit
+                column = {"string": vtk.vtkStringArray, "optional": vtk.vtkStringArray,
+                          "int": vtk.vtkIntArray}.get(kind, vtk.vtkDoubleArray)()
                 column.SetName(name)
                 for row in rows:
                     value = row.get(key)
@@ -765,13 +856,17 @@ class OsteoROIMRMLLogic:
                         value = " | ".join(value or [])
                     if kind == "string":
                         column.InsertNextValue("" if value is None else str(value))
+                    elif kind == "optional":  # empty when undefined: see TABLE_COLUMNS
+                        column.InsertNextValue(format_optional(value))
                     elif kind == "int":
-                        column.InsertNextValue(0 if value is None else int(value))
-                    else:  # an undefined value is NaN here; the Warnings column says why
-                        column.InsertNextValue(float("nan") if value is None else float(value))
+                        column.InsertNextValue(int(value))
+                    else:
+                        column.InsertNextValue(float(value))
                 tableNode.AddColumn(column)
-                tableNode.SetColumnUnitLabel(name, unit if key == "vbmd_mg_cm3" else colUnit)
+                tableNode.SetColumnUnitLabel(name, colUnit)
                 tableNode.SetColumnDescription(name, description)
+                if kind == "optional":
+                    tableNode.SetColumnNullValue(name, "")
                 _set_column_title(tableNode, name, f"{name} ({colUnit})" if colUnit else name)
         finally:
             tableNode.EndModify(wasModifying)
@@ -924,13 +1019,6 @@ class OsteoROIMRMLLogic:
         self._setState(state)
         self._reannotate(state)
 
-    def setCalibration(self, calibration) -> None:
-        cal = self.loadCalibration(calibration)
-        state = self.state()
-        state["calibration"] = None if cal is None else cal.to_dict()
-        self._setState(state)
-        self._reannotate(state)
-
     def _reannotate(self, state: Dict[str, Any]) -> None:
         rows = self._annotate(state.get("rows", []), state)
         state["rows"] = rows
@@ -959,8 +1047,16 @@ class OsteoROIMRMLLogic:
     # --- live updates -----------------------------------------------------------------------------------
     def attach(self) -> None:
         """Observe the inputs and the ROI nodes; after loading a scene, also restore the table and plot."""
-        self.detach()
+        self._reobserve()
         state = self.state()
+        # Restore the table and the plot from the stored rows (full precision).
+        if state.get("rows"):
+            self._writeTable(state["rows"], state)
+            self._writePlot(state["rows"], state)
+
+    def _reobserve(self) -> None:
+        """(Re-)connect the observers of the inputs, the ROI nodes and a live calibration's points."""
+        self.detach()
         for (level, shape), node in self.roiNodes().items():
             for event in (slicer.vtkMRMLMarkupsNode.PointModifiedEvent, vtk.vtkCommand.ModifiedEvent,
                           slicer.vtkMRMLTransformableNode.TransformModifiedEvent):
@@ -978,10 +1074,7 @@ class OsteoROIMRMLLogic:
             for event in (slicer.vtkMRMLVolumeNode.ImageDataModifiedEvent,
                           slicer.vtkMRMLTransformableNode.TransformModifiedEvent):
                 self._observe(volumeNode, event, lambda caller, event: self._onVolumeModified())
-        # Restore the table and the plot from the stored rows (full precision).
-        if state.get("rows"):
-            self._writeTable(state["rows"], state)
-            self._writePlot(state["rows"], state)
+        self._observeCalibration()
 
     def detach(self) -> None:
         for obj, tag in self._observations:
@@ -1019,6 +1112,11 @@ class OsteoROIMRMLLogic:
         if self._muted:
             return
         self._volumeDirty = True
+        source = self.state().get("calibration_source") or {}
+        calibrationVolume = self._ref(ROLE_CAL_VOLUME)
+        if source.get("mode") in LIVE_MODES and (calibrationVolume is None
+                                                 or calibrationVolume is self.volumeNode()):
+            self._calibrationDirty = True
         self._schedule()
 
     def _schedule(self) -> None:
@@ -1034,16 +1132,21 @@ class OsteoROIMRMLLogic:
         dirtyRois, self._dirtyRois = self._dirtyRois, set()
         pointsDirty, self._pointsDirty = self._pointsDirty, False
         volumeDirty, self._volumeDirty = self._volumeDirty, False
-        if not (dirtyRois or pointsDirty or volumeDirty):
+        calibrationDirty, self._calibrationDirty = self._calibrationDirty, False
+        if not (dirtyRois or pointsDirty or volumeDirty or calibrationDirty):
             return
         try:
             self.lastError = None
+            if calibrationDirty:
+                self._refitCalibration()  # a failure clears the calibration and sets lastError
             if pointsDirty:
                 self._replaceMovedLevels()
             elif volumeDirty:
                 self._measure(self.state())
-            else:
+            elif dirtyRois:
                 self._measure(self.state(), only=dirtyRois)
+            else:
+                self._reannotate(self.state())
         except OsteoROIError as exc:
             self.lastError = str(exc)
             logging.warning("OsteoROI: %s", exc)
@@ -1093,10 +1196,14 @@ class OsteoROIMRMLLogic:
         measurement = {"rows": state["rows"], "levels": levels, "shapes": state["shapes"], "slab_mm": slab,
                        "warnings": warnings}
         extra: Dict[str, Any] = {}
-        if state.get("calibration"):
+        cal = self._calibrationFromState(state)
+        if cal is not None:
             from .calibration import calibration_summary
 
-            extra["calibration"] = calibration_summary(self.loadCalibration(state["calibration"]))
+            extra["calibration"] = calibration_summary(cal)
+            for w in (state.get("calibration_fit") or {}).get("warnings", []):
+                if w not in warnings:
+                    warnings.append(w)
         return build_document(measurement, volume.describe(), command="3D Slicer OsteoROI module", extra=extra)
 
     def diagnosisExclusions(self) -> Dict[str, List[Dict[str, Any]]]:
