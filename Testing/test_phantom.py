@@ -480,3 +480,97 @@ def test_bad_options_raise_input_error_with_remedy(options):
     with pytest.raises(InputError) as info:
         make_phantom(**options)
     assert isinstance(info.value, OsteoROIError) and info.value.remedy
+
+
+# --- hard-case options (issue #3): wedge fracture, osteophytes, bone islands, tilted column ----
+from OsteoROILib.phantom import analytic_hu  # noqa: E402
+
+
+def _rot_x(deg):
+    t = np.radians(deg)
+    return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+
+
+def _rot_y(deg):
+    t = np.radians(deg)
+    return np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+
+
+def test_hard_case_options_at_their_defaults_change_nothing():
+    plain_vol, plain_truth = make_phantom(supersample=2)
+    vol, truth = make_phantom(supersample=2, wedge_mm=0.0, osteophytes=(), bone_islands=(), spine_tilt_deg=(0, 0))
+    assert np.array_equal(plain_vol.array, vol.array)
+    assert json.dumps(plain_truth.to_dict(), sort_keys=True) == json.dumps(truth.to_dict(), sort_keys=True)
+    assert not {"wedge_mm", "osteophytes", "bone_islands", "spine_tilt_deg"} & set(truth.to_dict()["spec"])
+
+
+def test_wedge_option_lowers_the_anterior_superior_endplate():
+    spec = dict(wedge_mm=(0.0, 8.0, 0.0, 0.0))
+    _, truth = make_phantom(**spec)
+    lv = truth.level("L2")
+    a, c = lv.depth_mm / 2, lv.center_ras
+    top = lv.height_mm / 2
+    pts = np.array([
+        c + [0, a - 2.5, top - 2.0],  # anterior, 2 mm below the old top: now disc (loss there ≈ 7.3 mm)
+        c + [0, -a + 2.5, top - 2.5],  # posterior, 2.5 mm below the top: still trabecular
+        c + [0, 0, top - 4.0 - 1.6],  # centre: top lowered by 4 mm, endplate 1.5 mm → just inside the cortex
+        c + [0, 0, top - 4.0 - 1.4],  # ... and just outside of the trabecular bone, in the endplate
+        c + [0, 0, -top + 2.0],  # inferior half unchanged
+    ])
+    hu = analytic_hu(pts, **spec)
+    assert hu[0] == truth.tissues["disc"]
+    assert hu[1] == lv.trabecular_hu and hu[2] == lv.trabecular_hu and hu[4] == lv.trabecular_hu
+    assert hu[3] == lv.cortical_hu
+    assert lv.wedge_mm == 8.0 and lv.central_mid_s == pytest.approx(c[2] - 2.0)
+    assert truth.to_dict()["levels"][1]["wedge_mm"] == 8.0
+    with pytest.raises(InputError):
+        make_phantom(wedge_mm=30.0)
+
+
+def test_osteophyte_option_adds_a_spur_outside_the_rim():
+    spur = {"level": "L3", "angle_deg": 90.0, "length_mm": 6.0, "width_mm": 10.0, "hu": 650.0}
+    _, truth = make_phantom(osteophytes=[spur])
+    lv = truth.level("L3")
+    left = lv.left_axis_ras
+    rim = lv.center_ras + lv.width_mm / 2 * left
+    hu = analytic_hu(np.array([rim + 1.0 * left, rim + 5.5 * left, rim + 7.0 * left,
+                               rim + 1.0 * left + 4.9 * lv.ap_axis_ras,  # beyond the taper
+                               rim - 4.0 * left]), osteophytes=[spur])
+    assert list(hu[:2]) == [650.0, 650.0]
+    assert hu[2] == truth.tissues["muscle"] and hu[3] == truth.tissues["muscle"]
+    assert hu[4] == lv.trabecular_hu  # the body itself is untouched
+    with pytest.raises(InputError):
+        make_phantom(osteophytes=[{"level": "L9"}])
+
+
+def test_bone_island_option_places_a_dense_sphere():
+    isl = {"level": "L2", "offset_mm": (5.0, -3.0, 2.0), "radius_mm": 3.0, "hu": 1100.0}
+    _, truth = make_phantom(bone_islands=[isl])
+    lv = truth.level("L2")
+    centre = lv.center_ras + 5.0 * lv.ap_axis_ras - 3.0 * lv.left_axis_ras + [0, 0, 2.0]
+    hu = analytic_hu(np.array([centre, centre + [0, 0, 2.9], centre + [0, 0, 3.1]]), bone_islands=[isl])
+    assert list(hu) == [1100.0, 1100.0, lv.trabecular_hu]
+    hu = analytic_hu(np.array([[0.0, 0.0, 0.0]]), bone_islands=[{"center_ras": (0, 0, 0), "radius_mm": 1.0}])
+    assert hu[0] == 1000.0
+
+
+def test_spine_tilt_option_rotates_the_column_and_its_truth():
+    tilt = (12.0, -7.0)
+    vol, truth = make_phantom(spine_tilt_deg=tilt)
+    r = _rot_y(tilt[1]) @ _rot_x(tilt[0])  # about R first, then about A
+    n = r @ [0, 0, 1.0]
+    _, plain = make_phantom()
+    for lv, lp in zip(truth.levels, plain.levels):
+        assert np.allclose(lv.normal_ras, n) and np.allclose(lv.ap_axis_ras, r @ lp.ap_axis_ras)
+        assert np.allclose(lv.center_ras, r @ lp.center_ras)  # the column turns about (0, 0, 0)
+        pts = np.array([lv.center_ras,
+                        lv.center_ras + n * (lv.height_mm / 2 - lv.endplate_mm / 2),  # in the endplate
+                        lv.center_ras + n * (lv.height_mm / 2 + 5.0)])  # in the disc above
+        hu = analytic_hu(pts, spine_tilt_deg=tilt)
+        assert list(hu) == [lv.trabecular_hu, lv.cortical_hu, truth.tissues["disc"]]
+        assert lv.mid_slice_index == vol.nearest_slice_index(lv.center_ras)
+    # snapping keeps the first level's (tilted) centre on a voxel centre
+    ijk = vol.ras_to_ijk_points(truth.levels[0].center_ras)[0]
+    assert np.allclose(ijk, np.round(ijk), atol=1e-6)
+    with pytest.raises(InputError):
+        make_phantom(spine_tilt_deg=(50.0, 0.0))

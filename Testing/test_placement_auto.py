@@ -165,27 +165,18 @@ def _body_coords(volume, lv):
 
 
 def test_wedge_vertebra():
-    """An anterior wedge fracture of L2 (superior endplate tilted, 8 mm lost anteriorly), built
-    analytically on the phantom: ROIs stay in trabecular bone on the new mid-height."""
+    """An anterior wedge fracture of L2 (phantom option ``wedge_mm``: superior endplate tilted,
+    8 mm lost anteriorly): the mid slice follows the central height and the ROIs stay in
+    trabecular bone."""
     volume, truth = make_phantom(level_names=("L1", "L2", "L3"), trabecular_density=(140, 116, 96),
-                                 depth_mm=30.0, width_mm=44.0)
+                                 depth_mm=30.0, width_mm=44.0, wedge_mm=(0.0, 8.0, 0.0))
     lv = truth.level("L2")
-    a = lv.depth_mm / 2
-    loss = 8.0
-    sl, s, t, dz = _body_coords(volume, lv)
-    inside = (s / a) ** 2 + (t / (lv.width_mm / 2)) ** 2 <= 1
-    top = lv.height_mm / 2 - loss * (np.clip(s, -a, a) + a) / (2 * a)
-    arr = np.array(volume.array)
-    sub = arr[sl]
-    sub[inside & (dz > top) & (dz <= lv.height_mm / 2)] = truth.tissues["disc"]
-    sub[inside & (dz <= top) & (dz > top - lv.endplate_mm)] = lv.cortical_hu
-    broken = Volume(arr, volume.ijk_to_ras)
-    pl = place_from_click(broken, lv.center_ras + OFFSET, "L2")
-    expected_mid = lv.center_ras[2] - loss / 4  # central height: (top(0) + bottom) / 2
-    k_expected = broken.nearest_slice_index(lv.center_ras + np.array([0, 0, -loss / 4]))
-    assert abs(pl.slice_index - k_expected) <= 1, (pl.slice_index, k_expected, expected_mid)
-    result = measure_levels(broken, {"L2": lv.center_ras + OFFSET})
-    assert_pure_trabecular(broken, truth, result)
+    assert lv.central_mid_s == pytest.approx(lv.center_ras[2] - 8.0 / 4)  # (top(0) + bottom) / 2
+    pl = place_from_click(volume, lv.center_ras + OFFSET, "L2")
+    k_expected = volume.nearest_slice_index(lv.center_ras + np.array([0, 0, lv.central_mid_s - lv.center_ras[2]]))
+    assert abs(pl.slice_index - k_expected) <= 1, (pl.slice_index, k_expected)
+    result = measure_levels(volume, {"L2": lv.center_ras + OFFSET})
+    assert_pure_trabecular(volume, truth, result)
 
 
 def test_bone_island_is_flagged_by_the_high_hu_fraction(default_phantom):
@@ -194,16 +185,7 @@ def test_bone_island_is_flagged_by_the_high_hu_fraction(default_phantom):
     base = measure_levels(volume, {"L2": lv.center_ras})
     oval = next(r for r in base["rows"] if r["shape"] == "oval")
     centre = np.array(oval["center_ras"])
-    nk, nj, ni = volume.array.shape
-    ijk = volume.ras_to_ijk_points(centre)[0]
-    arr = np.array(volume.array)
-    k0 = int(round(ijk[2]))
-    jj, ii = np.mgrid[0:nj, 0:ni]
-    ijk = np.stack([ii, jj, np.full_like(ii, k0)], -1).reshape(-1, 3)
-    ras = ijk @ volume.ijk_to_ras[:3, :3].T + volume.ijk_to_ras[:3, 3]
-    island = (np.linalg.norm(ras - centre, axis=1) <= 3.0).reshape(nj, ni)
-    arr[k0][island] = 1000.0
-    dense = Volume(arr, volume.ijk_to_ras)
+    dense, _ = make_phantom(bone_islands=[{"center_ras": centre, "radius_mm": 3.0, "hu": 1000.0}])
     r = measure_levels(dense, {"L2": lv.center_ras})
     row = next(x for x in r["rows"] if x["shape"] == "oval")
     vals = roi_values(dense, row)
@@ -211,6 +193,22 @@ def test_bone_island_is_flagged_by_the_high_hu_fraction(default_phantom):
     assert row["high_hu_fraction"] > 0.01
     assert any("denser" in w for w in row["warnings"])
     assert oval["high_hu_fraction"] == 0.0
+
+
+@pytest.mark.parametrize("angle, length", [(0.0, 8.0), (0.0, 4.0), (40.0, 8.0), (-90.0, 6.0)])
+def test_osteophyte_is_left_out_of_the_outline(angle, length):
+    """A bony spur on the anterior/lateral rim over the body's whole height (phantom option
+    ``osteophytes``): the ROIs hold no spur or cortex, the size is the body's, and the fit says so."""
+    spur = {"level": "L2", "angle_deg": angle, "length_mm": length, "width_mm": 12.0}
+    volume, truth = make_phantom(level_names=("L1", "L2", "L3"), trabecular_density=(140, 116, 96),
+                                 depth_mm=30.0, width_mm=44.0, osteophytes=[spur])
+    lv = truth.level("L2")
+    result = measure_levels(volume, {"L2": lv.center_ras + OFFSET})
+    assert_pure_trabecular(volume, truth, result)
+    row = result["rows"][0]
+    assert abs(row["body_depth_mm"] - lv.depth_mm) <= 2.5 and abs(row["body_width_mm"] - lv.width_mm) <= 2.5
+    assert angle_deg(row["ap_axis_ras"], lv.ap_axis_ras) <= 3.0
+    assert any("osteophyte" in w for w in row["warnings"])
 
 
 def test_vertebra_partly_outside_the_field_of_view():

@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_core as bc  # noqa: E402
 
-from OsteoROILib.autoplace import place_from_click  # noqa: E402
+from OsteoROILib.autoplace import place_from_click, to_vertebra_plane  # noqa: E402
 from OsteoROILib.geometry import RoiShape, roi_voxels  # noqa: E402
 from OsteoROILib.measure import measure_levels  # noqa: E402
 from OsteoROILib.phantom import make_phantom  # noqa: E402
@@ -64,14 +64,19 @@ def bench_accuracy(quick: bool) -> List[Dict[str, Any]]:
         "oblique": {"orientation": "oblique"},
         "boxy body (p=3)": {"body_exponent": 3.0},
         "0.6 mm slices": {"spacing": (0.7, 0.7, 0.6), "extent_ras": SPINE_BOX},
+        "osteophytes (anterior 8 mm on L2, left 6 mm on L3)": {"osteophytes": [
+            {"level": "L2", "angle_deg": 0.0, "length_mm": 8.0, "width_mm": 12.0},
+            {"level": "L3", "angle_deg": 90.0, "length_mm": 6.0, "width_mm": 12.0}]},
+        "tilted spine (12°, −8°), vertebra plane": {"spine_tilt_deg": (12.0, -8.0), "extent_ras": SPINE_BOX},
     }
     if quick:
         cases = {k: cases[k] for k in ("default", "rotated")}
     rows = []
     for name, opts in cases.items():
+        plane = "vertebra" if "vertebra plane" in name else "image"
         volume, truth = make_phantom(**opts)
         points = {lv.name: lv.center_ras + OFFSET for lv in truth.levels}
-        res = measure_levels(volume, points)
+        res = measure_levels(volume, points, plane=plane)
         bad = 0
         worst_err = 0.0
         for row in res["rows"]:
@@ -84,6 +89,8 @@ def bench_accuracy(quick: bool) -> List[Dict[str, Any]]:
             o = res["levels"][lv.name]
             slice_ok += int(o["slice_index"] == lv.mid_slice_index)
             pl = place_from_click(volume, points[lv.name], lv.name)
+            if plane == "vertebra":
+                pl = to_vertebra_plane(volume, pl, lv.name)
             auto = build_roi_family(pl.outline, volume.slice_spacing(), ["oval"]).shapes["oval"]
             best = build_roi_family(lv.outline(), volume.slice_spacing(), ["oval"]).shapes["oval"]
             ratios.append(auto.nominal_area_mm2 / best.nominal_area_mm2)
@@ -208,14 +215,33 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
         pm, pmed = peer[f"vertebrae_{level}_intensity"], peer[f"vertebrae_{level}_intensity_median"]
         lab_oval, clk_oval = mean_of(from_labels, "oval"), mean_of(from_clicks, "oval")
         h = placements[level].height_mm
+        # the click outline's size vs the label's extent on the same slice, along the same axes
+        clk = from_clicks["levels"][level]
+        ap_axis = np.asarray(clk["outline"]["ap_axis_ras"])
+        left = np.cross(np.asarray(clk["outline"]["normal_ras"]), ap_axis)
+        kji = np.argwhere(lab == BUILTIN_LABEL_MAPS["bodies"][level])
+        on = kji[kji[:, 0] == clk["slice_index"]]
+        ras = ct.ijk_to_ras_points(on[:, ::-1].astype(float))
+        lab_depth = float(np.ptp(ras @ ap_axis) + ct.spacing[1])
+        lab_width = float(np.ptp(ras @ left) + ct.spacing[0])
+        k_lab = (int(kji[:, 0].min()), int(kji[:, 0].max()))
         rows.append(bc.make_row(
             f"peer_{level}", f"peer side by side: {level} oval mean HU (labels)", lab_oval, "HU",
             baseline=pm, baseline_name="spine_report whole-body mean", ratio=lab_oval / pm, ratio_kind="ratio",
             notes=f"labels: oval {lab_oval:.1f}, round {mean_of(from_labels, 'round'):.1f}, left "
                   f"{mean_of(from_labels, 'left'):.1f}; clicks: oval {clk_oval:.1f} (fit "
                   f"{from_clicks['levels'][level]['fit_quality']}); peer mean {pm:.1f}, median {pmed:.1f}; "
-                  f"label extent {h:.1f} mm vs peer middle height {peer[f'vertebrae_{level}_height_middle_mm']:.1f} mm",
-            peer_mean=pm, peer_median=pmed, labels_oval=lab_oval, clicks_oval=clk_oval))
+                  f"label extent {h:.1f} mm vs peer middle height "
+                  f"{peer[f'vertebrae_{level}_height_middle_mm']:.1f} mm; "
+                  f"clicks: slice {clk['slice_index']} (label slices {k_lab[0]}–{k_lab[1]}), depth "
+                  f"{clk['outline']['depth_mm']:.1f} mm / width {clk['outline']['width_mm']:.1f} mm vs label "
+                  f"{lab_depth:.1f} / {lab_width:.1f} mm on that slice",
+            peer_mean=pm, peer_median=pmed, labels_oval=lab_oval, clicks_oval=clk_oval,
+            clicks_slice=clk["slice_index"], label_slices=list(k_lab),
+            clicks_depth_mm=clk["outline"]["depth_mm"], clicks_width_mm=clk["outline"]["width_mm"],
+            label_depth_mm=lab_depth, label_width_mm=lab_width,
+            labels_fit_quality=round(float(placements[level].fit_quality), 3),
+            labels_fallback=bool(placements[level].fallback)))
     return rows
 
 

@@ -13,22 +13,45 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
    the point — on most rays the profile rises above the interior before the edge and drops
    behind it — and the enclosed area is that of a lumbar body. The HU at the point itself is
    never used to decide (osteoporotic trabecular bone reads 30–80 HU, like muscle).
+   **The spinal canal** (``find_canal``: a low-HU hole directly behind the body with bone — the
+   pedicles — on both sides) fixes the posterior wall, which thick slices often do not show
+   (the basivertebral foramen at mid-height has no cortex at all): rays entering the canal end
+   at its front and count as shell rays, and no part of the outline lies more than
+   ``POSTERIOR_CORNER_MM`` behind that front (beyond it are the pedicles, with no edge between).
+   **Smoothness prior**: a robust (Tukey-weighted) Fourier curve of order ``SMOOTH_ORDER`` is
+   fitted to the radii and every ray's edge is searched again within ``SMOOTH_WINDOW_MM`` of it,
+   as within a segmentation label's window, so single rays stopped by a trabecular spike or
+   leaking into a pedicle are pulled back. **Precision**: the ray origin moves on the slice's
+   voxel-centre lattice until it repeats, so clicks a few mm apart reach the same origin and
+   hence the same outline (issue #3 precision target: CV < 1 %).
 2. **Endplates → mid-height.** Along the image's slice axis, the mean HU of a small central
    disc of the body is profiled over ±``CROP_HALF_AXIAL_MM``; the endplates are the profile's
    prominent peaks. The body is the interval between the nearest peak above and below the
    click; an interval without a cortical ring (an intervertebral disc, where the click may have
-   landed) is skipped in favour of the nearest body, with a warning. The mid-vertebral slice is
-   the image's axial slice nearest the midpoint of the two endplates (as seed 002 did).
+   landed) is skipped in favour of the nearest body, with a warning. A peak that a trimmed
+   profile (densest ``PROFILE_TRIM`` of the disc left out) does not show, well inside the run of
+   slices where the body's wall stays dense, is a focal lesion (bone island), not an endplate.
+   The wall run is otherwise only a fallback (at thick slices a bulging disc or an osteophyte
+   continues the "wall" past the endplate). The mid-vertebral slice is the image's axial slice
+   nearest the midpoint of the two endplates (as seed 002 did).
 3. **Outline on the mid slice.** The contour is fitted again on the mid slice; the AP axis is the
    contour's minor principal axis (a lumbar body is wider than deep), signed towards the image's
-   anterior, so a rotated vertebra gets rotated ROIs; the cortical thickness is the median
+   anterior — or, when the spinal canal was found, the direction from the canal's centre to the
+   body's — so a rotated vertebra gets rotated ROIs; the cortical thickness is the median
    distance between the inner rise and the outer edge of the shell; the trabecular boundary is
-   the outer contour offset inwards by it. AP depth, width and the demarcation line follow
-   (``roifamily``).
+   the outer contour offset inwards by it; where a ray's edge lies well beyond its cortical rise
+   (bone attached outside the cortex: an osteophyte) the outline follows the cortex instead and
+   a reason says so. AP depth, width and the demarcation line follow (``roifamily``).
 4. **Fit quality** in [0, 1] (the weakest of: fraction of rays with a clear shell, left–right
    symmetry about the AP axis, endplates found, plausible size) with reasons. Below
    ``LOW_QUALITY`` the trabecular region is shrunk towards its centre (``FALLBACK_SCALE``) — a
    conservative ROI — and a warning asks the user to check it.
+
+**Option: the vertebra's own plane** (``to_vertebra_plane``, ``measure_levels(plane="vertebra")``,
+``osteoroi measure --plane vertebra``): the body's axis is the line through the centroids of its
+axial cross-sections about mid-height; the image is resampled (trilinear) on planes
+perpendicular to it through the mid-height point and the outline is fitted there, so the ROIs'
+axes and slab follow the tilted vertebra (their voxels are still the image's, chosen by centre).
 
 All work is local: a box of about ±``CROP_HALF_INPLANE_MM`` in-plane and
 ±``CROP_HALF_AXIAL_MM`` along the slice axis around the click is read; the whole volume is
@@ -88,13 +111,38 @@ MIN_AXIS_RATIO = 1.08
 MAX_ROTATION_DEG = 30.0
 #: The canal check probes this far (mm) in front of a candidate ring's anterior edge.
 CANAL_PROBE_MM = 12.0
+#: The spinal canal behind a body: smoothed HU below min(CANAL_LOW_HU, interior −
+#: CANAL_BELOW_INTERIOR_HU) (CSF ≈ 0–20 HU, epidural fat < 0) over at least CANAL_MIN_MM along a
+#: posterior ray (searched ±CANAL_SEARCH_DEG about the image's posterior), with bone above
+#: max(CANAL_BONE_MIN_HU, interior + CANAL_BONE_ABOVE_INTERIOR_HU) (the pedicles) on both sides
+#: within CANAL_MAX_HALF_WIDTH_MM (lumbar canal ≈ 15–25 mm wide). A ray entering the canal (low
+#: for CANAL_ENTRY_MM) ends within CANAL_WALL_MM behind the entry: the posterior wall.
+CANAL_LOW_HU = 60.0
+CANAL_BELOW_INTERIOR_HU = 25.0
+CANAL_MIN_MM = 6.0
+CANAL_SEARCH_DEG = 35.0
+CANAL_BONE_MIN_HU = 150.0
+CANAL_BONE_ABOVE_INTERIOR_HU = 60.0
+CANAL_MAX_HALF_WIDTH_MM = 18.0
+CANAL_ENTRY_MM = 3.0
+CANAL_WALL_MM = 1.5
+#: No part of the body's outline lies more than this (mm) behind the canal's front (the posterior
+#: wall's concavity; beyond it are the pedicles).
+POSTERIOR_CORNER_MM = 3.0
+#: A ray whose outer edge lies more than this (mm) beyond the median cortical thickness from its
+#: inner cortical rise ends on bone attached outside the cortex (an osteophyte).
+SPUR_EXTRA_MM = 1.0
+#: Smoothness prior: Fourier order of the robust contour curve and the window (± mm) about it
+#: in which each ray's edge is searched again.
+SMOOTH_ORDER = 5
+SMOOTH_WINDOW_MM = 2.5
 #: Endplate peaks in the central profile must stand out by this much (HU).
 PLATE_PROMINENCE_HU = 30.0
+#: Fraction of the densest voxels left out of the central endplate profile.
+PROFILE_TRIM = 0.25
 #: Plausible distance between the endplates (mm); a shorter interval is a disc.
 MIN_BODY_HEIGHT_MM = 12.0
 MAX_BODY_HEIGHT_MM = 50.0
-#: Endplate interval and wall run differing by more than this (mm) → trust the wall.
-WALL_PLATE_MISMATCH_MM = 9.0
 #: Cortical margin limits (mm).
 MIN_CORTICAL_MM = 1.0
 LOW_QUALITY = 0.5
@@ -120,6 +168,8 @@ class Placement:
     endplates_s: Tuple[Optional[float], Optional[float]] = (None, None)  # superior, inferior (mm along normal)
     snapped: bool = False
     fallback: bool = False
+    axis_ras: Optional[np.ndarray] = None  # the vertebra's axis when the plane is perpendicular to it
+    axis_tilt_deg: Optional[float] = None
 
     @property
     def height_mm(self) -> Optional[float]:
@@ -139,6 +189,9 @@ class Placement:
             "endplate_distance_mm": None if self.height_mm is None else round(self.height_mm, 3),
             "snapped": bool(self.snapped),
             "conservative_fallback": bool(self.fallback),
+            **({} if self.axis_ras is None else {
+                "vertebra_axis_ras": [round(float(x), 6) for x in self.axis_ras],
+                "axis_tilt_deg": round(float(self.axis_tilt_deg), 3)}),
         }
 
 
@@ -210,6 +263,88 @@ class _Box:
     def direction_xy(self, ras_dirs) -> np.ndarray:
         """In-plane RAS directions → (dx, dy) box steps per mm."""
         return np.asarray(ras_dirs) @ self.p_pinv.T
+
+    def onto_slice(self, ras, s: int) -> np.ndarray:
+        """A RAS point moved along the slice normal onto box slice ``s``'s plane."""
+        ijk = self.volume.ras_to_ijk_points(ras)[0]
+        ijk[self.axis] = s + self.lo[self.axis]
+        return self.volume.ijk_to_ras_points(ijk)[0]
+
+
+def _trilinear(volume: Volume, ras: np.ndarray) -> np.ndarray:
+    """The image at RAS points (N×3), trilinear between voxel centres; NaN outside the image."""
+    ijk = volume.ras_to_ijk_points(ras)
+    dims = np.asarray(volume.dimensions)
+    inside = np.all((ijk >= 0) & (ijk <= dims - 1), axis=1)
+    ijk = np.clip(ijk, 0, dims - 1)
+    i0 = np.minimum(np.floor(ijk).astype(int), np.maximum(dims - 2, 0))
+    f = ijk - i0
+    i1 = np.minimum(i0 + 1, dims - 1)
+    a = volume.array
+    out = np.zeros(len(ijk))
+    for di in (0, 1):
+        for dj in (0, 1):
+            for dk in (0, 1):
+                w = ((f[:, 0] if di else 1 - f[:, 0]) * (f[:, 1] if dj else 1 - f[:, 1])
+                     * (f[:, 2] if dk else 1 - f[:, 2]))
+                out += w * a[(i1 if dk else i0)[:, 2], (i1 if dj else i0)[:, 1], (i1 if di else i0)[:, 0]]
+    return np.where(inside, out, np.nan)
+
+
+class _ObliqueBox(_Box):
+    """A stack of planes perpendicular to ``normal`` around ``center_ras``, resampled from the
+    image (trilinear) on a square grid of ``step_mm``: the same interface as ``_Box``, so the
+    contour, canal and outline code work on a plane of any orientation."""
+
+    def __init__(self, volume: Volume, center_ras, normal, half_inplane_mm: float, half_axial_mm: float,
+                 step_mm: float):
+        self.volume = volume
+        n = np.asarray(normal, dtype=float)
+        n = n / np.linalg.norm(n)
+        if n[2] < 0:
+            n = -n
+        self.normal = n
+        self.u0 = in_plane_frame(n, np.array([0.0, 1.0, 0.0]))[0]
+        e1 = self.u0
+        e2 = np.cross(n, e1)
+        h = float(step_mm)
+        self.dx = self.dy = self.ds = h
+        nxy = int(np.ceil(half_inplane_mm / h))
+        ns = int(np.ceil(half_axial_mm / h))
+        self._frame = np.array([e1, e2, n])
+        self.origin = np.asarray(center_ras, dtype=float) - h * (nxy * e1 + nxy * e2 + ns * n)
+        xs = np.arange(2 * nxy + 1) * h
+        ss = np.arange(2 * ns + 1) * h
+        grid = (self.origin[None, None, None, :] + ss[:, None, None, None] * n
+                + xs[None, :, None, None] * e2 + xs[None, None, :, None] * e1)
+        self.data = _trilinear(volume, grid.reshape(-1, 3)).reshape(grid.shape[:3]).astype(np.float32)
+        # a plane that leaves the image: fill with the mean so the smoothing stays finite, and mark
+        # it as outside for the rays (NaN after smoothing would spread)
+        self.outside = ~np.isfinite(self.data)
+        if self.outside.any():
+            self.data[self.outside] = float(np.nanmean(self.data)) if np.isfinite(self.data).any() else 0.0
+        self.p = np.column_stack([e1 * h, e2 * h])
+        self.p_pinv = np.linalg.pinv(self.p)
+        self.axis = None
+        self.in_axes = None
+        self.lo = None
+        self.at_fov_edge = (False, False)
+        self.s_sign = 1.0
+
+    def to_box(self, ras) -> np.ndarray:
+        d = np.atleast_2d(np.asarray(ras, dtype=float)) - self.origin
+        return (d @ self._frame.T) / self.dx
+
+    def to_ras(self, xys) -> np.ndarray:
+        xys = np.atleast_2d(np.asarray(xys, dtype=float))
+        return self.origin + (xys * self.dx) @ self._frame
+
+    def slice_index(self, s: int) -> int:
+        return -1
+
+    def onto_slice(self, ras, s: int) -> np.ndarray:
+        ras = np.asarray(ras, dtype=float)
+        return ras - self.normal * float((ras - self.origin) @ self.normal - s * self.ds)
 
 
 def _bilinear(plane: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -325,11 +460,15 @@ def _dp_contour(score: np.ndarray, step_mm: float) -> np.ndarray:
 
 
 def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
-                prior_r: Optional[np.ndarray] = None, prior_window=(6.0, 4.0)) -> Contour:
+                prior_r: Optional[np.ndarray] = None, prior_window=(6.0, 4.0),
+                canal: Optional["Canal"] = None) -> Contour:
     """Outer cortical contour on ``plane`` around ``center_xy`` (see module docstring, step 1).
 
     ``prior_r`` (mm per ray) restricts each ray's edge to ``[prior − window[0], prior + window[1]]``
-    (used with a segmentation label)."""
+    (used with a segmentation label and for the smoothness prior). With a ``canal``, rays that
+    meet the spinal canal end at its front (the body's posterior wall) and count as shell rays
+    when the HU drops into the canal there (the wall may be invisible at the basivertebral
+    foramen)."""
     u = box.u0 if u is None else u
     u, v, _ = in_plane_frame(box.normal, u)
     angles = np.linspace(0.0, 2.0 * np.pi, N_RAYS, endpoint=False)
@@ -378,6 +517,10 @@ def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
         lo = prior_r[:, None] - prior_window[0]
         hi = prior_r[:, None] + prior_window[1]
         score[(radii[None, :] < lo) | (radii[None, :] > hi)] = -1e3
+    cap = None
+    if canal is not None:
+        cap = canal.caps(box, np.array([cx, cy]), dirs, radii, prof)
+        score[radii[None, :] > cap[:, None]] = -1e3
     path = _dp_contour(score, RAY_STEP_MM)
     r_out = radii[path].astype(float)
     rows = np.arange(N_RAYS)
@@ -403,7 +546,10 @@ def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
     pw = np.where(win & np.isfinite(prof), prof, -np.inf)
     pk = np.argmax(pw, axis=1)
     peak = pw[rows, pk]
-    shell = np.isfinite(peak) & (peak - interior >= SHELL_RISE_HU) & (drop >= EDGE_DROP_HU)
+    shell = rise_shell = np.isfinite(peak) & (peak - interior >= SHELL_RISE_HU) & (drop >= EDGE_DROP_HU)
+    if cap is not None:
+        at_canal = np.isfinite(cap) & (r_out >= cap - CANAL_WALL_MM - 1.0) & (drop >= 0.5 * EDGE_DROP_HU)
+        shell = shell | at_canal
     half = interior + 0.5 * (peak - interior)
     below = (ridx <= pk[:, None]) & (prof < half[:, None])
     has = below.any(axis=1)
@@ -413,28 +559,220 @@ def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(pb != pa, (half - pa) / (pb - pa), 0.0)
     r_in = np.where(has, radii[j] + np.clip(frac, 0, 1) * RAY_STEP_MM, 0.0)
-    r_in = np.where(shell, r_in, np.nan)
+    r_in = np.where(rise_shell, r_in, np.nan)
     return Contour(np.array([cx, cy]), int(s), angles, r_out, r_in, shell, interior, drop, outside, u, v)
 
 
 def _fit_centred(box: _Box, plane: np.ndarray, s: int, start_xy, u=None, iterations: int = 4,
-                 max_shift_mm: float = 30.0, prior_fn=None) -> Contour:
-    """Fit, then re-cast the rays from the contour's centroid until it settles."""
+                 max_shift_mm: float = 30.0, prior_fn=None, canal: Optional["Canal"] = None,
+                 snap: bool = False) -> Contour:
+    """Fit, then re-cast the rays from the contour's centroid until it settles.
+
+    With ``snap`` the ray origin moves on the voxel-centre lattice of the slice and the loop
+    stops when an origin repeats: clicks a few mm apart then reach the *same* origin, hence the
+    same contour (placement precision, issue #3), instead of origins a fraction of a mm apart."""
     c = np.asarray(start_xy, dtype=float)
+    if snap:
+        c = np.round(c)
     start = c.copy()
-    contour = fit_contour(box, plane, s, c, u, prior_r=None if prior_fn is None else prior_fn(c, u))
-    for _ in range(iterations):
+    seen = {}
+
+    def fit(c0):
+        return fit_contour(box, plane, s, c0, u, prior_r=None if prior_fn is None else prior_fn(c0, u), canal=canal)
+
+    contour = fit(c)
+    seen[tuple(c)] = contour
+    for _ in range(iterations + (4 if snap else 0)):
         off = contour.centroid_offset_mm()
         shift_ras = off[0] * contour.u + off[1] * contour.v
         new_c = c + box.direction_xy(shift_ras[None, :])[0]
+        if snap:
+            new_c = np.round(new_c)
         moved = np.hypot((new_c[0] - start[0]) * box.dx, (new_c[1] - start[1]) * box.dy)
         if moved > max_shift_mm:
             break
+        if snap and tuple(new_c) in seen:
+            # a fixed point or a cycle: take the cycle's member nearest its own centroid, a
+            # choice that does not depend on where the loop entered the cycle
+            keys = list(seen)
+            cands = [seen[k] for k in keys[keys.index(tuple(new_c)):]]
+            contour = min(cands, key=lambda k: (round(float(np.hypot(*k.centroid_offset_mm())), 6),
+                                                tuple(np.round(k.center_xy, 3))))
+            break
         c = new_c
-        contour = fit_contour(box, plane, s, c, u, prior_r=None if prior_fn is None else prior_fn(c, u))
-        if np.hypot(*off) < 0.3:
+        contour = fit(c)
+        if snap:
+            seen[tuple(c)] = contour
+        elif np.hypot(*off) < 0.3:
             break
     return contour
+
+
+# ----------------------------------------------------------------------------------------------
+# The spinal canal behind the body
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Canal:
+    """The spinal canal found behind a body contour (box slice coordinates and RAS directions).
+
+    ``front_xy`` — where the canal meets the body's posterior wall on the canal's axis;
+    ``center_xy`` — the canal's centre (lateral: midway between the pedicles);
+    ``axis`` — RAS in-plane unit vector from the canal's centre towards the body (anterior);
+    ``half_width_mm`` — half the distance between the pedicles; ``low_hu`` — the HU below which
+    the smoothed image reads as canal content."""
+
+    front_xy: np.ndarray
+    center_xy: np.ndarray
+    axis: np.ndarray
+    lateral: np.ndarray
+    half_width_mm: float
+    low_hu: float
+
+    def caps(self, box: _Box, origin_xy, dirs: np.ndarray, radii: np.ndarray, prof: np.ndarray) -> np.ndarray:
+        """Per ray: the radius (mm) at which the ray enters the canal (+ ``CANAL_WALL_MM``), inf
+        for rays that do not meet it. A ray enters where it is inside the canal's band (within
+        its half-width of the canal axis, behind the front) and the HU stays low for
+        ``CANAL_ENTRY_MM``: the posterior wall's own concavity is respected."""
+        o = box.p @ (np.asarray(origin_xy, dtype=float) - self.front_xy)  # origin relative to the front (RAS)
+        along = (o @ self.axis) + radii[None, :] * (dirs @ self.axis)[:, None]
+        lat = (o @ self.lateral) + radii[None, :] * (dirs @ self.lateral)[:, None]
+        band = (np.abs(lat) <= self.half_width_mm) & (along <= CANAL_WALL_MM + 1.5) & (along >= -25.0)
+        low = np.isfinite(prof) & (prof < self.low_hu)
+        n = max(1, int(round(CANAL_ENTRY_MM / RAY_STEP_MM)))
+        c = np.cumsum(np.concatenate([np.zeros((low.shape[0], 1), dtype=int), low.astype(int)], axis=1), axis=1)
+        run = np.zeros_like(low)
+        m = low.shape[1] - n + 1
+        if m > 0:
+            run[:, :m] = (c[:, n:n + m] - c[:, :m]) == n
+        enter = band & run
+        has = enter.any(axis=1)
+        first = np.argmax(enter, axis=1)
+        cap = np.where(has, radii[first] + CANAL_WALL_MM, np.inf)
+        # beside the canal the body ends at about the canal's front too (the posterior wall is
+        # slightly concave): the pedicles continue the bone behind it, with no edge between
+        behind = along < -POSTERIOR_CORNER_MM
+        has = behind.any(axis=1)
+        corner = np.where(has, radii[np.argmax(behind, axis=1)], np.inf)
+        return np.minimum(cap, corner)
+
+
+def find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Canal]:
+    """The spinal canal: a low-HU hole directly behind the body, with bone (the pedicles) on
+    both sides of it (issue #3: "the spinal canal behind it"). None when not found (then the
+    contour alone decides; e.g. an osteoporotic body whose trabecular HU is as low as the canal's
+    content)."""
+    interior = contour.interior_hu
+    if not np.isfinite(interior):
+        return None
+    low = min(CANAL_LOW_HU, interior - CANAL_BELOW_INTERIOR_HU)
+    bone = max(CANAL_BONE_MIN_HU, interior + CANAL_BONE_ABOVE_INTERIOR_HU)
+    step = RAY_STEP_MM
+    c = contour.center_xy
+    radii = np.arange(0.0, MAX_RAY_MM + 1e-9, step)
+    angs = np.radians(np.arange(-CANAL_SEARCH_DEG, CANAL_SEARCH_DEG + 1e-9, 5.0))
+    dirs = -(np.outer(np.cos(angs), contour.u) + np.outer(np.sin(angs), contour.v))
+    dxy = box.direction_xy(dirs)
+    prof = _bilinear(plane, c[0] + radii[None, :] * dxy[:, 0:1], c[1] + radii[None, :] * dxy[:, 1:2])
+    r_wall = np.interp((np.pi + angs) % (2 * np.pi), np.append(contour.angles, 2 * np.pi),
+                       np.append(contour.r_out, contour.r_out[0]))
+    n_min = int(round(CANAL_MIN_MM / step))
+    n_in = max(1, int(round(CANAL_ENTRY_MM / step)))
+    lat_r = np.arange(0.0, CANAL_MAX_HALF_WIDTH_MM + 1e-9, step)
+    found = []
+    for i in range(angs.size):
+        p = prof[i]
+        is_low = np.isfinite(p) & (p < low)
+        j = int(0.4 * r_wall[i] / step)
+        stop = min(int((r_wall[i] + 8.0) / step), p.size - 1)
+        run = None
+        while j <= stop:
+            if is_low[j]:
+                k = j
+                while k < p.size and is_low[k]:
+                    k += 1
+                if k - j >= n_min:
+                    run = (j, k)
+                    break
+                j = k
+            j += 1
+        if run is None:
+            continue
+        d = dirs[i]
+        w = np.cross(box.normal, d)
+        depth = min(radii[run[1] - 1] - radii[run[0]], 16.0)
+        mid = c + box.direction_xy((d * (radii[run[0]] + 0.5 * depth))[None, :])[0]
+        hits = []
+        for sgn in (1.0, -1.0):
+            lxy = box.direction_xy((sgn * w)[None, :])[0]
+            q = _bilinear(plane, mid[0] + lat_r * lxy[0], mid[1] + lat_r * lxy[1])
+            if not np.all(np.isfinite(q[:n_in]) & (q[:n_in] < low)):
+                break
+            above = np.nonzero(np.isfinite(q) & (q >= bone))[0]
+            if above.size == 0:
+                break
+            hits.append(float(lat_r[above[0]]))
+        if len(hits) != 2:
+            continue
+        centre = mid + box.direction_xy((0.5 * (hits[0] - hits[1]) * w)[None, :])[0]
+        found.append((abs(hits[0] - hits[1]), abs(float(angs[i])), centre, 0.5 * (hits[0] + hits[1])))
+    if not found:
+        return None
+    _, _, centre, half_width = min(found, key=lambda f: (round(f[0], 6), f[1]))
+    body = c + box.direction_xy((contour.centroid_offset_mm() @ np.array([contour.u, contour.v]))[None, :])[0]
+    axis = box.p @ (body - centre)
+    axis = axis - box.normal * float(axis @ box.normal)
+    if np.linalg.norm(axis) < 1e-6:
+        return None
+    axis = axis / np.linalg.norm(axis)
+    u0 = in_plane_frame(box.normal, box.u0)[0]
+    if np.degrees(np.arccos(np.clip(axis @ u0, -1.0, 1.0))) > MAX_ROTATION_DEG + 5.0:
+        return None
+    lateral = np.cross(box.normal, axis)
+    # the front: from the canal's centre towards the body until the HU is no longer low
+    axy = box.direction_xy(axis[None, :])[0]
+    q = _bilinear(plane, centre[0] + radii * axy[0], centre[1] + radii * axy[1])
+    above = np.nonzero(~(np.isfinite(q) & (q < low)))[0]
+    if above.size == 0:
+        return None
+    front = centre + radii[above[0]] * axy
+    return Canal(front_xy=front, center_xy=centre, axis=axis, lateral=lateral, half_width_mm=float(half_width),
+                 low_hu=float(low))
+
+
+def _robust_fourier(angles: np.ndarray, r: np.ndarray, order: int = SMOOTH_ORDER) -> np.ndarray:
+    """A smooth closed curve r(θ) (Fourier series up to ``order``) fitted to the per-ray radii
+    with Tukey biweights, so a few rays stopped by a trabecular spike or leaking into a pedicle
+    do not pull it (the smoothness prior on the contour)."""
+    cols = [np.ones_like(angles)]
+    for k in range(1, order + 1):
+        cols += [np.cos(k * angles), np.sin(k * angles)]
+    a = np.column_stack(cols)
+    w = np.ones_like(r)
+    fit = r.copy()
+    for _ in range(6):
+        coef, *_ = np.linalg.lstsq(a * w[:, None], r * w, rcond=None)
+        fit = a @ coef
+        res = r - fit
+        scale = max(1.4826 * float(np.median(np.abs(res))), 0.5)
+        z = res / (4.685 * scale)
+        w = np.where(np.abs(z) < 1, (1 - z ** 2) ** 2, 0.0)
+    return fit
+
+
+def fit_body(box: _Box, plane: np.ndarray, s: int, start_xy, snap: bool = True, use_canal: bool = True,
+             smooth: bool = True) -> Tuple[Contour, Optional[Canal]]:
+    """The body's contour on one slab: centred fit → spinal canal → refit with the canal as the
+    posterior wall → smoothness prior (robust Fourier curve, then each ray's edge searched within
+    ``SMOOTH_WINDOW_MM`` of it, like a segmentation label's window)."""
+    contour = _fit_centred(box, plane, s, start_xy, snap=snap)
+    canal = find_canal(box, plane, contour) if use_canal else None
+    if canal is not None:
+        contour = _fit_centred(box, plane, s, contour.center_xy, canal=canal, snap=snap)
+    if smooth:
+        r_s = _robust_fourier(contour.angles, contour.r_out)
+        contour = fit_contour(box, plane, s, contour.center_xy, contour.u, prior_r=r_s,
+                              prior_window=(SMOOTH_WINDOW_MM, SMOOTH_WINDOW_MM), canal=canal)
+    return contour, canal
 
 
 def _inside_contour(contour: Contour, box: _Box, point_xy) -> float:
@@ -453,8 +791,10 @@ def _inside_contour(contour: Contour, box: _Box, point_xy) -> float:
 # ----------------------------------------------------------------------------------------------
 # Endplates along the slice axis
 # ----------------------------------------------------------------------------------------------
-def central_profile(box: _Box, center_xy, radius_mm: float) -> np.ndarray:
-    """Mean HU per box slice within ``radius_mm`` (in-plane) of ``center_xy``."""
+def central_profile(box: _Box, center_xy, radius_mm: float, trim: float = 0.0) -> np.ndarray:
+    """Mean HU per box slice within ``radius_mm`` (in-plane) of ``center_xy``; with ``trim`` the
+    densest fraction ``trim`` of the disc's voxels is left out (a focal dense lesion covering less
+    than that then does not raise it, while an endplate, covering the whole disc, does)."""
     ny, nx = box.data.shape[1:]
     rx = int(np.ceil(radius_mm / box.dx)) + 1
     ry = int(np.ceil(radius_mm / box.dy)) + 1
@@ -466,8 +806,9 @@ def central_profile(box: _Box, center_xy, radius_mm: float) -> np.ndarray:
     mask = np.linalg.norm(off, axis=-1) <= radius_mm
     if not mask.any():
         mask[min(max(cy - y0, 0), mask.shape[0] - 1), min(max(cx - x0, 0), mask.shape[1] - 1)] = True
-    sub = box.data[:, y0:y1, x0:x1]
-    return sub[:, mask].mean(axis=1)
+    vals = np.sort(box.data[:, y0:y1, x0:x1][:, mask], axis=1)
+    keep = max(1, int(np.ceil((1.0 - trim) * vals.shape[1])))
+    return vals[:, :keep].mean(axis=1)
 
 
 def _peaks(m: np.ndarray, min_prominence: float) -> List[Tuple[float, float]]:
@@ -546,11 +887,28 @@ class _Interval:
     hi_edge: bool = False
 
 
-def _intervals(box: _Box, m: np.ndarray) -> List[_Interval]:
-    """Intervals between successive endplate peaks of the central profile (in box-slice order)."""
+def _intervals(box: _Box, m: np.ndarray, m_trim: Optional[np.ndarray] = None,
+               wall: Optional[Tuple[Optional[float], Optional[float]]] = None) -> List[_Interval]:
+    """Intervals between successive endplate peaks of the central profile (in box-slice order).
+
+    With the trimmed profile ``m_trim`` and the body's ``wall`` run (lo, hi), a peak that the
+    trimmed profile does not show (a focal dense lesion, e.g. a bone island) and that lies well
+    inside the wall run is not an endplate and is dropped."""
     base = float(np.median(m))
     prom = max(PLATE_PROMINENCE_HU, 0.15 * (float(m.max()) - base))
     peaks = [p for p, _ in _peaks(m, prom)]
+    if m_trim is not None and wall is not None and wall[0] is not None and wall[1] is not None:
+        t_base = float(np.median(m_trim))
+        inside = 2.0 * max(1.0, 2.5 / box.ds)
+        kept = []
+        for p in peaks:
+            i = int(round(p))
+            lo_i, hi_i = max(0, i - 1), min(m_trim.size, i + 2)
+            focal = float(np.max(m_trim[lo_i:hi_i])) - t_base < PLATE_PROMINENCE_HU
+            if focal and wall[0] + inside <= p <= wall[1] - inside:
+                continue
+            kept.append(p)
+        peaks = kept
     # merge peaks closer than 4 mm (one thick/blurred endplate)
     merged: List[float] = []
     for p in peaks:
@@ -618,14 +976,30 @@ def _smooth_circular(r: np.ndarray, width: int = 1) -> np.ndarray:
 
 
 def outline_from_contour(box: _Box, contour: Contour, source: str, cortical_min_mm: float = MIN_CORTICAL_MM,
-                         scale: float = 1.0) -> Tuple[BodyOutline, Dict[str, float]]:
-    """BodyOutline (centre, AP axis, depth, width, cortical margin, trabecular polygon)."""
-    r_sm = _smooth_circular(contour.r_out, 1)
+                         scale: float = 1.0, canal: Optional[Canal] = None) -> Tuple[BodyOutline, Dict[str, float]]:
+    """BodyOutline (centre, AP axis, depth, width, cortical margin, trabecular polygon).
+
+    The AP axis is the outline's minor principal axis; with a spinal ``canal`` found behind the
+    body it is the mean of that and the canal → body direction (the canal alone when the
+    outline is too round to give an axis)."""
+    thick = contour.r_out - contour.r_in
+    ok = contour.shell & np.isfinite(thick)
+    cortical = float(np.median(thick[ok])) if ok.any() else 2.0
+    # Bone beyond the cortex (an osteophyte on the rim): the ray's shell rose to the cortex well
+    # before its outer edge. There the outline follows the cortex (inner rise + the margin), so
+    # the spur neither enters the trabecular region nor stretches the depth and width.
+    spur = ok & (thick > cortical + SPUR_EXTRA_MM)
+    r_eff = np.where(spur, contour.r_in + cortical, contour.r_out)
+    r_sm = _smooth_circular(r_eff, 1)
     pts = contour.points_ras(box, r_sm)
     ap, ratio = _ap_axis_from_points(pts, box.normal, box.u0)
     u0 = in_plane_frame(box.normal, box.u0)[0]
     turn = float(np.degrees(np.arccos(np.clip(ap @ u0, -1.0, 1.0))))
     axis_from_image = ratio < MIN_AXIS_RATIO or turn > MAX_ROTATION_DEG
+    if canal is not None:
+        ap = canal.axis
+        turn = float(np.degrees(np.arccos(np.clip(ap @ u0, -1.0, 1.0))))
+        axis_from_image = False
     if axis_from_image:
         ap = u0
     u, v, n = in_plane_frame(box.normal, ap)
@@ -634,13 +1008,7 @@ def outline_from_contour(box: _Box, contour: Contour, source: str, cortical_min_
     depth = float(s.max() - s.min())
     width = float(t.max() - t.min())
     center = c0 + 0.5 * (s.max() + s.min()) * u + 0.5 * (t.max() + t.min()) * v
-    # keep the centre on the slice's plane
-    ijk = box.volume.ras_to_ijk_points(center)[0]
-    ijk[box.axis] = contour.s + box.lo[box.axis]
-    center = box.volume.ijk_to_ras_points(ijk)[0]
-    thick = contour.r_out - contour.r_in
-    ok = contour.shell & np.isfinite(thick)
-    cortical = float(np.median(thick[ok])) if ok.any() else 2.0
+    center = box.onto_slice(center, contour.s)
     cortical = float(np.clip(cortical, cortical_min_mm, 0.2 * min(depth, width)))
     poly = np.column_stack([(pts - center) @ u, (pts - center) @ v])
     inner = _offset_polygon(poly, cortical)
@@ -659,7 +1027,10 @@ def outline_from_contour(box: _Box, contour: Contour, source: str, cortical_min_
     lo_m, hi_m = f(-tt)
     asym = np.nanmean(np.abs(hi - hi_m) + np.abs(lo - lo_m)) / 2.0 / max(depth, 1e-6)
     return outline, {"asymmetry": float(asym) if np.isfinite(asym) else 1.0, "shape_ratio": ratio,
-                     "axis_from_image": float(axis_from_image), "axis_turn_deg": turn}
+                     "axis_from_image": float(axis_from_image), "axis_turn_deg": turn,
+                     "canal": float(canal is not None),
+                     # reported on the anterior and lateral rim only: behind, the pedicles join the body
+                     "spur_rays": int(np.sum(spur & (np.cos(contour.angles) > -0.3)))}
 
 
 class FittedOutline(BodyOutline):
@@ -712,6 +1083,9 @@ def _quality(contour: Contour, metrics: Dict[str, float], plates_q: float, plate
     parts["endplates"] = plates_q
     if plates_reason:
         reasons.append(plates_reason)
+    if metrics.get("spur_rays"):
+        reasons.append(f"bone beyond the cortex on {int(metrics['spur_rays'])} of {len(contour.r_out)} rays "
+                       "(osteophyte?) was left out of the outline")
     size_ok = 15.0 <= depth <= 55.0 and 20.0 <= width <= 75.0 and 0.9 <= width / depth <= 2.5
     parts["size"] = 1.0 if size_ok else 0.4
     if not size_ok:
@@ -727,7 +1101,7 @@ def _quality(contour: Contour, metrics: Dict[str, float], plates_q: float, plate
 # ----------------------------------------------------------------------------------------------
 def _find_ring(box: _Box, s0: int, xy0) -> Tuple[Optional[Contour], List[str]]:
     plane = box.plane(s0, FIT_HALF_SLAB_MM)
-    contour = _fit_centred(box, plane, s0, xy0)
+    contour, _ = fit_body(box, plane, s0, xy0, smooth=False)
     reasons = contour.ring_reasons()
     if not reasons:
         outside = _inside_contour(contour, box, xy0)
@@ -805,8 +1179,10 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
 
     # --- endplates ---------------------------------------------------------------------------
     r_min = float(np.min(_smooth_circular(contour.r_out, 2)))
+    w_lo, w_hi, w_lo_edge, w_hi_edge = wall_run(box, contour)
     m = central_profile(box, contour.center_xy, max(2.0, 0.45 * r_min))
-    intervals = _intervals(box, m)
+    m_trim = central_profile(box, contour.center_xy, max(2.0, 0.45 * r_min), trim=PROFILE_TRIM)
+    intervals = _intervals(box, m, m_trim, (w_lo, w_hi))
     plates_q, plates_reason = 1.0, None
     chosen = None
     s_ring = contour.s
@@ -827,15 +1203,12 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
                     warnings.append(f"{prefix}the point lies in an intervertebral disc; snapped to the nearest body.")
                     snapped = True
     sup = inf = None
-    w_lo, w_hi, w_lo_edge, w_hi_edge = wall_run(box, contour)
     plates_ok = (chosen is not None and chosen.lo is not None and chosen.hi is not None
                  and MIN_BODY_HEIGHT_MM <= (chosen.hi - chosen.lo) * box.ds <= MAX_BODY_HEIGHT_MM)
     wall_ok = (w_lo is not None and w_hi is not None
                and MIN_BODY_HEIGHT_MM <= (w_hi - w_lo) * box.ds <= MAX_BODY_HEIGHT_MM)
-    if plates_ok and wall_ok and abs((chosen.hi - chosen.lo) - (w_hi - w_lo)) * box.ds > WALL_PLATE_MISMATCH_MM:
-        # a dense focus inside the body (bone island) reads as an extra "endplate" in the central
-        # profile; the wall, all around the body, is not fooled by it
-        plates_ok = False
+    # The wall run is only a fallback: at thick slices an osteophyte or a bulging disc continues the
+    # "wall" past the endplate, while the median central profile is not fooled by a focal lesion.
     if plates_ok:
         lo_s, hi_s = chosen.lo, chosen.hi
     elif wall_ok:
@@ -872,16 +1245,18 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     if sup is not None:
         half = min(half, 0.2 * (sup - inf))
     plane = box.plane(s_fit, half)
-    final = _fit_centred(box, plane, s_fit, contour.center_xy)
+    final, canal = fit_body(box, plane, s_fit, contour.center_xy)
     if final.ring_reasons():
         # the mid slice is worse than the ring slice (e.g. a bone island): keep the ring's shape there
         plates_reason = (plates_reason + "; " if plates_reason else "") + "the mid-slice outline was weak"
-        final = fit_contour(box, plane, s_fit, contour.center_xy, prior_r=contour.r_out, prior_window=(3.0, 3.0))
-    outline, metrics = outline_from_contour(box, final, METHOD_CLICK)
+        final = fit_contour(box, plane, s_fit, contour.center_xy, prior_r=contour.r_out, prior_window=(3.0, 3.0),
+                            canal=canal)
+    outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
     quality, q_reasons = _quality(final, metrics, plates_q, plates_reason, outline.depth_mm, outline.width_mm)
     fallback = False
     if quality < LOW_QUALITY:
-        outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE)
+        outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
+                                                canal=canal)
         fallback = True
         warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
                         f"{FALLBACK_SCALE:.0%} of the trabecular region — check them.")
@@ -891,3 +1266,103 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     return Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
                      fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
                      endplates_s=(sup, inf), snapped=snapped, fallback=fallback)
+
+
+# ----------------------------------------------------------------------------------------------
+# The plane perpendicular to the vertebra's own axis (tilted spines)
+# ----------------------------------------------------------------------------------------------
+PLANE_VERTEBRA = "perpendicular to the vertebra's axis"
+#: Cross-sections used for the body's axis: at ± this fraction of the endplate distance (or of
+#: ``DEFAULT_HEIGHT_MM``) about the mid-vertebral slice (the walls are vertical there).
+AXIS_SPAN_FRACTION = 0.3
+DEFAULT_HEIGHT_MM = 25.0
+#: A tilt beyond this (degrees from the image's slice normal) is reported.
+MAX_TILT_DEG = 35.0
+
+
+def vertebra_axis(volume: Volume, placement: Placement) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """The vertebral body's own axis: the line through the area centroids of its outline on the
+    image's axial slices about mid-height (a prism's cross-sections slide along its axis).
+    Returns (a point on the axis at the mid-vertebral slice, unit axis towards superior, notes)."""
+    o = placement.outline
+    box = _Box(volume, o.center, CROP_HALF_INPLANE_MM, CROP_HALF_AXIAL_MM)
+    c_xys = box.to_box(o.center)[0]
+    s_mid = int(np.clip(round(c_xys[2]), 0, box.ns - 1))
+    height = placement.height_mm or DEFAULT_HEIGHT_MM
+    reach = max(1, int(np.floor(AXIS_SPAN_FRACTION * height / box.ds)))
+    pts, heights = [], []
+    start = c_xys[:2]
+    for s in range(max(0, s_mid - reach), min(box.ns - 1, s_mid + reach) + 1):
+        plane = box.plane(s, 0.0)
+        contour = fit_contour(box, plane, s, start)
+        if contour.ring_reasons():
+            continue
+        off = contour.centroid_offset_mm()
+        centroid = box.to_ras([[contour.center_xy[0], contour.center_xy[1], float(s)]])[0] \
+            + off[0] * contour.u + off[1] * contour.v
+        pts.append(centroid)
+        heights.append(float(centroid @ box.normal))
+    notes: List[str] = []
+    if len(pts) < 3:
+        notes.append("too few clear cross-sections to find the vertebra's axis; the image's slice normal is used")
+        return np.asarray(o.center, dtype=float), box.normal.copy(), notes
+    pts_a, h = np.array(pts), np.array(heights)
+    design = np.column_stack([np.ones_like(h), h - h.mean()])
+    coef, *_ = np.linalg.lstsq(design, pts_a, rcond=None)
+    slope = coef[1] - box.normal * float(coef[1] @ box.normal)  # in-plane drift per mm of height
+    axis = box.normal + slope
+    axis = axis / np.linalg.norm(axis)
+    h_mid = float(np.asarray(o.center) @ box.normal)
+    point = coef[0] + (h_mid - h.mean()) * coef[1]
+    tilt = float(np.degrees(np.arccos(np.clip(axis @ box.normal, -1.0, 1.0))))
+    if tilt > MAX_TILT_DEG:
+        notes.append(f"the vertebra's axis is tilted {tilt:.0f}° from the image's slice normal; check the plane")
+    return point, axis, notes
+
+
+def to_vertebra_plane(volume: Volume, placement: Placement, level: str = "") -> Placement:
+    """Re-fit a placement on the plane perpendicular to the vertebra's own axis through its
+    mid-height (issue #3 option for tilted spines). The image is resampled (trilinear) on that
+    plane; the outline's normal is the axis, so the ROIs' slab lies along it and their voxels
+    are the image voxels whose centres fall inside (``geometry`` membership rule)."""
+    prefix = f"{level}: " if level else ""
+    point, axis, notes = vertebra_axis(volume, placement)
+    step = float(min(min(volume.spacing), 1.0))
+    half = FIT_HALF_SLAB_MM
+    if placement.height_mm:
+        half = min(half, 0.2 * placement.height_mm)
+    obox = _ObliqueBox(volume, point, axis, CROP_HALF_INPLANE_MM, half + step, step)
+    s_c = obox.ns // 2
+    plane = obox.plane(s_c, half)
+    start = obox.to_box(point)[0][:2]
+    warnings = list(placement.warnings) + [prefix + n + "." for n in notes]
+    contour, canal = fit_body(obox, plane, s_c, start)
+    reasons = contour.ring_reasons()
+    if reasons:
+        warnings.append(f"{prefix}no clear body outline on the vertebra's plane ({'; '.join(reasons)}); the image's "
+                        "axial plane is kept.")
+        return placement
+    source = placement.method
+    outline, metrics = outline_from_contour(obox, contour, source, canal=canal)
+    plates_q = 1.0 if placement.height_mm else 0.6
+    quality, q_reasons = _quality(contour, metrics, plates_q, None, outline.depth_mm, outline.width_mm)
+    quality = min(quality, placement.fit_quality)
+    q_reasons = list(placement.reasons) + [r for r in q_reasons if r not in placement.reasons]
+    fallback = False
+    if quality < LOW_QUALITY:
+        outline, metrics = outline_from_contour(obox, contour, source + ", conservative", scale=FALLBACK_SCALE,
+                                                canal=canal)
+        fallback = True
+        if not placement.fallback:
+            warnings.append(f"{prefix}low fit quality on the vertebra's plane ({quality:.2f}); the ROIs were shrunk "
+                            f"to {FALLBACK_SCALE:.0%} of the trabecular region — check them.")
+    tilt = float(np.degrees(np.arccos(np.clip(axis @ volume.slice_normal_ras(), -1.0, 1.0))))
+    outline.meta.update({"fit_quality": round(quality, 3), "axis_tilt_deg": round(tilt, 2)})
+    out = Placement(outline=outline, method=placement.method, plane=PLANE_VERTEBRA,
+                    slice_index=volume.nearest_slice_index(outline.center), fit_quality=quality,
+                    point_ras=placement.point_ras, reasons=q_reasons, warnings=warnings,
+                    endplates_s=placement.endplates_s, snapped=placement.snapped,
+                    fallback=fallback or placement.fallback)
+    out.axis_ras = axis
+    out.axis_tilt_deg = tilt
+    return out

@@ -116,7 +116,7 @@ def cmd_measure(args, out=None) -> int:
     if args.labels:
         placements, warnings = _placements_from_labels(args, volume)
     measurement = measure_levels(volume, points, shapes=args.shapes, slab_mm=args.slab_mm, force=args.force,
-                                 auto=args.auto, placements=placements, warnings=warnings)
+                                 auto=args.auto, placements=placements, warnings=warnings, plane=args.plane)
     doc = _document(measurement, volume, calibration)
     texts = {}
     if args.json:
@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--label-map", metavar="MAP", default=None,
                    help="label values of the levels in --labels: total (TotalSegmentator: L1=31 ... L4=28, T12=32), "
                         "bodies (L1=20 ... L4=23) or e.g. L1=31,L2=30 (default: total)")
+    m.add_argument("--plane", choices=("image", "vertebra"), default="image",
+                   help="plane of the ROIs: the image's axial slice nearest mid-height (image, default, as seed 002) "
+                        "or the plane perpendicular to the vertebra's own axis, resampled (vertebra: tilted spines)")
     m.set_defaults(func=cmd_measure)
     for module in COMMAND_MODULES:
         module.register(sub)

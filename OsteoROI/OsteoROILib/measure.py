@@ -11,10 +11,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .errors import InputError, PlacementError
-from .geometry import roi_voxels
 from .placement import default_outline, outline_from_probe, probe_shell
 from .roifamily import SHAPE_NAMES, BodyOutline, build_roi_family
-from .stats import roi_statistics
+from .stats import median_of, roi_statistics_and_values
 from .volume import Volume
 
 #: Levels a point may be labelled with. The product targets L1–L4 (QCT_BRIEF §1, §3);
@@ -96,9 +95,9 @@ def high_hu_fraction(values) -> Optional[float]:
     v = np.asarray(values, dtype=float).ravel()
     if v.size < 2:
         return None
-    med = float(np.median(v))
-    robust_sd = 1.4826 * float(np.median(np.abs(v - med)))
-    return float(np.mean(v > med + max(HIGH_HU_ABOVE_MEDIAN, 5.0 * robust_sd)))
+    med = median_of(v)
+    robust_sd = 1.4826 * median_of(np.abs(v - med))
+    return float(np.count_nonzero(v > med + max(HIGH_HU_ABOVE_MEDIAN, 5.0 * robust_sd)) / v.size)
 
 
 def default_slab_mm(volume: Volume) -> float:
@@ -106,8 +105,29 @@ def default_slab_mm(volume: Volume) -> float:
     return volume.slice_spacing()
 
 
-def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, force: bool):
+PLANE_CHOICES = ("image", "vertebra")
+
+
+def check_plane(plane) -> str:
+    """``"image"`` (the image's axial slice nearest mid-height, as seed 002) or ``"vertebra"``
+    (the plane perpendicular to the vertebra's own axis, for tilted spines; issue #3)."""
+    key = str(plane or "image").strip().lower()
+    if key not in PLANE_CHOICES:
+        raise InputError(f"Unknown ROI plane {plane!r}.", f"Choose one of {', '.join(PLANE_CHOICES)}.")
+    return key
+
+
+def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, force: bool,
+           plane: str = "image"):
     """(outline, source, margin, placement or None, warnings) for one level."""
+    if plane == "vertebra":
+        outline, source, margin, pl, warnings = _place(volume, level, point, outlines, placements, auto, force)
+        if pl is None:
+            return outline, source, margin, pl, warnings
+        from .autoplace import to_vertebra_plane
+
+        pl = to_vertebra_plane(volume, pl, level)
+        return pl.outline, pl.method, margin, pl, list(pl.warnings)
     warnings: List[str] = []
     if level in outlines:
         outline = outlines[level]
@@ -158,6 +178,7 @@ def measure_levels(
     auto: bool = True,
     placements: Optional[Mapping[str, object]] = None,
     warnings: Optional[Sequence[str]] = None,
+    plane: str = "image",
 ) -> Dict[str, object]:
     """Place and measure the ROIs of every level.
 
@@ -170,6 +191,10 @@ def measure_levels(
       the mid-vertebral slice and the outline; without ``auto`` the foundation's shell probe
       (``placement.probe_shell``) outlines the body on the point's own slice.
 
+    ``plane="vertebra"`` re-fits every automatic placement (click or label) on the plane
+    perpendicular to the vertebra's own axis (``autoplace.to_vertebra_plane``); the ROIs then lie
+    in that plane with their slab along the axis. It needs automatic placement.
+
     A point with no vertebral body around it is refused (``PlacementError``) unless ``force``
     is true; then a default-size outline is used and the rows carry a warning. ``warnings`` are
     added to the result (e.g. levels missing from a segmentation).
@@ -177,6 +202,10 @@ def measure_levels(
     Returns ``{"rows": [...], "levels": {level: {...}}, "warnings": [...]}``.
     """
     shape_names = parse_shapes(shapes)
+    plane_choice = check_plane(plane)
+    if plane_choice == "vertebra" and not auto and not placements:
+        raise InputError("The vertebra's own plane needs automatic placement.",
+                         "Leave out --no-auto, or use --plane image.")
     placements = dict(placements or {})
     merged = {k: v for k, v in (points or {}).items()}
     for level, pl in placements.items():
@@ -197,7 +226,7 @@ def measure_levels(
     for level in order:
         point = pts[level]
         outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
-                                                                 auto, force)
+                                                                 auto, force, plane_choice)
         family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
         level_warnings.extend(family.warnings)
         slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
@@ -226,10 +255,9 @@ def measure_levels(
             "plane": plane,
         }
         for name, shape in family.shapes.items():
-            stats = roi_statistics(volume, shape)
+            stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
             row_warnings = list(level_warnings) + [f"{level}: {w}" for w in stats.pop("warnings")]
-            vox = roi_voxels(shape, volume.ijk_to_ras, volume.dimensions)
-            high = high_hu_fraction(vox.values(volume.array))
+            high = high_hu_fraction(values)
             if high is not None and high > HIGH_HU_WARN_FRACTION:
                 row_warnings.append(
                     f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "

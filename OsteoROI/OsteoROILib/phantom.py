@@ -196,6 +196,26 @@ class PhantomSpec:
         ``arch_mm`` (6) arch thickness, ``spinous_mm`` (28) spinous process length,
         ``transverse_mm`` (22) transverse process length.
 
+    Hard cases (issue #3; all off by default — the defaults build exactly the plain phantom)
+        ``wedge_mm`` — anterior height loss per level (mm, default 0): a wedge fracture. The
+        superior endplate tilts about the body's posterior edge: at AP coordinate ``s`` the body
+        ends at ``height/2 − wedge·(s + depth/2)/depth`` above its centre (full height posteriorly,
+        ``height − wedge`` anteriorly); disc fills the space above it; the endplate keeps its
+        thickness. ``LevelTruth.central_mid_s`` gives the mid-height on the body's AP centre line.
+        ``osteophytes`` — bony spurs on the outer rim, a sequence of dicts: ``level`` (name),
+        ``angle_deg`` (direction in the body's frame: 0 = anterior, +90 = patient left, −90 =
+        right), ``length_mm`` (how far it sticks out beyond the rim, 6), ``width_mm`` (its base
+        along the rim, 10; it tapers to a point), ``z_mm`` (centre, mm from the body's centre along
+        its axis, 0) and ``height_mm`` (axial extent, default the body's height), ``hu`` (600).
+        ``bone_islands`` — dense spheres, a sequence of dicts: ``radius_mm`` (4), ``hu`` (1000) and
+        either ``center_ras`` or ``level`` with ``offset_mm`` = (anterior, left, axial) mm in the
+        body's frame from its centre (default (0, 0, 0)).
+        ``spine_tilt_deg`` — (about R, about A) degrees, default (0, 0): the whole column (bodies,
+        discs, canal, posterior elements) is rotated about the point (``spine_center_ras``, S = 0),
+        first about R (sagittal tilt, a positive angle turns the column's top towards anterior),
+        then about A; the truth's centres and axes (``normal_ras`` = the vertebra's own axis)
+        follow it. The soft tissue, aorta and calibration phantom do not move.
+
     Body and tissues
         ``body_semi_axes_mm`` — (lateral, AP) semi-axes of the skin contour (150, 110);
         ``body_center_ras`` — its centre (x, y) (0, 25); ``fat_mm`` (15) subcutaneous fat;
@@ -283,9 +303,24 @@ class PhantomSpec:
     supersample: int = 1
     dtype: str = "float32"
     workers: Optional[int] = None
+    # hard cases (defaults: none; see _HARD_CASE_DEFAULTS)
+    wedge_mm: Any = 0.0
+    osteophytes: Sequence[Dict[str, Any]] = ()
+    bone_islands: Sequence[Dict[str, Any]] = ()
+    spine_tilt_deg: Sequence[float] = (0.0, 0.0)
 
     def to_dict(self) -> Dict[str, Any]:
-        return _jsonable(asdict(self))
+        d = _jsonable(asdict(self))
+        # options added for the hard cases appear only when used, so the plain phantom's
+        # description is unchanged
+        for key, default in _HARD_CASE_DEFAULTS.items():
+            if key in d and d[key] == default:
+                del d[key]
+        return d
+
+
+_HARD_CASE_DEFAULTS: Dict[str, Any] = {"wedge_mm": 0.0, "osteophytes": [], "bone_islands": [],
+                                       "spine_tilt_deg": [0.0, 0.0]}
 
 
 def _jsonable(obj):
@@ -344,6 +379,13 @@ class LevelTruth:
     mid_slice_index: Optional[int] = None
     mid_slice_offset_mm: Optional[float] = None
     center_ijk: Optional[Tuple[int, int, int]] = None
+    wedge_mm: float = 0.0
+
+    @property
+    def central_mid_s(self) -> float:
+        """Mid-height on the body's AP centre line, along ``normal_ras`` from the origin: the
+        centre's, lowered by a quarter of the wedge's anterior height loss (``wedge_mm``)."""
+        return float(np.dot(self.center_ras, self.normal_ras)) - self.wedge_mm / 4.0
 
     def inner_contour(self, n_points: int = 360) -> Optional[np.ndarray]:
         """Trabecular boundary as an N×2 polygon (columns s = anterior, t = left, mm), or None
@@ -398,6 +440,7 @@ class LevelTruth:
             "mid_slice_index": self.mid_slice_index,
             "mid_slice_offset_mm": None if self.mid_slice_offset_mm is None else round(self.mid_slice_offset_mm, 6),
             "center_ijk": None if self.center_ijk is None else [int(x) for x in self.center_ijk],
+            **({"wedge_mm": float(self.wedge_mm)} if self.wedge_mm else {}),
         }
 
 
@@ -608,6 +651,7 @@ class _Model:
         height = _per_level(spec.height_mm, n, "height_mm")
         rot = _per_level(spec.rotation_deg, n, "rotation_deg")
         expo = _per_level(spec.body_exponent, n, "body_exponent")
+        wedge = _per_level(spec.wedge_mm, n, "wedge_mm")
         disc = float(spec.disc_mm)
         if not (math.isfinite(disc) and disc >= 0):
             raise InputError("disc_mm must be ≥ 0.", "Give the disc height in mm (e.g. 10).")
@@ -628,6 +672,11 @@ class _Model:
                     f"body_exponent of {nm} is {expo[i]:g}; it must lie in [1.5, 10].",
                     "Use 2 for an ellipse, 2.5–4 for a boxier body.",
                 )
+            if not 0.0 <= wedge[i] <= height[i] - 2.0 * endp[i] - 1.0:
+                raise InputError(
+                    f"wedge_mm of {nm} is {wedge[i]:g}; it must lie in [0, height − 2·endplate − 1 mm].",
+                    "Give the anterior height loss in mm, e.g. 8.",
+                )
             if abs(rot[i]) > 45.0:
                 raise InputError(
                     f"The axial rotation of {nm} is {rot[i]:g}°; the phantom allows at most ±45°.",
@@ -642,14 +691,15 @@ class _Model:
             top -= h + disc
         levels = [
             dict(name=names[i], density=dens[i], hu=hu[i], cort_hu=cort_hu[i], cort=cort[i], endp=endp[i],
-                 depth=depth[i], width=width[i], height=height[i], rot=rot[i], p=expo[i], z=cz[i], context=False)
+                 depth=depth[i], width=width[i], height=height[i], rot=rot[i], p=expo[i], z=cz[i], context=False,
+                 wedge=wedge[i])
             for i in range(n)
         ]
         if spec.context_vertebrae:
             above = dict(levels[0], name=_neighbour_name(names[0], -1), context=True,
-                         z=cz[0] + height[0] / 2.0 + disc + height[0] / 2.0)
+                         z=cz[0] + height[0] / 2.0 + disc + height[0] / 2.0, wedge=0.0)
             below = dict(levels[-1], name=_neighbour_name(names[-1], +1), context=True,
-                         z=cz[-1] - height[-1] / 2.0 - disc - height[-1] / 2.0)
+                         z=cz[-1] - height[-1] / 2.0 - disc - height[-1] / 2.0, wedge=0.0)
             levels = [above] + levels + [below]
         self.levels = levels
         self.n_main = n
@@ -674,6 +724,9 @@ class _Model:
         self._all_ellipse = bool(np.all(self._p == 2.0))
         self._trab = np.array([d["hu"] for d in asc])
         self._cort = np.array([d["cort_hu"] for d in asc])
+        self._wedge = np.array([d["wedge"] for d in asc])
+        self._any_wedge = bool(np.any(self._wedge != 0.0))
+        self._asc_index = {d["name"]: i for i, d in enumerate(asc)}
 
         # Posterior elements and canal (shared sizes).
         self.rcs = _positive(spec.canal_depth_mm, "canal_depth_mm") / 2.0
@@ -691,6 +744,9 @@ class _Model:
             np.hypot(self._a + self.rcs + 4.0, self.rct + self.arch + self.transverse + 4.0),
         ]))
         self.spine_reach = float(reach) + 2.0
+        self._setup_hard_cases(spec, self._asc_index)
+        if self._spurs:
+            self.spine_reach += max(o["length"] for o in self._spurs)
 
         # Body contour.
         rx, ry = (float(v) for v in spec.body_semi_axes_mm)
@@ -806,11 +862,86 @@ class _Model:
             dx, dy = x - self.ax_, y - self.ay_
             out[muscle & (dx * dx + dy * dy <= self.ar * self.ar)] = float(sp.blood_hu)
         rr = self.spine_reach
-        m = patient & (np.abs(x - self.x0) <= rr) & (np.abs(y - self.y0) <= rr)
-        idx = np.nonzero(m)[0]
-        if idx.size:
-            out[idx] = self._spine(x[idx], y[idx], z[idx], out[idx])
+        if self._tilt is None:
+            m = patient & (np.abs(x - self.x0) <= rr) & (np.abs(y - self.y0) <= rr)
+            idx = np.nonzero(m)[0]
+            if idx.size:
+                out[idx] = self._spine(x[idx], y[idx], z[idx], out[idx])
+        else:
+            # the column's own frame: rotate the points back by the tilt about (x0, y0, 0)
+            rt = self._tilt.T
+            dx, dy = x - self.x0, y - self.y0
+            xs = rt[0, 0] * dx + rt[0, 1] * dy + rt[0, 2] * z + self.x0
+            ys = rt[1, 0] * dx + rt[1, 1] * dy + rt[1, 2] * z + self.y0
+            zs = rt[2, 0] * dx + rt[2, 1] * dy + rt[2, 2] * z
+            m = patient & (np.abs(xs - self.x0) <= rr) & (np.abs(ys - self.y0) <= rr)
+            idx = np.nonzero(m)[0]
+            if idx.size:
+                out[idx] = self._spine(xs[idx], ys[idx], zs[idx], out[idx])
+        for b in self._islands:
+            c, r = b["c"], b["r"]
+            dx, dy, dz = x - c[0], y - c[1], z - c[2]
+            out[dx * dx + dy * dy + dz * dz <= r * r] = b["hu"]
         return out
+
+    def _setup_hard_cases(self, spec: PhantomSpec, index: Dict[str, int]) -> None:
+        """Osteophytes, bone islands and the column's tilt (PhantomSpec "Hard cases")."""
+        tilt = [float(v) for v in spec.spine_tilt_deg]
+        if len(tilt) != 2 or not all(math.isfinite(v) and abs(v) <= 45.0 for v in tilt):
+            raise InputError("spine_tilt_deg needs two angles (about R, about A) within ±45°.",
+                             "Give e.g. spine_tilt_deg=(12, 0).")
+        self._tilt = None if tilt == [0.0, 0.0] else _rotation(1, tilt[1]) @ _rotation(0, tilt[0])
+        self._spurs = []
+        for o in spec.osteophytes or ():
+            o = dict(o)
+            name = str(o.get("level", ""))
+            if name not in index or self.levels_by_name(name)["context"]:
+                raise InputError(f"Osteophyte on unknown level {name!r}.",
+                                 "Give level as one of the phantom's level_names, e.g. 'L2'.")
+            li = index[name]
+            ang = math.radians(float(o.get("angle_deg", 0.0)))
+            length = _positive(o.get("length_mm", 6.0), "osteophyte length_mm")
+            width = _positive(o.get("width_mm", 10.0), "osteophyte width_mm")
+            height = _positive(o.get("height_mm", 2.0 * self._hh[li]), "osteophyte height_mm")
+            # rim radius of the outer superellipse in that direction
+            c, sn = math.cos(ang), math.sin(ang)
+            p = self._p[li]
+            rim = (abs(c / self._a[li]) ** p + abs(sn / self._b[li]) ** p) ** (-1.0 / p)
+            self._spurs.append(dict(li=li, c=c, s=sn, rim=rim, length=length, width=width,
+                                    z=float(o.get("z_mm", 0.0)), half_h=0.5 * height, hu=float(o.get("hu", 600.0))))
+        self._islands = []
+        for b in spec.bone_islands or ():
+            b = dict(b)
+            r = _positive(b.get("radius_mm", 4.0), "bone island radius_mm")
+            if "center_ras" in b:
+                centre = np.asarray(b["center_ras"], dtype=float).reshape(3)
+            else:
+                name = str(b.get("level", ""))
+                if name not in index:
+                    raise InputError(f"Bone island on unknown level {name!r}.",
+                                     "Give center_ras, or level (e.g. 'L2') with offset_mm.")
+                li = index[name]
+                off = [float(v) for v in b.get("offset_mm", (0.0, 0.0, 0.0))]
+                centre = np.array([self.x0 + off[0] * self._ax[li] + off[1] * self._lx[li],
+                                   self.y0 + off[0] * self._ay[li] + off[1] * self._ly[li],
+                                   self._cz[li] + off[2]])
+                centre = self.tilted(centre)
+            self._islands.append(dict(c=centre, r=r, hu=float(b.get("hu", 1000.0))))
+
+    def levels_by_name(self, name: str) -> Dict[str, Any]:
+        return next(d for d in self.levels if d["name"] == name)
+
+    def tilted(self, p) -> np.ndarray:
+        """A point of the column's own frame → RAS (the tilt about (x0, y0, 0))."""
+        p = np.asarray(p, dtype=float)
+        if self._tilt is None:
+            return p
+        o = np.array([self.x0, self.y0, 0.0])
+        return o + self._tilt @ (p - o)
+
+    def tilted_dir(self, d) -> np.ndarray:
+        d = np.asarray(d, dtype=float)
+        return d if self._tilt is None else self._tilt @ d
 
     def _superellipse(self, s, t, a, b, p):
         if self._all_ellipse:
@@ -839,14 +970,32 @@ class _Model:
         res[(u / self.rcs) ** 2 + (t / self.rct) ** 2 <= 1.0] = float(sp.canal_hu)
         # body, disc
         outer = self._superellipse(s, t, self._a[li], self._b[li], self._p[li]) <= 1.0
-        in_h = adz <= self._hh[li]
+        if self._any_wedge:
+            zr = z - self._cz[li]
+            a = self._a[li]
+            top = self._hh[li] - self._wedge[li] * (np.clip(s, -a, a) + a) / (2.0 * a)
+            in_h = (zr >= -self._hh[li]) & (zr <= top)
+            core_h = (zr >= -self._hi[li]) & (zr <= top - (self._hh[li] - self._hi[li]))
+        else:
+            in_h = adz <= self._hh[li]
+            core_h = adz <= self._hi[li]
         res[outer & ~in_h] = float(sp.disc_hu)
         body = outer & in_h
         res[body] = self._cort[li][body]
-        trab = body & (adz <= self._hi[li]) & (
+        trab = body & core_h & (
             self._superellipse(s, t, self._ai[li], self._bi[li], self._p[li]) <= 1.0
         )
         res[trab] = self._trab[li][trab]
+        for o in self._spurs:
+            on = li == o["li"]
+            if not np.any(on):
+                continue
+            along = s * o["c"] + t * o["s"] - o["rim"]
+            across = np.abs(-s * o["s"] + t * o["c"])
+            taper = 0.5 * o["width"] * (1.0 - np.clip(along, 0.0, None) / o["length"])
+            spur = (on & (along >= -1.0) & (along <= o["length"]) & (across <= taper)
+                    & (np.abs(z - self._cz[li] - o["z"]) <= o["half_h"]) & ~body)
+            res[spur] = o["hu"]
         return res
 
     # -- truth --------------------------------------------------------------------------------
@@ -864,13 +1013,21 @@ class _Model:
         th = math.radians(d["rot"])
         ap = np.array([-math.sin(th), math.cos(th), 0.0])
         left = np.array([-math.cos(th), -math.sin(th), 0.0])
+        center = np.array([self.x0, self.y0, d["z"]])
+        normal = np.array([0.0, 0.0, 1.0])
+        sup, inf = d["z"] + d["height"] / 2.0, d["z"] - d["height"] / 2.0
+        if self._tilt is not None:
+            center, ap, left, normal = self.tilted(center), self.tilted_dir(ap), self.tilted_dir(left), \
+                self.tilted_dir(normal)
+            # S coordinates of the endplates' centres (on the vertebra's own axis)
+            sup, inf = (float(center[2] + sgn * d["height"] / 2.0 * normal[2]) for sgn in (1.0, -1.0))
         return LevelTruth(
             name=d["name"], trabecular_density=d["density"], density_unit=self.unit, trabecular_hu=d["hu"],
-            cortical_hu=d["cort_hu"], center_ras=np.array([self.x0, self.y0, d["z"]]),
-            superior_endplate_s=d["z"] + d["height"] / 2.0, inferior_endplate_s=d["z"] - d["height"] / 2.0,
-            ap_axis_ras=ap, left_axis_ras=left, normal_ras=np.array([0.0, 0.0, 1.0]),
+            cortical_hu=d["cort_hu"], center_ras=center,
+            superior_endplate_s=sup, inferior_endplate_s=inf,
+            ap_axis_ras=ap, left_axis_ras=left, normal_ras=normal,
             depth_mm=d["depth"], width_mm=d["width"], height_mm=d["height"], cortical_mm=d["cort"],
-            endplate_mm=d["endp"], rotation_deg=d["rot"], body_exponent=d["p"],
+            endplate_mm=d["endp"], rotation_deg=d["rot"], body_exponent=d["p"], wedge_mm=d.get("wedge", 0.0),
         )
 
 
@@ -915,6 +1072,7 @@ def _grid(spec: PhantomSpec, model: _Model) -> Tuple[np.ndarray, Tuple[int, int,
     origin = center - m3 @ ((size - 1) / 2.0)
     if spec.snap_to_level:
         ref = np.array([model.x0, model.y0, model.levels[1 if spec.context_vertebrae else 0]["z"]])
+        ref = model.tilted(ref)
         ijk = inv3 @ (ref - origin)
         frac = ijk - np.round(ijk)
         origin = origin + m3 @ frac
@@ -1090,6 +1248,11 @@ def _truth(spec: PhantomSpec, model: _Model, volume: Volume) -> PhantomTruth:
         "paraspinal_muscle_left": [-mus_x + 2 * model.x0, model.y0 - model.rcs * 2 - 20.0, z_mid],
         "spinal_canal": [model.x0, model.y0 - main[0].depth_mm / 2.0 - model.rcs, z_mid],
     }
+    if model._tilt is not None:
+        first = model.levels[1 if spec.context_vertebrae else 0]
+        landmarks["spinal_canal"] = [float(v) for v in model.tilted(
+            [model.x0 + (main[0].depth_mm / 2.0 + model.rcs) * math.sin(math.radians(first["rot"])),
+             model.y0 - (main[0].depth_mm / 2.0 + model.rcs) * math.cos(math.radians(first["rot"])), first["z"]])]
     if spec.aorta:
         landmarks["aorta"] = [model.ax_, model.ay_, z_mid]
     body = {

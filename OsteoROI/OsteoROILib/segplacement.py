@@ -168,6 +168,12 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
     plane = box.plane(s_mid, min(ap.FIT_HALF_SLAB_MM, 0.2 * (hi - lo + 1) * box.ds))
     contour = ap._fit_centred(box, plane, s_mid, seed_xy, iterations=2,
                               prior_fn=lambda c, u: label_radii(c, u))
+    # the spinal canal behind the body fixes the posterior wall (invisible at the basivertebral
+    # foramen on thick slices) and the AP axis, as for a click
+    canal = ap.find_canal(box, plane, contour)
+    if canal is not None:
+        contour = ap._fit_centred(box, plane, s_mid, contour.center_xy, iterations=2,
+                                  prior_fn=lambda c, u: label_radii(c, u), canal=canal)
     ring = contour.ring_reasons()
     if ring:
         # the image shows no clear shell here: use the label's boundary
@@ -177,7 +183,7 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
                              np.zeros(r_lab.size, dtype=bool), contour.u, contour.v)
         reasons.append(f"the image shows no clear cortical shell ({'; '.join(ring)}); the label's boundary is used")
         plates_q = min(plates_q, ap.LOW_QUALITY)
-    outline, metrics = ap.outline_from_contour(box, contour, ap.METHOD_LABEL, cortical_min_mm=1.5)
+    outline, metrics = ap.outline_from_contour(box, contour, ap.METHOD_LABEL, cortical_min_mm=1.5, canal=canal)
     quality, q_reasons = ap._quality(contour, metrics, plates_q, None, outline.depth_mm, outline.width_mm)
     q_reasons = reasons + [r for r in q_reasons if r not in reasons]
     if ring:
@@ -185,7 +191,7 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
     fallback = False
     if quality < ap.LOW_QUALITY or ring:
         outline, metrics = ap.outline_from_contour(box, contour, ap.METHOD_LABEL + ", conservative",
-                                                   cortical_min_mm=2.0, scale=ap.FALLBACK_SCALE)
+                                                   cortical_min_mm=2.0, scale=ap.FALLBACK_SCALE, canal=canal)
         fallback = True
         warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
                         f"{ap.FALLBACK_SCALE:.0%} of the trabecular region — check them.")
