@@ -453,3 +453,66 @@ def test_series_split_over_subfolders_is_merged_and_sorted(tmp_path):
     vol = dicom.read_dicom_directory(str(tmp_path))
     np.testing.assert_array_equal(vol.array, stored.astype(float) - 1024)
     np.testing.assert_allclose(vol.ijk_to_ras, expected_matrix((1, 0, 0), (0, 1, 0), (0.8, 0.7), 2.0, z[0]), atol=1e-6)
+
+
+# --- one read of each file ------------------------------------------------------------------
+
+
+def _count_reads(monkeypatch):
+    """Count per-file header reads and series pixel reads made by the reader."""
+    import SimpleITK as sitk
+
+    counts = {"headers": 0, "series_reads": 0}
+    real_header = dicom._read_header
+    real_execute = sitk.ImageSeriesReader.Execute
+
+    def header(path):
+        counts["headers"] += 1
+        return real_header(path)
+
+    def execute(self, *args):
+        counts["series_reads"] += 1
+        return real_execute(self, *args)
+
+    monkeypatch.setattr(dicom, "_read_header", header)
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", execute)
+    return counts
+
+
+def test_plain_series_reads_each_file_once(tmp_path, monkeypatch):
+    stored = stored_values(30, 16, 12, seed=21)
+    m = rotation((0.0, 1.0, 0.0), 10.0)
+    write_series(tmp_path, stored, row=m[:, 0], col=m[:, 1], origin=(3.0, -4.0, 50.0), step=1.25)
+    (tmp_path / "notes.txt").write_text("not DICOM")  # a stray non-DICOM file does not matter
+    counts = _count_reads(monkeypatch)
+    vol = dicom.read_dicom_directory(str(tmp_path))
+    # one header to choose the series (+ the stray file, found to be no image), one pixel read
+    assert counts == {"headers": 2, "series_reads": 1}
+    np.testing.assert_array_equal(vol.array, stored.astype(float) - 1024)
+    np.testing.assert_allclose(vol.ijk_to_ras, expected_matrix(m[:, 0], m[:, 1], (0.8, 0.7), 1.25, (3, -4, 50)),
+                               atol=1e-6)
+    assert vol.facts["kvp"] == 120.0 and vol.facts["slice_thickness_mm"] == 2.5
+    assert vol.notes == [f"DICOM: read series 'Abdomen 2.5 mm' (#3, CT, 30 images; UID "
+                         f"{vol.facts['series_instance_uid']})."]
+
+
+def test_duplicate_file_is_left_out(tmp_path):
+    stored = stored_values(7, 16, 16, seed=22)
+    write_series(tmp_path, stored, shuffle=False)
+    first = sorted(tmp_path.glob("*.dcm"))[3]
+    (tmp_path / "copy_of_img0003.dcm").write_bytes(first.read_bytes())  # same SOPInstanceUID
+    vol = dicom.read_dicom_directory(str(tmp_path))
+    np.testing.assert_array_equal(vol.array, stored.astype(float) - 1024)
+    assert any("1 duplicate file(s)" in n for n in vol.notes)
+
+
+def test_a_small_second_series_beside_the_ct_is_still_found(tmp_path):
+    # The second series has few files: the single-scan shortcut must notice them and list both.
+    ct_uid, _ = write_series(tmp_path, stored_values(9, 16, 16, seed=23), prefix="ct", series_number=2)
+    other_uid, _ = write_series(tmp_path, stored_values(3, 16, 16, seed=24), prefix="zz", series_number=5,
+                                description="Bone 5 mm", step=5.0)
+    vol = dicom.read_dicom_directory(str(tmp_path))
+    assert vol.facts["series_instance_uid"] == ct_uid and vol.array.shape[0] == 9
+    note = " ".join(vol.notes)
+    assert "holds 2 series" in note and other_uid in note
+    assert {s.uid for s in dicom.list_dicom_series(str(tmp_path))} == {ct_uid, other_uid}

@@ -250,3 +250,78 @@ def test_rois_on_synthetic_vertebra_exclude_cortex(body, deg):
         assert r["sd_hu"] == 0.0
         # Voxelised area close to the analytic area (0.5 mm pixels).
         assert abs(r["area_mm2"] - shape.nominal_area_mm2) <= 0.05 * shape.nominal_area_mm2, name
+
+
+# --------------------------------------------------------------------------------------------
+# The oval's optimiser against brute force on the same sampled constraints
+# --------------------------------------------------------------------------------------------
+def pair_matrix_p(lo, hi, c):
+    """Largest p with lo_i + c_i p <= s0 <= hi_j - c_j p for all i, j: min over all pairs (brute force)."""
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        return None
+    gap = hi[None, :] - lo[:, None]
+    if np.any(gap < 0):
+        return None
+    c_sum = c[:, None] + c[None, :]
+    ok = c_sum > 1e-12
+    return float(np.min(gap[ok] / c_sum[ok]))
+
+
+def wavy_outline(depth, width, cortical, seed):
+    """An asymmetric, non-elliptic trabecular contour (a polygon), as a fitted outline may be."""
+    rng = np.random.default_rng(seed)
+    th = np.linspace(0, 2 * np.pi, 240, endpoint=False)
+    r = 1 + 0.04 * np.sin(3 * th + rng.uniform(0, 6)) + 0.03 * np.cos(5 * th + rng.uniform(0, 6))
+    a, b = depth / 2 - cortical, width / 2 - cortical
+    poly = np.c_[a * r * np.cos(th) + rng.uniform(-1, 1), b * r * np.sin(th) + rng.uniform(-1.5, 1.5)]
+    return BodyOutline(CENTRE, A, S, depth, width, cortical, inner_contour=poly)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_largest_p_equals_the_pair_minimum(seed):
+    from OsteoROILib import roifamily as rf
+
+    outline = wavy_outline(30.0, 44.0, 1.5, seed)
+    region = rf._tabulated(rf._region(outline, 0.4), outline.width_mm / 2 + 1)
+    c, sin = np.cos(rf._ELLIPSE_PHI), np.sin(rf._ELLIPSE_PHI)
+    qs = np.linspace(0.3, 24.0, 40)  # the last ones are wider than the body: no ellipse fits
+    ts = np.multiply.outer(qs, sin)
+    lo, hi = region(ts.ravel())
+    lo, hi = lo.reshape(ts.shape), hi.reshape(ts.shape)
+    p, s0 = rf._largest_p(lo, hi)
+    n_fit = 0
+    for k in range(qs.size):
+        want = pair_matrix_p(lo[k], hi[k], c)
+        if want is None or want <= 0:
+            assert p[k] <= 0
+            continue
+        n_fit += 1
+        assert p[k] == pytest.approx(want, rel=1e-9, abs=1e-9)
+        # the centre sits in the feasible interval at that p
+        assert np.max(lo[k] + c * p[k]) <= s0[k] + 1e-9 and s0[k] <= np.min(hi[k] - c * p[k]) + 1e-9
+    assert 10 < n_fit < qs.size
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_oval_is_the_largest_over_a_dense_scan_of_widths(seed):
+    """The oval's area p·q is the maximum of a dense scan over q (brute-force p per q, same samples)."""
+    from OsteoROILib import roifamily as rf
+
+    outline = wavy_outline(28.0 + 2 * seed, 40.0 + 3 * seed, 1.5, seed)
+    margin = 0.4
+    fam = build_roi_family(outline, 1.0, ["oval"], edge_margin_mm=margin)
+    oval = fam.shapes["oval"]
+    limit = outline.width_mm / 2 + 1
+    region = rf._tabulated(rf._region(outline, margin), limit)
+    c, sin = np.cos(rf._ELLIPSE_PHI), np.sin(rf._ELLIPSE_PHI)
+    best = 0.0
+    for q in np.linspace(0.05, limit, 3000):
+        lo, hi = region(q * sin)
+        p = pair_matrix_p(lo, hi, c)
+        if p is not None and p > 0:
+            best = max(best, p * q)
+    got = oval.half_u * oval.half_v
+    assert got >= best * (1 - 1e-6), (got, best)
+    # and it is feasible: the brute-force p at its own q is not smaller than its p
+    lo, hi = region(oval.half_v * sin)
+    assert pair_matrix_p(lo, hi, c) >= oval.half_u * (1 - 1e-9)

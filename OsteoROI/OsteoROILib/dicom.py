@@ -243,13 +243,50 @@ def _series_in_directory(directory: str) -> Dict[str, List[str]]:
     return found
 
 
+#: A folder whose one GDCM scan lists a single series, beside at most this many other files that
+#: are not DICOM images (checked one by one), holds just that series (see ``_only_series_in_directory``).
+MAX_UNLISTED_FILES = 16
+
+
+def _only_series_in_directory(directory: str) -> Optional[DicomSeries]:
+    """The folder's image series if it holds exactly one, found with one GDCM scan; else None.
+
+    ``GetGDCMSeriesFileNames(directory)`` lists one series' files in a single scan. When every
+    other file of the folder (at most ``MAX_UNLISTED_FILES``) is not a DICOM image, that series
+    is the folder's only one, and the second scan that listing all series costs
+    (``GetGDCMSeriesIDs``, then the files of each) is skipped. Otherwise None: use
+    :func:`_series_in_directory`.
+    """
+    import SimpleITK as sitk
+
+    try:
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory))
+        names = [e.name for e in os.scandir(directory) if e.is_file()]
+    except (RuntimeError, OSError):
+        return None
+    if not files:
+        return None
+    listed = {os.path.basename(f) for f in files}
+    unlisted = [os.path.join(directory, n) for n in names if n not in listed]
+    if len(unlisted) > MAX_UNLISTED_FILES or any(_read_header(f) is not None for f in unlisted):
+        return None
+    header = _read_header(files[0])
+    uid = _clean(header.get("0020|000e", "")) if header is not None else ""
+    if not uid:
+        return None
+    return DicomSeries(uid=uid, files=files, header=header, directories=[directory])
+
+
 def _find_series(path: str) -> Tuple[List[DicomSeries], str]:
     """Series in ``path``; if none, in its subfolders (same UID in several folders is merged)."""
     by_uid: Dict[str, DicomSeries] = {}
     note = ""
     with _itk_warnings_off():
-        top = _series_in_directory(path)
-        if top:
+        only = _only_series_in_directory(path)
+        top = {} if only is not None else _series_in_directory(path)
+        if only is not None:
+            by_uid[only.uid] = only
+        elif top:
             for uid, files in top.items():
                 by_uid[uid] = DicomSeries(uid=uid, files=files, directories=[path])
         else:
@@ -275,7 +312,7 @@ def _find_series(path: str) -> Tuple[List[DicomSeries], str]:
                         f"{len(by_uid)} series in {shown}{more}." + (" " + note if note else ""))
     series = []
     for s in by_uid.values():
-        for f in s.files:
+        for f in s.files if not s.header else ():
             header = _read_header(f)
             if header is not None:
                 s.header = header
@@ -484,14 +521,102 @@ def _orientation_groups(slices: List[_Slice]) -> List[List[_Slice]]:
 
 
 def _read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
+    """Read one series, checking its slices' geometry (see the module docstring).
+
+    A series of several files in one folder is read in one pass: the pixels and every slice's
+    tags come from the same ``ImageSeriesReader`` run (``MetaDataDictionaryArrayUpdateOn``), and
+    the checks run on those tags afterwards. Only when the checks change what has to be read
+    (duplicates or images of another orientation left out, another slice order, per-slice
+    rescale needing float voxels) are the pixels read again, from the chosen files. A series
+    that cannot be read in one pass, a multi-frame file and a series spread over several
+    folders go the careful way: each file's header first, then the pixels.
+    """
+    if len(series.files) > 1 and len(series.directories) <= 1:
+        volume = _read_series_in_one_pass(series, path, notes)
+        if volume is not None:
+            return volume
+    headers = [(f, _read_header(f)) for f in series.files]
+    plan = _plan_series(series, headers, notes)
+    return _finish_series(series, path, plan, _execute_series(plan), notes)
+
+
+def _reader_for(files: List[str], float_voxels: bool):
     import SimpleITK as sitk
 
+    if len(files) == 1:  # a multi-frame file (or a single slice): GDCM reads the frames as one 3-D image
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+    else:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        reader.SetSpacingWarningRelThreshold(1e9)  # spacing is checked (and reported) below
+    reader.SetImageIO("GDCMImageIO")
+    if float_voxels:
+        reader.SetOutputPixelType(sitk.sitkFloat32)  # each slice's own rescale, without integer truncation
+    return reader
+
+
+def _read_series_in_one_pass(series: DicomSeries, path: str, notes: List[str]) -> Optional[Volume]:
+    """Pixels and per-slice tags from one read; None when the careful path must be taken."""
+    import SimpleITK as sitk
+
+    files = list(series.files)
+    reader = _reader_for(files, float_voxels=False)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOff()
+    try:
+        with _itk_warnings_off():
+            image = reader.Execute()
+    except RuntimeError:
+        return None  # e.g. a truncated file or one of another size: the careful path says which
+    headers: List[Tuple[str, Optional[Dict[str, str]]]] = []
+    for index, f in enumerate(files):
+        try:
+            keys = set(reader.GetMetaDataKeys(index))
+        except RuntimeError:
+            return None
+        header: Dict[str, str] = {}
+        for tag in _HEADER_TAGS:
+            if tag in keys:
+                try:
+                    header[tag] = reader.GetMetaData(index, tag)
+                except (RuntimeError, UnicodeDecodeError):
+                    continue
+        headers.append((f, header))
+    del reader
+    mark = len(notes)
+    try:
+        plan = _plan_series(series, headers, notes)
+    except InputError:
+        del notes[mark:]
+        raise
+    if plan.files != files or (plan.float_voxels and image.GetPixelID() != sitk.sitkFloat32):
+        del image  # read again from the chosen files, in slice order (never two volumes at once)
+        image = _execute_series(plan)
+    return _finish_series(series, path, plan, image, notes)
+
+
+@dataclass
+class _SeriesPlan:
+    """What to read of a series and how (the outcome of the header checks)."""
+
+    label: str
+    slices: List[_Slice]
+    files: List[str]
+    facts: Dict[str, object]
+    positions: Optional[np.ndarray]
+    normal_lps: Optional[np.ndarray]
+    float_voxels: bool
+
+
+def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict[str, str]]]],
+                 notes: List[str]) -> _SeriesPlan:
+    """Check the slices' headers (duplicates, orientation, positions, spacing, tilt, rescale)."""
     slices: List[_Slice] = []
     unreadable = 0
     seen_sop = set()
     duplicates = 0
-    for f in series.files:
-        header = _read_header(f)
+    for f, header in headers:
         if header is None:
             unreadable += 1
             continue
@@ -566,40 +691,40 @@ def _read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
         _check_tilt(slices, normal_lps, label, notes)
 
     files = [s.path for s in slices]
-    if len(files) == 1:  # a multi-frame file (or a single slice): GDCM reads the frames as one 3-D image
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(files[0])
+    if len(files) == 1:
         notes.append("DICOM: the series is a single (multi-frame) file; its slice geometry is taken from the "
                      "file's header as interpreted by GDCM. Check the slice spacing before measuring.")
-    else:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        reader.SetSpacingWarningRelThreshold(1e9)  # spacing is checked (and reported) below
-    reader.SetImageIO("GDCMImageIO")
     slopes = {_to_float(s.header.get("0028|1053", "1")) for s in slices}
     intercepts = {_to_float(s.header.get("0028|1052", "0")) for s in slices}
-    if len(slopes) > 1 or len(intercepts) > 1:
-        reader.SetOutputPixelType(sitk.sitkFloat32)  # each slice's own rescale, without integer truncation
+    float_voxels = len(slopes) > 1 or len(intercepts) > 1
+    if float_voxels:
         notes.append("DICOM: RescaleSlope/RescaleIntercept differ between slices; each slice was converted to "
                      "HU with its own values.")
         facts.pop("rescale_slope", None)
         facts.pop("rescale_intercept", None)
     elif "rescale_slope" not in facts and "rescale_intercept" not in facts:
         notes.append("DICOM: the series has no RescaleSlope/RescaleIntercept; stored values are taken as HU.")
+    return _SeriesPlan(label, slices, files, facts, positions, normal_lps, float_voxels)
+
+
+def _execute_series(plan: _SeriesPlan):
+    reader = _reader_for(plan.files, plan.float_voxels)
     try:
-        image = reader.Execute()
+        return reader.Execute()
     except RuntimeError as exc:
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
         raise InputError(
-            f"SimpleITK could not read {label} ({last[:200]}).",
+            f"SimpleITK could not read {plan.label} ({last[:200]}).",
             "The files may be truncated or use an unsupported compression; re-export the series "
             "uncompressed, or convert it to NRRD/NIfTI and give that file.",
         ) from None
 
+
+def _finish_series(series: DicomSeries, path: str, plan: _SeriesPlan, image, notes: List[str]) -> Volume:
     source = series.directories[0] if len(series.directories) == 1 else path
-    volume = Volume.from_sitk(image, source=source, facts=facts, notes=notes)
-    if positions is not None:
-        _fix_slice_geometry(volume, slices, positions, normal_lps, volume.notes)
+    volume = Volume.from_sitk(image, source=source, facts=plan.facts, notes=notes)
+    if plan.positions is not None:
+        _fix_slice_geometry(volume, plan.slices, plan.positions, plan.normal_lps, volume.notes)
     return volume
 
 

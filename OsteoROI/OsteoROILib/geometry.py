@@ -26,6 +26,7 @@ full-volume mask is built.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -42,6 +43,11 @@ def _unit(v) -> np.ndarray:
     if not np.isfinite(n) or n == 0:
         raise PlacementError("An ROI axis direction is zero or not finite.", "Give a non-zero direction.")
     return v / n
+
+
+def _cross(u, v) -> Tuple[float, float, float]:
+    """u × v of two 3-vectors (the same products and differences as ``numpy.cross``, without its overhead)."""
+    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class RoiShape:
 
     @property
     def normal(self) -> np.ndarray:
-        return np.cross(np.asarray(self.axis_u), np.asarray(self.axis_v))
+        return np.array(_cross(self.axis_u, self.axis_v))
 
     @property
     def nominal_area_mm2(self) -> float:
@@ -155,12 +161,32 @@ class VoxelSet:
         return array[self.k, self.j, self.i]
 
 
+@lru_cache(maxsize=16)
+def _inverse(matrix_bytes: bytes) -> np.ndarray:
+    inv = np.linalg.inv(np.frombuffer(matrix_bytes, dtype=float).reshape(4, 4))
+    inv.flags.writeable = False
+    return inv
+
+
+def _inverse_of(ijk_to_ras: np.ndarray) -> np.ndarray:
+    """RAS → IJK of a 4×4 matrix (cached: the same image's matrix is inverted once)."""
+    return _inverse(np.ascontiguousarray(ijk_to_ras, dtype=float).tobytes())
+
+
 def bounding_box_ijk(shape: RoiShape, ijk_to_ras: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Integer IJK range (inclusive lo, inclusive hi) that contains every voxel centre of the ROI."""
-    inv = np.linalg.inv(ijk_to_ras)
-    corners = shape.corners() @ inv[:3, :3].T + inv[:3, 3]
-    lo = np.ceil(corners.min(axis=0) - 1e-6).astype(int)
-    hi = np.floor(corners.max(axis=0) + 1e-6).astype(int)
+    """Integer IJK range (inclusive lo, inclusive hi) that contains every voxel centre of the ROI.
+
+    The ROI's bounding box (centre ± half_u·u ± half_v·v ± slab/2·n) mapped to IJK: its extent
+    along each IJK axis is the sum of the absolute IJK components of the three half-edges.
+    """
+    inv = _inverse_of(ijk_to_ras)
+    a = inv[:3, :3]
+    c = a @ np.asarray(shape.center) + inv[:3, 3]
+    edges = np.array([shape.axis_u, shape.axis_v, _cross(shape.axis_u, shape.axis_v)]) * np.array(
+        [[shape.half_u], [shape.half_v], [0.5 * shape.slab_mm]])
+    half = np.abs(edges @ a.T).sum(axis=0)
+    lo = np.ceil(c - half - 1e-6).astype(int)
+    hi = np.floor(c + half + 1e-6).astype(int)
     return lo, hi
 
 
@@ -176,7 +202,7 @@ def roi_voxels(shape: RoiShape, ijk_to_ras: np.ndarray, dimensions) -> VoxelSet:
         empty = np.zeros(0, dtype=np.intp)
         return VoxelSet(empty, empty, empty, 0)
     # ROI-frame coordinate of voxel (i, j, k): s = R @ (M3 @ ijk + t - c) = A @ ijk + o.
-    frame = np.array([shape.axis_u, shape.axis_v, shape.normal])
+    frame = np.array([shape.axis_u, shape.axis_v, _cross(shape.axis_u, shape.axis_v)])
     a = frame @ m[:3, :3]
     o = frame @ (m[:3, 3] - np.asarray(shape.center))
     ii = np.arange(lo[0], hi[0] + 1, dtype=float)
@@ -188,14 +214,16 @@ def roi_voxels(shape: RoiShape, ijk_to_ras: np.ndarray, dimensions) -> VoxelSet:
         for r in range(3)
     ]
     mask = inside_mask(shape, *coords)
-    kx, jx, ix = np.nonzero(mask)
-    kx = kx + lo[2]
-    jx = jx + lo[1]
-    ix = ix + lo[0]
+    kx, jx, ix = (np.asarray(x, dtype=np.intp) for x in np.nonzero(mask))
+    kx += lo[2]
+    jx += lo[1]
+    ix += lo[0]
     ni, nj, nk = (int(d) for d in dimensions)
+    if lo.min() >= 0 and hi[0] < ni and hi[1] < nj and hi[2] < nk:
+        return VoxelSet(kx, jx, ix, 0)  # the whole box lies inside the image: nothing to clip
     valid = (ix >= 0) & (ix < ni) & (jx >= 0) & (jx < nj) & (kx >= 0) & (kx < nk)
     n_outside = int(valid.size - np.count_nonzero(valid))
-    return VoxelSet(kx[valid].astype(np.intp), jx[valid].astype(np.intp), ix[valid].astype(np.intp), n_outside)
+    return VoxelSet(kx[valid], jx[valid], ix[valid], n_outside)
 
 
 def in_plane_frame(normal, anterior) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,7 +236,7 @@ def in_plane_frame(normal, anterior) -> Tuple[np.ndarray, np.ndarray, np.ndarray
     u = np.asarray(anterior, dtype=float)
     u = u - n * float(u @ n)
     u = _unit(u)
-    v = np.cross(n, u)
+    v = np.array(_cross(n.tolist(), u.tolist()))
     return u, v, n
 
 

@@ -200,16 +200,22 @@ def _tabulated(region: IntervalFn, limit: float, n: int = 4001) -> IntervalFn:
     valid = np.isfinite(lo_g) & np.isfinite(hi_g)
     lo_f = np.where(valid, lo_g, 0.0)
     hi_f = np.where(valid, hi_g, 0.0)
+    # Both ends of each grid interval valid; the interval's two samples side by side.
+    pair_valid = valid[:-1] & valid[1:]
+    lo_pairs = np.stack([lo_f[:-1], lo_f[1:]], axis=1)
+    hi_pairs = np.stack([hi_f[:-1], hi_f[1:]], axis=1)
     step = grid[1] - grid[0]
 
     def f(t):
         t = np.asarray(t, dtype=float)
         x = (t + limit) / step
-        i0 = np.clip(np.floor(x).astype(int), 0, n - 2)
+        i0 = np.clip(np.floor(x), 0, n - 2).astype(np.intp)
         w = x - i0
-        ok = (x >= 0) & (x <= n - 1) & valid[i0] & valid[i0 + 1]
-        lo = lo_f[i0] * (1 - w) + lo_f[i0 + 1] * w
-        hi = hi_f[i0] * (1 - w) + hi_f[i0 + 1] * w
+        ok = (x >= 0) & (x <= n - 1) & pair_valid.take(i0, mode="clip")
+        lo2 = lo_pairs.take(i0, axis=0, mode="clip")
+        hi2 = hi_pairs.take(i0, axis=0, mode="clip")
+        lo = lo2[..., 0] * (1 - w) + lo2[..., 1] * w
+        hi = hi2[..., 0] * (1 - w) + hi2[..., 1] * w
         return np.where(ok, lo, np.nan), np.where(ok, hi, np.nan)
 
     return f
@@ -228,12 +234,10 @@ def _lateral_extent(region: IntervalFn, limit: float) -> Tuple[float, float]:
     # Contiguous run through the midline (or nearest the midline).
     idx = np.nonzero(ok)[0]
     mid = idx[np.argmin(np.abs(t[idx]))]
-    a = mid
-    while a - 1 >= 0 and ok[a - 1]:
-        a -= 1
-    b = mid
-    while b + 1 < t.size and ok[b + 1]:
-        b += 1
+    gaps = np.nonzero(~ok)[0]
+    before, after = gaps[gaps < mid], gaps[gaps > mid]
+    a = int(before[-1]) + 1 if before.size else 0
+    b = int(after[0]) - 1 if after.size else t.size - 1
     return float(-t[a]), float(t[b])
 
 
@@ -272,60 +276,88 @@ def _largest_side_rectangle(region: IntervalFn, t_in: float, t_out_max: float, s
     return float(area[k]), float(t[k]), (float(lo_run[k]), float(hi_run[k]))
 
 
+#: Boundary samples of the oval: containment is checked at t = q·sin φ for these φ.
+_ELLIPSE_PHI = np.linspace(-np.pi / 2, np.pi / 2, 151)
+_ELLIPSE_COS = np.cos(_ELLIPSE_PHI)
+_ELLIPSE_SIN = np.sin(_ELLIPSE_PHI)
+_ELLIPSE_POS = _ELLIPSE_COS > 1e-12
+_ELLIPSE_HALF_SEC = 0.5 / _ELLIPSE_COS[_ELLIPSE_POS]
+
+
+def _largest_p(lo: np.ndarray, hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Largest p (and its centre s0) with ``max_i(lo_i + c_i·p) ≤ s0 ≤ min_j(hi_j − c_j·p)``, per row.
+
+    ``lo``/``hi`` are (m, n) AP limits of the region at the n boundary samples (``_ELLIPSE_PHI``)
+    of m ellipses, ``c`` = cos φ ≥ 0. The answer is ``min over i, j of (hi_j − lo_i) / (c_i + c_j)``
+    (over the pairs with c_i + c_j > 0), found without the n × n pair matrix: ``G(p) =
+    min_j(hi_j − c_j·p) − max_i(lo_i + c_i·p)`` is concave, non-increasing and piecewise linear.
+    The line through G's active pieces at any p lies above G, so a Newton step lands at or
+    beyond the root; from there every step moves down monotonically and stops exactly on the
+    root after a few pieces; it starts from the diagonal pairs' bound (i = j), an upper bound
+    of the root that also caps every step. Rows with a non-finite limit or a negative gap
+    ``hi_j − lo_i`` (no ellipse fits at all) get p = −1.
+    """
+    c = _ELLIPSE_COS
+    finite = np.isfinite(lo + hi).all(axis=1)
+    if not finite.all():
+        lo = np.where(finite[:, None], lo, 0.0)
+        hi = np.where(finite[:, None], hi, 0.0)
+    ok = finite & (hi.min(axis=1) >= lo.max(axis=1))  # G(0) ≥ 0: every gap non-negative
+    cap = np.where(ok, np.maximum(((hi[:, _ELLIPSE_POS] - lo[:, _ELLIPSE_POS]) * _ELLIPSE_HALF_SEC).min(axis=1), 0.0),
+                   0.0)
+    p = cap
+    rows = np.arange(lo.shape[0])
+    tol = 1e-12 * (1.0 + float(np.abs(hi).max()) + float(np.abs(lo).max()))
+    for _ in range(200):
+        low = lo + p[:, None] * c
+        high = hi - p[:, None] * c
+        i = low.argmax(axis=1)
+        j = high.argmin(axis=1)
+        g = high[rows, j] - low[rows, i]
+        active = ok & (np.abs(g) > tol)
+        if not active.any():
+            break
+        step = g / np.maximum(c[i] + c[j], 1e-12)
+        p = np.where(active, np.clip(p + step, 0.0, cap), p)
+    s0 = 0.5 * (low.max(axis=1) + high.min(axis=1))
+    return np.where(ok, p, -1.0), s0
+
+
 def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, float, float]]:
     """Largest ellipse (centre s0 on t = 0, semi-axes p along s, q along t) inside the region.
 
-    For a fixed q the ellipse's boundary at t = q·sin φ spans s0 ± p·cos φ, and containment is
-    ``max(lo + p·cos φ) ≤ s0 ≤ min(hi − p·cos φ)``, whose largest feasible p has a closed form;
-    then p·q is maximised over q.
+    For a fixed q the ellipse's boundary at t = q·sin φ (φ sampled at ``_ELLIPSE_PHI``) spans
+    s0 ± p·cos φ, and containment is ``max(lo + p·cos φ) ≤ s0 ≤ min(hi − p·cos φ)``, whose
+    largest feasible p :func:`_largest_p` finds exactly. The area p·q is then maximised over q:
+    a grid of 32 q, then finer grids of 17 q on the bracket around the best one (the area is
+    unimodal in q for a region convex along t) until the bracket is below 1e-6 of the width.
+    Every step is vectorised over q.
     """
-    phi = np.linspace(-np.pi / 2, np.pi / 2, 151)
-    c = np.cos(phi)
-    c_sum = c[:, None] + c[None, :]
-    positive = c_sum > 1e-12
 
-    def best_p(q):
-        lo, hi = region(q * np.sin(phi))
-        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-            return None
-        # max_i(lo_i + c_i p) <= min_j(hi_j - c_j p)  <=>  p <= (hi_j - lo_i) / (c_i + c_j) for all i, j
-        # (p = 0 must be feasible: every gap non-negative): the largest p in closed form.
-        gap = hi[None, :] - lo[:, None]
-        if np.any(gap < 0):
-            return None
-        p = float(np.min(gap[positive] / c_sum[positive]))
-        s0 = 0.5 * (np.max(lo + c * p) + np.min(hi - c * p))
-        return p, float(s0)
-
-    def area(q):
-        r = best_p(q)
-        return (-1.0, None) if r is None or r[0] <= 0 else (r[0] * q, r)
+    def evaluate(qs):
+        ts = np.multiply.outer(qs, _ELLIPSE_SIN)
+        lo, hi = region(ts.ravel())
+        p, s0 = _largest_p(lo.reshape(ts.shape), hi.reshape(ts.shape))
+        return np.where(p > 0, p * qs, -1.0), p, s0
 
     qs = np.linspace(t_max / 32, t_max, 32)
-    scores = [area(q)[0] for q in qs]
-    k = int(np.argmax(scores))
-    if scores[k] <= 0:
+    area, p, s0 = evaluate(qs)
+    k = int(np.argmax(area))
+    if area[k] <= 0:
         return None
-    a, b = qs[max(k - 1, 0)], qs[min(k + 1, len(qs) - 1)]
-    g = (np.sqrt(5) - 1) / 2
-    x1, x2 = b - g * (b - a), a + g * (b - a)
-    f1, f2 = area(x1)[0], area(x2)[0]
-    for _ in range(30):
-        if f1 >= f2:
-            b, x2, f2 = x2, x1, f1
-            x1 = b - g * (b - a)
-            f1 = area(x1)[0]
-        else:
-            a, x1, f1 = x1, x2, f2
-            x2 = a + g * (b - a)
-            f2 = area(x2)[0]
-    q = x1 if f1 >= f2 else x2
-    r = area(q)[1]
-    if r is None:
-        q = qs[k]
-        r = area(q)[1]
-    p, s0 = r
-    return s0, p, q
+    best = (float(area[k]), float(qs[k]), float(p[k]), float(s0[k]))
+    while True:
+        k_a, k_b = max(k - 1, 0), min(k + 1, qs.size - 1)
+        a, b = qs[k_a], qs[k_b]
+        if b - a <= 1e-6 * t_max:
+            break
+        qs = np.linspace(a, b, 17)
+        area, p, s0 = evaluate(qs)
+        k = int(np.argmax(area))
+        if area[k] > best[0]:
+            best = (float(area[k]), float(qs[k]), float(p[k]), float(s0[k]))
+    _, q, p_best, s0_best = best
+    return s0_best, p_best, q
 
 
 def build_roi_family(

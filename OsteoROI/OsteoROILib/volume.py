@@ -80,7 +80,23 @@ class Volume:
 
     @property
     def ras_to_ijk(self) -> np.ndarray:
-        return np.linalg.inv(self.ijk_to_ras)
+        return self._inverse().copy()
+
+    def _derived(self) -> Dict[str, Any]:
+        """Quantities derived from ``ijk_to_ras`` (its inverse, the slice axis), computed once per
+        matrix and recomputed whenever the matrix changes (the cache is keyed on its bytes)."""
+        key = self.ijk_to_ras.tobytes()
+        cached = self.__dict__.get("_derived_cache")
+        if cached is None or cached[0] != key:
+            direction = self.ijk_to_ras[:3, :3] / np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+            cached = (key, {"inverse": np.linalg.inv(self.ijk_to_ras),
+                            "slice_axis": int(np.argmax(np.abs(direction[2, :])))})
+            self.__dict__["_derived_cache"] = cached
+        return cached[1]
+
+    def _inverse(self) -> np.ndarray:
+        """The inverse of ``ijk_to_ras`` (cached; do not modify)."""
+        return self._derived()["inverse"]
 
     def ijk_to_ras_points(self, ijk) -> np.ndarray:
         ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
@@ -89,7 +105,7 @@ class Volume:
     def ras_to_ijk_points(self, ras) -> np.ndarray:
         """Continuous IJK coordinates of RAS points (voxel centres are at integers)."""
         ras = np.atleast_2d(np.asarray(ras, dtype=float))
-        inv = self.ras_to_ijk
+        inv = self._inverse()
         return ras @ inv[:3, :3].T + inv[:3, 3]
 
     def contains_ras(self, ras) -> np.ndarray:
@@ -100,7 +116,7 @@ class Volume:
 
     def slice_axis(self) -> int:
         """The IJK axis (0, 1 or 2) most nearly along S: the image's axial slice stacking axis."""
-        return int(np.argmax(np.abs(self.direction[2, :])))
+        return self._derived()["slice_axis"]
 
     def slice_normal_ras(self) -> np.ndarray:
         """Unit normal of the image's axial slices, pointing superior."""
@@ -210,17 +226,17 @@ def check_ct(volume: Volume) -> None:
     a = volume.array
     if a.size == 0:
         raise InputError("The image is empty (0 voxels).", "Load a CT volume with data.")
-    if a.dtype.kind == "f":
-        finite = np.isfinite(a)
-        if not finite.all():
-            bad = int(a.size - np.count_nonzero(finite))
-            raise InputError(
-                f"The image contains {bad} NaN or infinite voxels.",
-                "Re-export the CT without missing values (or fill them) and try again.",
-            )
-    if float(a.min()) >= CT_MIN_HU_REQUIRED:
+    lowest = float(a.min())  # one pass, no temporary the size of the volume
+    if a.dtype.kind == "f" and not (np.isfinite(lowest) and np.isfinite(float(a.max()))):
+        # min/max propagate NaN and reach ±inf: only a bad image pays for the full count.
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
         raise InputError(
-            f"This does not look like a CT in Hounsfield units: its lowest value is {float(a.min()):g}, "
+            f"The image contains {bad} NaN or infinite voxels.",
+            "Re-export the CT without missing values (or fill them) and try again.",
+        )
+    if lowest >= CT_MIN_HU_REQUIRED:
+        raise InputError(
+            f"This does not look like a CT in Hounsfield units: its lowest value is {lowest:g}, "
             f"but a body CT contains air near -1000 HU (nothing here is below {CT_MIN_HU_REQUIRED:g}).",
             "Load a CT volume (not MR, not a mask), with rescale slope/intercept applied.",
         )
