@@ -120,7 +120,7 @@ def test_run_fills_table_with_units_and_truth(headless):
     names = [tableNode.GetTable().GetColumnName(c) for c in range(tableNode.GetNumberOfColumns())]
     assert names == [c[1] for c in TABLE_COLUMNS if c[0] not in CALIBRATION_COLUMNS]
     assert "vBMD" not in names and "vBMD SD" not in names  # no calibration, no vBMD columns
-    for key, name, unit, _description, _kind in TABLE_COLUMNS:
+    for _key, name, unit, _description, _kind in TABLE_COLUMNS:
         if name in names:
             assert tableNode.GetColumnUnitLabel(name) == unit
     assert tableNode.GetColumnUnitLabel("Mean") == "HU" and tableNode.GetColumnUnitLabel("Area") == "mm2"

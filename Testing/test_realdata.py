@@ -5,7 +5,6 @@ vertebral-body label centres of L1-L4 with a body outline taken from the label o
 centre's axial slice.
 """
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from OsteoROILib.measure import measure_levels

@@ -149,7 +149,9 @@ def rect_st(shape):
 def test_rectangles(body):
     a, b, s_d = inner(*body)
     _, fam = family(*body)
-    hi = lambda t: a * np.sqrt(1 - (t / b) ** 2)  # inner anterior edge at lateral position t
+    def hi(t):  # inner anterior edge at lateral position t
+        return a * np.sqrt(1 - (t / b) ** 2)
+
     col = 2 * b / 3  # region's lateral extent is +-b (s_d < 0), split into three equal columns
     for name in ("front", "left", "right"):
         shape = fam.shapes[name]

@@ -38,10 +38,10 @@ def change_verdict(change_pct: Optional[float], lsc: float) -> Optional[str]:
     """Compared at 2 decimals, as printed: exceeding the LSC is required for a significant change."""
     if change_pct is None:
         return None
-    c, l = round(change_pct, 2), round(lsc, 2)
-    if c > l:
+    change, limit = round(change_pct, 2), round(lsc, 2)
+    if change > limit:
         return "significant gain"
-    if c < -l:
+    if change < -limit:
         return "significant loss"
     return "stable"
 

@@ -79,7 +79,8 @@ def load_nist(path: Optional[str] = None) -> Dict[str, Tuple[np.ndarray, np.ndar
         e = np.array([a for a, _ in items])
         m = np.array([b for _, b in items])
         if np.any(np.diff(e) < 0):
-            raise InputError(f"The NIST table {name} is not sorted by energy.", "Restore Resources/Data/nist_mass_attenuation.csv.")
+            raise InputError(f"The NIST table {name} is not sorted by energy.",
+                             "Restore Resources/Data/nist_mass_attenuation.csv.")
         tables[name] = (e, m)
     if path is None:
         _TABLES = tables

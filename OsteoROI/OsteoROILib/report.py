@@ -311,7 +311,8 @@ def _cal_points(cal: Mapping[str, object]) -> List[Tuple[float, float, str]]:
     for p in pts if isinstance(pts, list) else []:
         if not isinstance(p, Mapping):
             continue
-        d = next((p[k] for k in ("density", "density_mg_cm3", "nominal_density", "rho") if isinstance(p.get(k), (int, float))), None)
+        d = next((p[k] for k in ("density", "density_mg_cm3", "nominal_density", "rho")
+                  if isinstance(p.get(k), (int, float))), None)
         h = next((p[k] for k in ("mean_hu", "hu") if isinstance(p.get(k), (int, float))), None)
         if d is not None and h is not None:
             out.append((float(d), float(h), str(p.get("name") or p.get("label") or p.get("rod") or "")))
@@ -429,7 +430,8 @@ table.levels td, table.levels th { font-size: 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .chart text { font-family: inherit; }
 .svg-title { font-size: 13px; font-weight: 600; } .svg-tick { font-size: 11px; fill: #333; }
-.svg-band { font-size: 11px; fill: #333; } .svg-val { font-size: 11px; font-weight: 600; } .svg-note { font-size: 10px; fill: #666; }
+.svg-band { font-size: 11px; fill: #333; } .svg-val { font-size: 11px; font-weight: 600; }
+.svg-note { font-size: 10px; fill: #666; }
 .images { display: grid; grid-template-columns: repeat(4, 1fr); gap: 10px; }
 figure { margin: 0; border: 1px solid var(--line); padding: 4px; break-inside: avoid; page-break-inside: avoid; }
 figure img { display: block; width: 100%; height: auto; image-rendering: auto; background: #000; }
