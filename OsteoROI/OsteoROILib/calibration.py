@@ -45,6 +45,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .phantoms import METHOD_MINDWAYS, PhantomDefinition, normalize_unit, unit_label
+from .results import json_safe
 
 SCHEMA_ID = "osteoroi-calibration/1"
 SCHEMA_FILE = ("Schemas", "osteoroi-calibration-1.schema.json")
@@ -66,19 +67,6 @@ MINDWAYS_INTERCEPT_OFFSET = 999.6
 SCANNER_KEYS = ("manufacturer", "model", "kvp", "convolution_kernel", "study_date")
 
 KINDS = ("phantom", "manual", "internal")
-
-
-def _clean(value):
-    """JSON-safe: numpy scalars to Python, non-finite floats to None (never NaN in a file)."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,7 +275,7 @@ class Calibration:
             "note": self.note,
             "warnings": list(self.warnings),
         }
-        return _clean(doc)
+        return json_safe(doc)
 
     def to_json_text(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -623,7 +611,7 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
     if cal.kind == "internal" and cal.internal:
         summary["effective_energy_kev"] = cal.internal.get("effective_energy_kev")
         summary["r2"] = cal.internal.get("r2")
-    return _clean(summary)
+    return json_safe(summary)
 
 
 def calibrate_measurement(measurement: Mapping[str, Any], cal: Calibration,

@@ -27,6 +27,7 @@ from . import __version__
 from .criteria import KNOWN_LEVELS, KNOWN_SHAPES, QUANTITIES, band_text, classify, load_criteria
 from .dicom import patient_age_years
 from .errors import InputError
+from .results import json_safe
 
 SCHEMA_ID = "osteoroi-diagnosis/1"
 SCHEMA_FILE = ("Schemas", "osteoroi-diagnosis-1.schema.json")
@@ -653,22 +654,7 @@ def build_diagnosis(
         from .followup import compare
 
         doc["followup"] = compare(result_doc, prior, doc, precision_pct=precision_pct, prior_file=prior_file)
-    return _clean(doc)
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (ValueError, AttributeError):
-            pass
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return json_safe(doc)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,13 +33,13 @@ mean HU, residual and flag, and the warnings.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
 
 from .errors import InputError, OsteoROIError
 from .markups import points_by_label
+from .mrmlscene import placed_points
+from .results import json_safe
 
 __all__ = [
     "CALIBRATION_MODES",
@@ -78,19 +78,6 @@ class _Keep:
 KEEP_CALIBRATION = _Keep()
 
 
-def _json_safe(value):
-    """Plain JSON values: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 #: Per-point keys the fit summary keeps (rods: density and HU residual; tissues: mu/rho residual).
 _POINT_KEYS = ("name", "density", "water_density", "mean_hu", "sd_hu", "n_voxels", "predicted_hu", "residual_hu",
                "loo_residual_hu", "flagged", "mu_rho_cm2_g", "residual_mu_rho", "center_ras", "warnings")
@@ -101,7 +88,7 @@ def calibration_fit_summary(cal, extra_warnings: Sequence[str] = ()) -> Dict[str
     internal = cal.internal or {}
     warnings = list(cal.warnings)
     warnings += [w for w in extra_warnings if w not in warnings]
-    return _json_safe({
+    return json_safe({
         "kind": cal.kind,
         "method": cal.method,
         "unit": cal.unit,
@@ -162,13 +149,7 @@ def labelled_points_from_node(pointsNode, what: str) -> Dict[str, List[float]]:
     if pointsNode is None:
         raise InputError(f"No {what} point list is selected.",
                          f"Place one point per {what} (or auto-detect the rods) and label each point.")
-    points = []
-    for i in range(pointsNode.GetNumberOfControlPoints()):
-        if pointsNode.GetNthControlPointPositionStatus(i) != pointsNode.PositionDefined:
-            continue
-        ras = [0.0, 0.0, 0.0]
-        pointsNode.GetNthControlPointPositionWorld(i, ras)
-        points.append({"label": pointsNode.GetNthControlPointLabel(i), "ras": ras})
+    points = placed_points(pointsNode)
     if not points:
         raise InputError(f"The {what} point list {pointsNode.GetName()!r} has no placed points.",
                          f"Place one point inside each {what} and label it.")
@@ -225,7 +206,7 @@ class CalibrationMixin:
     def _storeCalibration(state: Dict[str, Any], cal, source: Mapping[str, Any],
                           extraWarnings: Sequence[str] = ()) -> None:
         state["calibration"] = None if cal is None else cal.to_dict()
-        state["calibration_source"] = _json_safe(dict(source))
+        state["calibration_source"] = json_safe(dict(source))
         state["calibration_fit"] = None if cal is None else calibration_fit_summary(cal, extraWarnings)
         state["calibration_error"] = None
 

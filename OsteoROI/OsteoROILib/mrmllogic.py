@@ -73,6 +73,7 @@ import vtk
 from .errors import InputError, OsteoROIError, OutputError
 from .geometry import RoiShape
 from .markups import points_by_label
+from .mrmlscene import placed_points
 from .measure import LEVEL_NAMES, measure_levels, normalise_level, parse_shapes
 from .mrmlcalibration import (
     CALIBRATION_MODES,
@@ -226,13 +227,7 @@ def level_points_from_node(pointsNode) -> Dict[str, List[float]]:
             "No level point list is selected.",
             "Place one point inside each vertebral body (Markups point list) and label the points L1, L2, ...",
         )
-    points = []
-    for i in range(pointsNode.GetNumberOfControlPoints()):
-        if pointsNode.GetNthControlPointPositionStatus(i) != pointsNode.PositionDefined:
-            continue
-        ras = [0.0, 0.0, 0.0]
-        pointsNode.GetNthControlPointPositionWorld(i, ras)
-        points.append({"label": pointsNode.GetNthControlPointLabel(i), "ras": ras})
+    points = placed_points(pointsNode)
     if not points:
         raise InputError(
             f"The point list {pointsNode.GetName()!r} has no placed points.",

@@ -151,3 +151,15 @@ def load_scene(path: str, headless: Optional[HeadlessScene] = None) -> HeadlessS
     if not ok:
         raise OSError(f"Could not load the scene {path}.")
     return headless
+
+
+def placed_points(pointsNode) -> List[dict]:
+    """``[{"label", "ras"}]`` (world RAS) of a point list's placed control points, in order."""
+    points = []
+    for i in range(pointsNode.GetNumberOfControlPoints()):
+        if pointsNode.GetNthControlPointPositionStatus(i) != pointsNode.PositionDefined:
+            continue
+        ras = [0.0, 0.0, 0.0]
+        pointsNode.GetNthControlPointPositionWorld(i, ras)
+        points.append({"label": pointsNode.GetNthControlPointLabel(i), "ras": ras})
+    return points

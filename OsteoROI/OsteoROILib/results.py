@@ -43,12 +43,13 @@ ROW_COLUMNS = ("level", "shape") + STAT_KEYS + (
 )
 
 
-def _clean(value):
-    """JSON-safe values: no NaN/inf (they become null), numpy scalars to Python."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+def json_safe(value, digits: Optional[int] = None):
+    """Plain JSON values: mappings and sequences (incl. numpy arrays) recursively, numpy scalars to
+    Python, non-finite floats to None (never NaN in a file), floats rounded to ``digits`` if given."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
+        return [json_safe(v, digits) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         try:
             value = value.item()
@@ -57,8 +58,13 @@ def _clean(value):
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        return round(value, 6)
+        return round(value, digits) if digits is not None else value
     return value
+
+
+def _clean(value):
+    """The measurement document's values: JSON-safe, floats to 6 decimals."""
+    return json_safe(value, 6)
 
 
 def build_document(
