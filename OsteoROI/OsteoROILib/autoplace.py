@@ -68,6 +68,7 @@ from .errors import PlacementError
 from .geometry import in_plane_frame
 from .placement import _smooth
 from .roifamily import BodyOutline
+from .stats import median_of
 from .volume import Volume
 
 METHOD_CLICK = "auto (click)"
@@ -217,9 +218,10 @@ class _Box:
         for a in range(3):
             sl[2 - a] = slice(int(lo[a]), int(hi[a]) + 1)
         sub = volume.array[tuple(sl)]
-        # reorder to [s, y, x] with x = in_axes[0], y = in_axes[1]
+        # reorder to [s, y, x] with x = in_axes[0], y = in_axes[1]; a view: only the parts the
+        # placement reads (a few slabs, a thin central column, the wall's ring) become float32
         order = [2 - self.axis, 2 - self.in_axes[1], 2 - self.in_axes[0]]
-        self.data = np.ascontiguousarray(np.transpose(sub, order), dtype=np.float32)
+        self._raw = np.transpose(sub, order)
         m3 = volume.ijk_to_ras[:3, :3]
         self.p = m3[:, self.in_axes]  # RAS per in-plane index step (x, y)
         self.p_pinv = np.linalg.pinv(self.p)
@@ -233,8 +235,31 @@ class _Box:
         self.at_fov_edge = (lo[self.axis] == 0, hi[self.axis] == dims[self.axis] - 1)
 
     @property
+    def data(self) -> np.ndarray:
+        """The whole box as float32 [s, y, x] (converted on first use)."""
+        data = self.__dict__.get("_data")
+        if data is None:
+            data = self._data = np.ascontiguousarray(self._raw, dtype=np.float32)
+        return data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._data = self._raw = value
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(self._raw.shape)
+
+    def take(self, index) -> np.ndarray:
+        """``data[index]`` (float32), converting only the part indexed."""
+        data = self.__dict__.get("_data")
+        if data is not None:
+            return data[index]
+        return np.ascontiguousarray(self._raw[index], dtype=np.float32)
+
+    @property
     def ns(self) -> int:
-        return self.data.shape[0]
+        return self._raw.shape[0]
 
     def to_box(self, ras) -> np.ndarray:
         """RAS → continuous (x, y, s) box coordinates."""
@@ -257,8 +282,14 @@ class _Box:
     def plane(self, s_center: int, half_mm: float) -> np.ndarray:
         reach = max(1, int(np.floor(half_mm / self.ds + 1e-6))) if half_mm > 0 else 0
         s0, s1 = max(0, s_center - reach), min(self.ns - 1, s_center + reach)
-        plane = self.data[s0:s1 + 1].mean(axis=0)
-        return _smooth(plane, self.dy, self.dx)
+        # one smoothed plane per slab: the contour fits on it are cached by the plane's identity
+        planes = self.__dict__.setdefault("_planes", {})
+        plane = planes.get((s0, s1))
+        if plane is None:
+            plane = _smooth(self.take(slice(s0, s1 + 1)).mean(axis=0), self.dy, self.dx)
+            plane.flags.writeable = False
+            planes[(s0, s1)] = plane
+        return plane
 
     def direction_xy(self, ras_dirs) -> np.ndarray:
         """In-plane RAS directions → (dx, dy) box steps per mm."""
@@ -347,6 +378,20 @@ class _ObliqueBox(_Box):
         return ras - self.normal * float((ras - self.origin) @ self.normal - s * self.ds)
 
 
+def _median(values: np.ndarray) -> float:
+    """``float(np.median(values))`` of a float64 sample, without numpy's per-call overhead
+    (``stats.median_of``: the same value); other dtypes go to ``np.median`` itself."""
+    v = np.asarray(values)
+    return median_of(v) if v.dtype == np.float64 else float(np.median(v))
+
+
+def _cross3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cross`` of two 3-vectors (the same products and differences, without its overhead)."""
+    a0, a1, a2 = float(a[0]), float(a[1]), float(a[2])
+    b0, b1, b2 = float(b[0]), float(b[1]), float(b[2])
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
+
+
 def _bilinear(plane: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ny, nx = plane.shape
     inside = (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
@@ -355,9 +400,14 @@ def _bilinear(plane: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x0 = np.minimum(np.floor(x).astype(int), max(nx - 2, 0))
     y0 = np.minimum(np.floor(y).astype(int), max(ny - 2, 0))
     fx, fy = x - x0, y - y0
-    x1, y1 = np.minimum(x0 + 1, nx - 1), np.minimum(y0 + 1, ny - 1)
-    v = (plane[y0, x0] * (1 - fx) * (1 - fy) + plane[y0, x1] * fx * (1 - fy)
-         + plane[y1, x0] * (1 - fx) * fy + plane[y1, x1] * fx * fy)
+    gx, gy = 1 - fx, 1 - fy
+    # flat indices of the four neighbours (x1 = min(x0 + 1, nx - 1), y1 likewise)
+    flat = plane.reshape(-1)
+    i00 = y0 * nx + x0
+    dx1 = (x0 + 1 < nx).astype(int)
+    dy1 = (y0 + 1 < ny) * nx
+    v = (flat.take(i00) * gx * gy + flat.take(i00 + dx1) * fx * gy
+         + flat.take(i00 + dy1) * gx * fy + flat.take(i00 + dy1 + dx1) * fx * fy)
     return np.where(inside, v, np.nan)
 
 
@@ -431,32 +481,62 @@ class Contour:
 
 def _dp_contour(score: np.ndarray, step_mm: float) -> np.ndarray:
     """Circular dynamic programming: one radius index per ray maximising the summed score minus
-    ``JUMP_COST`` per mm of radius change between neighbours (at most ``MAX_JUMP_MM``)."""
+    ``JUMP_COST`` per mm of radius change between neighbours (at most ``MAX_JUMP_MM``).
+
+    The rays are run three times round (the middle lap's path is the answer, free of the cut).
+    Each step takes, for every radius, the best predecessor within ``±jump`` indices: the
+    accumulated scores sit in a buffer padded with −inf (radii outside the ray), every offset's
+    penalty is subtracted from it in one contiguous operation, and a strided view lays the
+    candidates out as (radius, offset) without copying — the same numbers, in the same order
+    (so ``argmax`` breaks ties alike), as gathering them index by index."""
     n_rays, n_r = score.shape
     jump = max(1, int(round(MAX_JUMP_MM / step_mm)))
-    tiled = np.concatenate([score, score, score], axis=0)
-    acc = tiled[0].copy()
-    back = np.zeros(tiled.shape, dtype=np.int32)
+    n_off = 2 * jump + 1
+    n_steps = 3 * n_rays
     offsets = np.arange(-jump, jump + 1)
-    penalty = JUMP_COST * np.abs(offsets) * step_mm
-    idx = np.arange(n_r)
-    src = idx[None, :] + offsets[:, None]  # (n_off, n_r)
-    ok = (src >= 0) & (src < n_r)
-    src_c = np.clip(src, 0, n_r - 1)
-    pen = np.where(ok, penalty[:, None], np.inf)
+    penalty = (JUMP_COST * np.abs(offsets) * step_mm)[:, None]
+    width = n_r + 2 * jump
+    buf = np.full((1, width), -np.inf)
+    acc = buf[0, jump:jump + n_r]
+    acc[...] = score[0]
+    shifted = np.empty((n_off, width))  # shifted[o, j] = buf[j] − penalty[o]
+    item = shifted.itemsize
+    # cand[i, o] = shifted[o, i + o] = acc[i + o − jump] − penalty[o]
+    cand = np.lib.stride_tricks.as_strided(shifted, shape=(n_r, n_off), strides=(item, (width + 1) * item),
+                                           writeable=False)
+    back = np.empty((n_steps, n_r), dtype=np.intp)
+    back[0] = 0
     cols = np.arange(n_r)
-    for k in range(1, tiled.shape[0]):
-        cand = acc[src_c] - pen
-        a = np.argmax(cand, axis=0)
-        best = cand[a, cols]
-        arg = src_c[a, cols]
-        acc = best + tiled[k]
-        back[k] = arg
-    path = np.zeros(tiled.shape[0], dtype=np.int32)
-    path[-1] = int(np.argmax(acc))
-    for k in range(tiled.shape[0] - 1, 0, -1):
-        path[k - 1] = back[k, path[k]]
-    return path[n_rays:2 * n_rays]
+    for k in range(1, n_steps):
+        np.subtract(buf, penalty, out=shifted)
+        a = cand.argmax(axis=1)
+        back[k] = a
+        np.add(cand[cols, a], score[k % n_rays], out=acc)
+    back += cols - jump  # offset index → predecessor's radius index
+    back_rows = back.tolist()
+    p = int(np.argmax(acc))
+    path = [0] * n_steps
+    path[-1] = p
+    for k in range(n_steps - 1, 0, -1):
+        p = back_rows[k][p]
+        path[k - 1] = p
+    return np.array(path[n_rays:2 * n_rays], dtype=np.int32)
+
+
+def _cached(box: _Box, plane: np.ndarray, kind: str, key: tuple, compute, keep: tuple = ()):
+    """``compute()`` once per (plane, kind, key) for a plane made by ``box.plane`` (the fits are
+    pure functions of the plane and their arguments; a click fits the same origin on the same
+    slab several times: the ring search, the re-centring loops and the mid-slice fit). ``keep``
+    holds the objects whose ``id`` is part of ``key`` alive with the entry, so no id is reused."""
+    planes = box.__dict__.get("_planes")
+    if not planes or not any(p is plane for p in planes.values()):
+        return compute()
+    cache = box.__dict__.setdefault("_fits", {})
+    full = (id(plane), kind) + key
+    hit = cache.get(full)
+    if hit is None:
+        hit = cache[full] = (compute(), plane, keep)
+    return hit[0]
 
 
 def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
@@ -469,6 +549,20 @@ def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
     meet the spinal canal end at its front (the body's posterior wall) and count as shell rays
     when the HU drops into the canal there (the wall may be invisible at the basivertebral
     foramen)."""
+    def compute():
+        return _fit_contour(box, plane, s, center_xy, u, prior_r, prior_window, canal)
+
+    if prior_r is not None:
+        return compute()
+    u_key = None if u is None else np.asarray(u, dtype=float).tobytes()
+    key = (int(s), float(center_xy[0]), float(center_xy[1]), u_key, tuple(map(float, prior_window)),
+           None if canal is None else id(canal))
+    return _cached(box, plane, "contour", key, compute, keep=(canal,))
+
+
+def _fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
+                 prior_r: Optional[np.ndarray] = None, prior_window=(6.0, 4.0),
+                 canal: Optional["Canal"] = None) -> Contour:
     u = box.u0 if u is None else u
     u, v, _ = in_plane_frame(box.normal, u)
     angles = np.linspace(0.0, 2.0 * np.pi, N_RAYS, endpoint=False)
@@ -491,14 +585,14 @@ def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
     earlier = np.zeros_like(gpos)
     earlier[:, 2 * h:] = run[:, :-2 * h]
     score = gpos - EARLIER_EDGE_WEIGHT * earlier
-    scale = float(np.median(np.max(score, axis=1)))
+    scale = _median(np.max(score, axis=1))
     if not np.isfinite(scale) or scale <= 0:
         scale = 1.0
     score = score / scale - RADIUS_COST * radii[None, :]
     # An edge beyond a stretch of fluid/fat (the spinal canal behind the posterior wall, the fat
     # around the body) is not the body's: penalise positions after a long low-HU gap.
     near = prof[:, radii <= 5.0]
-    rough = float(np.nanmedian(near)) if np.isfinite(near).any() else np.nan
+    rough = _median(near[~np.isnan(near)]) if np.isfinite(near).any() else np.nan
     if np.isfinite(rough):
         dip = min(rough - GAP_BELOW_INTERIOR_HU, 0.5 * rough) if rough > 0 else rough - GAP_BELOW_INTERIOR_HU
         low = np.isfinite(prof) & (prof < dip)
@@ -536,7 +630,7 @@ def fit_contour(box: _Box, plane: np.ndarray, s: int, center_xy, u=None,
     # interior and shell per ray
     inner = radii[None, :] <= 0.5 * r_out[:, None]
     vals = prof[inner & np.isfinite(prof)]
-    interior = float(np.median(vals)) if vals.size else float("nan")
+    interior = _median(vals) if vals.size else float("nan")
     back_n = int(round(4.0 / RAY_STEP_MM))
     drop = np.where(np.isfinite(g[rows, path]), g[rows, path], 0.0)
     ridx = np.arange(n_r)[None, :]
@@ -661,6 +755,10 @@ def find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Canal
     both sides of it (issue #3: "the spinal canal behind it"). None when not found (then the
     contour alone decides; e.g. an osteoporotic body whose trabecular HU is as low as the canal's
     content)."""
+    return _cached(box, plane, "canal", (id(contour),), lambda: _find_canal(box, plane, contour), keep=(contour,))
+
+
+def _find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Canal]:
     interior = contour.interior_hu
     if not np.isfinite(interior):
         return None
@@ -678,33 +776,40 @@ def find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Canal
     n_min = int(round(CANAL_MIN_MM / step))
     n_in = max(1, int(round(CANAL_ENTRY_MM / step)))
     lat_r = np.arange(0.0, CANAL_MAX_HALF_WIDTH_MM + 1e-9, step)
-    found = []
+    low_rows = (np.isfinite(prof) & (prof < low)).tolist()
+    n_samples = prof.shape[1]
+    runs = []
     for i in range(angs.size):
-        p = prof[i]
-        is_low = np.isfinite(p) & (p < low)
+        is_low = low_rows[i]
         j = int(0.4 * r_wall[i] / step)
-        stop = min(int((r_wall[i] + 8.0) / step), p.size - 1)
-        run = None
+        stop = min(int((r_wall[i] + 8.0) / step), n_samples - 1)
         while j <= stop:
             if is_low[j]:
                 k = j
-                while k < p.size and is_low[k]:
+                while k < n_samples and is_low[k]:
                     k += 1
                 if k - j >= n_min:
-                    run = (j, k)
+                    runs.append((i, j, k))
                     break
                 j = k
             j += 1
-        if run is None:
-            continue
+    # both lateral probes of every candidate ray, sampled in one call
+    probes = []
+    for i, j, k in runs:
         d = dirs[i]
-        w = np.cross(box.normal, d)
-        depth = min(radii[run[1] - 1] - radii[run[0]], 16.0)
-        mid = c + box.direction_xy((d * (radii[run[0]] + 0.5 * depth))[None, :])[0]
+        w = _cross3(box.normal, d)
+        depth = min(radii[k - 1] - radii[j], 16.0)
+        mid = c + box.direction_xy((d * (radii[j] + 0.5 * depth))[None, :])[0]
+        lxys = [box.direction_xy((sgn * w)[None, :])[0] for sgn in (1.0, -1.0)]
+        probes.append((i, w, mid, lxys))
+    if probes:
+        qs = _bilinear(plane, np.array([mid[0] + lat_r * lxy[0] for _, _, mid, lxys in probes for lxy in lxys]),
+                       np.array([mid[1] + lat_r * lxy[1] for _, _, mid, lxys in probes for lxy in lxys]))
+    found = []
+    for n, (i, w, mid, _) in enumerate(probes):
         hits = []
-        for sgn in (1.0, -1.0):
-            lxy = box.direction_xy((sgn * w)[None, :])[0]
-            q = _bilinear(plane, mid[0] + lat_r * lxy[0], mid[1] + lat_r * lxy[1])
+        for side in (0, 1):
+            q = qs[2 * n + side]
             if not np.all(np.isfinite(q[:n_in]) & (q[:n_in] < low)):
                 break
             above = np.nonzero(np.isfinite(q) & (q >= bone))[0]
@@ -753,7 +858,7 @@ def _robust_fourier(angles: np.ndarray, r: np.ndarray, order: int = SMOOTH_ORDER
         coef, *_ = np.linalg.lstsq(a * w[:, None], r * w, rcond=None)
         fit = a @ coef
         res = r - fit
-        scale = max(1.4826 * float(np.median(np.abs(res))), 0.5)
+        scale = max(1.4826 * _median(np.abs(res)), 0.5)
         z = res / (4.685 * scale)
         w = np.where(np.abs(z) < 1, (1 - z ** 2) ** 2, 0.0)
     return fit
@@ -795,7 +900,7 @@ def central_profile(box: _Box, center_xy, radius_mm: float, trim: float = 0.0) -
     """Mean HU per box slice within ``radius_mm`` (in-plane) of ``center_xy``; with ``trim`` the
     densest fraction ``trim`` of the disc's voxels is left out (a focal dense lesion covering less
     than that then does not raise it, while an endplate, covering the whole disc, does)."""
-    ny, nx = box.data.shape[1:]
+    ny, nx = box.shape[1:]
     rx = int(np.ceil(radius_mm / box.dx)) + 1
     ry = int(np.ceil(radius_mm / box.dy)) + 1
     cx, cy = int(round(center_xy[0])), int(round(center_xy[1]))
@@ -806,7 +911,7 @@ def central_profile(box: _Box, center_xy, radius_mm: float, trim: float = 0.0) -
     mask = np.linalg.norm(off, axis=-1) <= radius_mm
     if not mask.any():
         mask[min(max(cy - y0, 0), mask.shape[0] - 1), min(max(cx - x0, 0), mask.shape[1] - 1)] = True
-    vals = np.sort(box.data[:, y0:y1, x0:x1][:, mask], axis=1)
+    vals = np.sort(box.take((slice(None), slice(y0, y1), slice(x0, x1)))[:, mask], axis=1)
     keep = max(1, int(np.ceil((1.0 - trim) * vals.shape[1])))
     return vals[:, :keep].mean(axis=1)
 
@@ -853,10 +958,10 @@ def wall_run(box: _Box, contour: Contour) -> Tuple[Optional[float], Optional[flo
     r = np.maximum(_smooth_circular(contour.r_out, 2) - 1.0, 0.5)
     dirs = np.outer(np.cos(contour.angles), contour.u) + np.outer(np.sin(contour.angles), contour.v)
     dxy = box.direction_xy(dirs)
-    x = np.clip(contour.center_xy[0] + r * dxy[:, 0], 0, box.data.shape[2] - 1)
-    y = np.clip(contour.center_xy[1] + r * dxy[:, 1], 0, box.data.shape[1] - 1)
+    x = np.clip(contour.center_xy[0] + r * dxy[:, 0], 0, box.shape[2] - 1)
+    y = np.clip(contour.center_xy[1] + r * dxy[:, 1], 0, box.shape[1] - 1)
     xi, yi = np.rint(x).astype(int), np.rint(y).astype(int)
-    w = np.median(box.data[:, yi, xi], axis=1)
+    w = np.median(box.take((slice(None), yi, xi)), axis=1)
     s0 = contour.s
     ring = float(np.median(w[max(0, s0 - 1):s0 + 2]))
     low = float(np.min(w))
@@ -984,7 +1089,7 @@ def outline_from_contour(box: _Box, contour: Contour, source: str, cortical_min_
     outline is too round to give an axis)."""
     thick = contour.r_out - contour.r_in
     ok = contour.shell & np.isfinite(thick)
-    cortical = float(np.median(thick[ok])) if ok.any() else 2.0
+    cortical = _median(thick[ok]) if ok.any() else 2.0
     # Bone beyond the cortex (an osteophyte on the rim): the ray's shell rose to the cortex well
     # before its outer edge. There the outline follows the cortex (inner rise + the margin), so
     # the spur neither enters the trabecular region nor stretches the depth and width.
@@ -1116,7 +1221,7 @@ def _find_ring(box: _Box, s0: int, xy0) -> Tuple[Optional[Contour], List[str]]:
 def _is_spinal_canal(box: _Box, plane: np.ndarray, s: int, contour: Contour) -> bool:
     """True when a larger bone ring (a vertebral body) lies directly anterior to ``contour``:
     then ``contour`` is the spinal canal inside the neural arch, not a body."""
-    ant = float(np.median(contour.r_out[np.abs(((contour.angles + np.pi) % (2 * np.pi)) - np.pi) <= np.pi / 9]))
+    ant = _median(contour.r_out[np.abs(((contour.angles + np.pi) % (2 * np.pi)) - np.pi) <= np.pi / 9])
     probe_ras = contour.u * (ant + CANAL_PROBE_MM)
     probe_xy = contour.center_xy + box.direction_xy(probe_ras[None, :])[0]
     ny, nx = plane.shape
@@ -1127,7 +1232,7 @@ def _is_spinal_canal(box: _Box, plane: np.ndarray, s: int, contour: Contour) -> 
         return False
     # the candidate ring must lie behind the front ring (posterior, along the image's AP direction)
     d = box.p @ (contour.center_xy - front.center_xy)
-    return bool(d @ contour.u < -0.3 * float(np.median(front.r_out)))
+    return bool(d @ contour.u < -0.3 * _median(front.r_out))
 
 
 def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = "") -> Placement:

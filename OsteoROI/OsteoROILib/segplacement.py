@@ -102,17 +102,26 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
 
 def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str = "") -> ap.Placement:
     """Placement of one level from its label (see module docstring)."""
-    prefix = f"{level}: " if level else ""
     if labels.shape != volume.array.shape:
         raise InputError("The label array does not match the CT's size.", "Resample the labels onto the CT grid.")
-    kji = np.argwhere(labels == value)
-    if kji.size == 0:
-        raise PlacementError(f"{prefix}label {value} is not present in the segmentation.",
-                             "Check the label map (--label-map).")
+    return _place_from_mask(volume, labels == value, value, level)
+
+
+def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: str = "") -> ap.Placement:
+    """``place_from_label`` given the label's voxels (``labels == value``, on the CT's grid).
+
+    The label's voxels are counted per slice (one pass over the mask), not listed: a full-size
+    label map holds millions of voxels."""
+    prefix = f"{level}: " if level else ""
     axis = volume.slice_axis()
     arr_axis = 2 - axis
     in_arr = [a for a in (0, 1, 2) if a != arr_axis]
-    slices, counts = np.unique(kji[:, arr_axis], return_counts=True)
+    per_slice = np.array([np.count_nonzero(q) for q in np.moveaxis(in_label, arr_axis, 0)], dtype=np.intp)
+    if not per_slice.any():
+        raise PlacementError(f"{prefix}label {value} is not present in the segmentation.",
+                             "Check the label map (--label-map).")
+    slices = np.flatnonzero(per_slice)
+    counts = per_slice[slices]
     keep = slices[counts >= EXTENT_AREA_FRACTION * counts.max()]
     lo, hi = int(keep.min()), int(keep.max())
     mid = int(np.floor(0.5 * (lo + hi) + 0.5))
@@ -124,10 +133,10 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
         plates_q = 0.6
         reasons.append("the vertebra is partly outside the image: its label reaches the first or last slice")
         warnings.append(f"{prefix}{reasons[-1]}; the mid-vertebral slice is estimated from the visible part.")
-    on_mid = kji[kji[:, arr_axis] == mid]
+    on_mid = np.argwhere(np.take(in_label, mid, axis=arr_axis))  # in-plane indices, in C order
     centre_kji = np.zeros(3)
     centre_kji[arr_axis] = mid
-    centre_kji[in_arr] = on_mid[:, in_arr].mean(axis=0)
+    centre_kji[in_arr] = on_mid.mean(axis=0)
     seed = volume.ijk_to_ras_points(centre_kji[::-1])[0]
     box = ap._Box(volume, seed, ap.CROP_HALF_INPLANE_MM, ap.CROP_HALF_AXIAL_MM)
     seed_xy = box.to_box(seed)[0][:2]
@@ -145,7 +154,7 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
     sl = [slice(None)] * 3
     for a in range(3):
         sl[2 - a] = slice(int(box.lo[a]), int(box.hi[a]) + 1)
-    sub = labels[tuple(sl)] == value
+    sub = in_label[tuple(sl)]
     order = [2 - box.axis, 2 - box.in_axes[1], 2 - box.in_axes[0]]
     mask = np.transpose(sub, order)[s_mid]
 
@@ -208,14 +217,25 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
 def place_from_labels(volume: Volume, labels: np.ndarray, label_map: Mapping[str, int]
                       ) -> Tuple[Dict[str, ap.Placement], List[str]]:
     """Placements for every level of ``label_map`` present in ``labels``; and the missing levels."""
-    present = set(int(v) for v in np.unique(labels))
     placements: Dict[str, ap.Placement] = {}
     missing: List[str] = []
+    if not np.issubdtype(labels.dtype, np.integer):
+        # float label images: "present" as an integer label value, as read
+        present = set(int(v) for v in np.unique(labels))
+        for level, value in label_map.items():
+            if int(value) not in present:
+                missing.append(level)
+                continue
+            placements[level] = place_from_label(volume, labels, int(value), level)
+        return placements, missing
     for level, value in label_map.items():
-        if int(value) not in present:
+        in_label = labels == int(value)  # one pass per level (no sort of the whole label map)
+        if not in_label.any():
             missing.append(level)
             continue
-        placements[level] = place_from_label(volume, labels, int(value), level)
+        if labels.shape != volume.array.shape:
+            raise InputError("The label array does not match the CT's size.", "Resample the labels onto the CT grid.")
+        placements[level] = _place_from_mask(volume, in_label, int(value), level)
     return placements, missing
 
 
