@@ -946,6 +946,7 @@ def test_module_calls_match_lib_signatures():
     """Every OsteoROILib function/class OsteoROI.py calls exists and accepts the arguments it is given."""
     import importlib
 
+    pytest.importorskip("slicer", reason="the module imports OsteoROILib's MRML logic, which needs slicer-core")
     if MODULE_DIR not in sys.path:
         sys.path.insert(0, MODULE_DIR)
     tree = _module_tree()
