@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import __version__, cli_calibration, cli_report
 from .errors import InputError, OsteoROIError
-from .markups import point_list_document, points_by_label, read_point_list
+from .markups import parse_named_point, point_list_document, points_by_label, read_point_list
 from .measure import measure_levels
 from .results import build_document, check_output_paths, to_csv_text, to_json_text, write_atomically
 from .roifamily import SHAPE_NAMES
@@ -29,18 +29,7 @@ COMMAND_MODULES = (cli_calibration, cli_report)
 
 def parse_point(text: str):
     """``L1=R,A,S`` → ("L1", [R, A, S])."""
-    if "=" not in text:
-        raise InputError(f"--point {text!r} has no level label.", "Write it as LEVEL=R,A,S, e.g. --point L1=-5.2,30.1,120.")
-    label, _, coords = text.partition("=")
-    parts = [p for p in coords.replace(";", ",").split(",") if p.strip()]
-    try:
-        xyz = [float(p) for p in parts]
-    except ValueError:
-        xyz = []
-    if len(xyz) != 3:
-        raise InputError(f"--point {text!r} does not have three numbers after '='.",
-                         "Write it as LEVEL=R,A,S in millimetres, e.g. --point L1=-5.2,30.1,120.")
-    return label.strip(), xyz
+    return parse_named_point(text, "--point", "level label", "L1=-5.2,30.1,120")
 
 
 def collect_points(point_args: Optional[Sequence[str]], points_file: Optional[str]) -> Dict[str, List[float]]:

@@ -17,21 +17,11 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from .errors import InputError
+from .markups import parse_named_point
 
 
 def _parse_keyed_point(text: str, option: str):
-    if "=" not in text:
-        raise InputError(f"{option} {text!r} has no name.", f"Write it as NAME=R,A,S, e.g. {option} A=10.5,-101,20.")
-    key, _, coords = text.partition("=")
-    parts = [p for p in coords.replace(";", ",").split(",") if p.strip()]
-    try:
-        xyz = [float(p) for p in parts]
-    except ValueError:
-        xyz = []
-    if len(xyz) != 3 or not key.strip():
-        raise InputError(f"{option} {text!r} is not NAME=R,A,S with three numbers.",
-                         f"Write it as NAME=R,A,S in RAS millimetres, e.g. {option} A=10.5,-101,20.")
-    return key.strip(), xyz
+    return parse_named_point(text, option, "name", "A=10.5,-101,20" if option == "--rod" else "air=0,-140,20")
 
 
 def _parse_region(text: Optional[str]):

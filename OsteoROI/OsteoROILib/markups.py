@@ -18,6 +18,28 @@ MARKUPS_SCHEMA = (
 )
 
 
+def parse_named_point(text: str, option: str, name: str = "name", example: str = "A=10.5,-101,20"):
+    """``NAME=R,A,S`` (RAS mm, as typed on the command line) → ``(NAME, [R, A, S])``.
+
+    ``option`` and ``name`` word the error (e.g. "--point", "level label"); ``example`` shows the form.
+    """
+    form = "LEVEL" if "level" in name else "NAME"
+    remedy = f"Write it as {form}=R,A,S in RAS millimetres, e.g. {option} {example}."
+    if "=" not in text:
+        raise InputError(f"{option} {text!r} has no {name}.", remedy)
+    key, _, coords = text.partition("=")
+    parts = [p for p in coords.replace(";", ",").split(",") if p.strip()]
+    try:
+        xyz = [float(p) for p in parts]
+    except ValueError:
+        xyz = []
+    if not key.strip():
+        raise InputError(f"{option} {text!r} has no {name} before '='.", remedy)
+    if len(xyz) != 3:
+        raise InputError(f"{option} {text!r} does not have three numbers after '='.", remedy)
+    return key.strip(), xyz
+
+
 def read_point_list(path: str) -> List[Dict[str, object]]:
     """All defined control points of all point lists in the file: ``[{"label", "ras"}]``."""
     try:
