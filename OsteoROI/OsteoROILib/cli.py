@@ -91,7 +91,8 @@ def cmd_measure(args, out=None) -> int:
     out = out or sys.stdout
     from .volume import read_volume
 
-    outputs = check_output_paths([args.json, args.csv, args.report], overwrite=args.overwrite)
+    outputs = check_output_paths([args.json, args.csv, args.report], overwrite=args.overwrite,
+                                 inputs=[args.volume, args.points, args.labels, args.calibration])
     if not outputs:
         print("note: no --json, --csv or --report given; printing the table only.", file=sys.stderr)
     if args.labels and (args.point or args.points):

@@ -110,7 +110,7 @@ def cmd_calibrate(args, out=None) -> int:
             args._parser.error("--manual needs --slope, --intercept and --unit")
     elif not args.volume:
         args._parser.error("VOLUME is required (except with --manual)")
-    check_output_paths([args.out], overwrite=args.overwrite)
+    check_output_paths([args.out], overwrite=args.overwrite, inputs=[args.volume])
     report: List[str] = []
     if args.manual:
         cal = manual_calibration(args.slope, args.intercept, args.unit, note=args.note or "", command=_command_line())

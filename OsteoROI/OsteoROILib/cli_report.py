@@ -66,7 +66,8 @@ def cmd_report(args, out=None) -> int:
     from .results import check_output_paths
 
     outputs = [p for p in (args.html, args.csv, args.levels_csv, args.json) if p]
-    check_output_paths(outputs, overwrite=args.overwrite)
+    inputs = [args.result, args.prior, args.volume] + [c for c in (args.criteria or []) if os.path.isfile(c)]
+    check_output_paths(outputs, overwrite=args.overwrite, inputs=inputs)
     if not outputs:
         print("note: no --html, --csv, --levels-csv or --json given; printing the table only.", file=sys.stderr)
     if args.volume and not os.path.exists(args.volume):

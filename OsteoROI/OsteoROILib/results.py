@@ -132,8 +132,21 @@ def to_csv_text(rows: Iterable[Mapping[str, object]], columns=ROW_COLUMNS) -> st
     return buf.getvalue()
 
 
-def check_output_paths(paths: Iterable[str], overwrite: bool = False) -> List[str]:
-    """Refuse, before any work, outputs that cannot be written or would replace a file."""
+def _same_file(a: str, b: str) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def check_output_paths(paths: Iterable[str], overwrite: bool = False, inputs: Iterable[str] = ()) -> List[str]:
+    """Refuse, before any work, outputs that cannot be written or would replace a file.
+
+    ``inputs``: the files the command reads (CT, points, labels, calibration, result, ...); an
+    output that is one of them is refused even with ``overwrite`` (it would destroy the input)."""
+    inputs = [p for p in inputs if p]
     out = []
     for path in paths:
         if not path:
@@ -141,6 +154,10 @@ def check_output_paths(paths: Iterable[str], overwrite: bool = False) -> List[st
         path = os.path.abspath(path)
         if path in out:
             raise OutputError(f"The same file {path} is given for two outputs.", "Give each output its own file name.")
+        if any(_same_file(path, p) for p in inputs):
+            raise OutputError(f"The output file {path} is also an input of this command; writing it would destroy "
+                              "the input (--overwrite does not allow this).",
+                              "Give the output another file name.")
         folder = os.path.dirname(path)
         if os.path.isdir(path):
             raise OutputError(f"The output {path} is a directory.", "Give a file name.")

@@ -95,6 +95,12 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
         return np.array(labels.array), notes  # a copy: the view dies with the SimpleITK image
     ref = volume.to_sitk() if volume.owner is None else volume.owner
     resampled = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+    on_ct = sitk.GetArrayViewFromImage(resampled)
+    if not np.any(on_ct) and np.any(labels.array):
+        # every labelled voxel lies outside the CT: a segmentation of another scan (or frame)
+        raise InputError(f"The segmentation {path} does not overlap the CT: none of its labelled voxels lies "
+                         "inside the CT's field of view (it has another voxel grid and position).",
+                         "Give the segmentation made from this CT (e.g. TotalSegmentator's output for this file).")
     notes.append(f"The label image {os.path.basename(str(path))} has another voxel grid than the CT; it was resampled "
                  "onto the CT's grid (nearest neighbour).")
     return sitk.GetArrayFromImage(resampled), notes
