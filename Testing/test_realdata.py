@@ -54,3 +54,27 @@ def test_label_centres_give_plausible_trabecular_hu(totalseg_dir):
         assert PLAUSIBLE_HU[0] < row["mean_hu"] < PLAUSIBLE_HU[1], row
         # A trabecular ROI holds no air or fat, and no compact bone in bulk.
         assert row["p05_hu"] > -50 and row["median_hu"] < 350, row
+
+
+def test_whole_vertebra_and_body_labels_agree(totalseg_dir):
+    """TotalSegmentator's whole-vertebra labels (with the arch) and its body-only labels describe
+    the same bodies: they must give the same mid-vertebral slice and nearly the same ROI means.
+    The body label's own axial extent is the independent reference for the slice."""
+    from OsteoROILib.segplacement import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
+
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    bodies, _ = read_labels(f"{totalseg_dir}/vertebral_bodies.nii.gz", volume)
+    whole, _ = read_labels(f"{totalseg_dir}/total.nii.gz", volume)
+    by_body, _ = place_from_labels(volume, bodies, BUILTIN_LABEL_MAPS["bodies"])
+    by_whole, _ = place_from_labels(volume, whole, BUILTIN_LABEL_MAPS["total"])
+    axis = 2 - volume.slice_axis()
+    means = {}
+    for name, placements in (("bodies", by_body), ("total", by_whole)):
+        result = measure_levels(volume, None, placements={k: placements[k] for k in BODY_LABELS})
+        means[name] = {r["level"]: r["mean_hu"] for r in result["rows"] if r["shape"] == "oval"}
+    for level, value in BODY_LABELS.items():
+        ks = np.flatnonzero(np.any(np.moveaxis(bodies == value, axis, 0), axis=(1, 2)))
+        label_mid = 0.5 * (ks.min() + ks.max())
+        assert abs(by_body[level].slice_index - label_mid) <= 1.0
+        assert by_whole[level].slice_index == by_body[level].slice_index, level
+        assert abs(means["total"][level] - means["bodies"][level]) <= 2.0, (level, means)

@@ -33,6 +33,11 @@ BUILTIN_LABEL_MAPS: Dict[str, Dict[str, int]] = {
 #: A label must cover at least this fraction of its largest cross-section on a slice to count
 #: towards the body's axial extent.
 EXTENT_AREA_FRACTION = 0.5
+#: A label longer than this front to back holds the posterior elements too (TotalSegmentator's
+#: "total" vertebrae); only its front part, the body, then sets the axial extent and the seed.
+WHOLE_VERTEBRA_DEPTH_MM = 60.0
+#: The share of such a label's antero-posterior extent, from the front, taken as the body.
+BODY_SHARE_OF_VERTEBRA = 0.4
 #: Window (mm) around the label's boundary in which the image edge is searched (inside, outside).
 PRIOR_WINDOW_MM = (5.0, 3.0)
 #: Radius (mm) of the central disc whose mean HU profile shows the endplates.
@@ -113,6 +118,24 @@ def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str 
     return _place_from_mask(volume, labels == value, value, level)
 
 
+def _body_part(volume: Volume, in_label: np.ndarray) -> np.ndarray:
+    """The vertebral body's part of a label: all of it for a body label; for a whole-vertebra label
+    (deeper than ``WHOLE_VERTEBRA_DEPTH_MM``), its front ``BODY_SHARE_OF_VERTEBRA`` along the image's
+    anterior direction, so the arch and spinous process do not shift the mid-height."""
+    kji = np.argwhere(in_label)
+    if kji.shape[0] < 10:
+        return in_label
+    anterior = volume.in_plane_anterior()
+    ap = volume.ijk_to_ras_points(kji[:, ::-1].astype(float)) @ anterior
+    front, back = float(ap.max()), float(ap.min())
+    if front - back <= WHOLE_VERTEBRA_DEPTH_MM:
+        return in_label
+    keep = ap >= front - BODY_SHARE_OF_VERTEBRA * (front - back)
+    body = np.zeros_like(in_label, dtype=bool)
+    body[tuple(kji[keep].T)] = True
+    return body
+
+
 def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: str = "") -> ap.Placement:
     """``place_from_label`` given the label's voxels (``labels == value``, on the CT's grid).
 
@@ -122,7 +145,8 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
     axis = volume.slice_axis()
     arr_axis = 2 - axis
     in_arr = [a for a in (0, 1, 2) if a != arr_axis]
-    per_slice = np.array([np.count_nonzero(q) for q in np.moveaxis(in_label, arr_axis, 0)], dtype=np.intp)
+    body = _body_part(volume, in_label)  # sets the axial extent and the seed; the contour prior uses the label
+    per_slice = np.array([np.count_nonzero(q) for q in np.moveaxis(body, arr_axis, 0)], dtype=np.intp)
     if not per_slice.any():
         raise PlacementError(f"{prefix}label {value} is not present in the segmentation.",
                              "Check the label map (--label-map).")
@@ -139,7 +163,7 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
         plates_q = 0.6
         reasons.append("the vertebra is partly outside the image: its label reaches the first or last slice")
         warnings.append(f"{prefix}{reasons[-1]}; the mid-vertebral slice is estimated from the visible part.")
-    on_mid = np.argwhere(np.take(in_label, mid, axis=arr_axis))  # in-plane indices, in C order
+    on_mid = np.argwhere(np.take(body, mid, axis=arr_axis))  # in-plane indices, in C order
     centre_kji = np.zeros(3)
     centre_kji[arr_axis] = mid
     centre_kji[in_arr] = on_mid.mean(axis=0)
