@@ -114,6 +114,10 @@ def test_measure_with_a_manual_calibration_and_report(phantom_files, tmp_path, c
         assert r["vbmd_mg_cm3"] == pytest.approx((r["mean_hu"] + 10.0) / 1.25, abs=1e-4)  # (HU - b) / s
         assert r["vbmd_unit"] == "mg/cm3 HA"
     assert doc["calibration"]["kind"] == "manual"
+    # No uncertainty without a fit: every row says so, the document (and terminal) says it once.
+    assert all(r["vbmd_sd"] is None and any("vbmd_sd empty" in w for w in r["warnings"]) for r in doc["rows"])
+    assert sum("vbmd_sd" in w for w in doc["warnings"]) == 1
+    assert sum("vbmd_sd" in line for line in err.splitlines()) == 1
     assert html.exists() and "<html" in html.read_text().lower()
     assert "QCT vBMD" in text
 

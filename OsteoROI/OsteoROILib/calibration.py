@@ -626,7 +626,11 @@ def calibrate_measurement(measurement: Mapping[str, Any], cal: Calibration,
     out = dict(measurement)
     out["rows"] = apply_calibration(measurement["rows"], cal)
     warnings = list(measurement.get("warnings", []))
-    for w in compare_scanner(cal, facts) + [w for r in out["rows"] for w in r.get("warnings", [])]:
+    # A calibration-wide note (no vBMD uncertainty) is stated once for the document; each row keeps it.
+    note = cal.uncertainty_note()
+    wide = [f"vbmd_sd is empty: {note}."] if note else []
+    row_warnings = [w for r in out["rows"] for w in r.get("warnings", []) if not (note and w.endswith(f"vbmd_sd empty: {note}."))]
+    for w in compare_scanner(cal, facts) + wide + row_warnings:
         if w not in warnings:
             warnings.append(w)
     out["warnings"] = warnings
