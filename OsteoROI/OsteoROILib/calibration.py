@@ -44,6 +44,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .jsonfile import read_json
 from .phantoms import METHOD_MINDWAYS, PhantomDefinition, normalize_unit, unit_label
 from .results import json_safe
 
@@ -489,13 +490,7 @@ def save_calibration(cal: Calibration, path: str, overwrite: bool = False) -> st
 
 def load_calibration(path: str) -> Calibration:
     """Read a saved calibration (validated against its schema when jsonschema is installed)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"No such calibration file: {path}.", "Check the path (create one with `osteoroi calibrate`).") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"Cannot read the calibration {path} ({exc}).", "Give a calibration JSON written by OsteoROI.") from None
+    doc = read_json(path, "calibration file", "Give a calibration JSON written by `osteoroi calibrate`.")
     return Calibration.from_dict(doc, path=path)
 
 

@@ -8,27 +8,17 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Mapping
 
 from .errors import InputError
+from .jsonfile import read_json
 
 
 def read_result(path: str, what: str = "result") -> Mapping[str, object]:
     """A measurement result JSON, with a clear error for anything else."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"The {what} file {path} does not exist.",
-                         "Give the JSON written by 'osteoroi measure --json' or 'osteoroi demo'.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read the {what} file {path} ({exc}).", "Check the path and permissions.") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"The {what} file {path} is not valid JSON ({exc.msg}, line {exc.lineno}).",
-                         "Give the JSON written by 'osteoroi measure --json' or 'osteoroi demo'.") from None
+    doc = read_json(path, f"{what} file", "Give the JSON written by 'osteoroi measure --json' or 'osteoroi demo'.")
     from .diagnosis import check_result_doc
 
     try:

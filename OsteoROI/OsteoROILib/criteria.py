@@ -21,11 +21,11 @@ value printed in the table.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from .errors import InputError
+from .jsonfile import read_json
 from .resources import resource_path, resources_dir
 
 FORMAT_ID = "osteoroi-criteria/1"
@@ -202,17 +202,8 @@ def criteria_dir() -> str:
 
 
 def load_criterion_file(path: str) -> Dict[str, object]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"The criteria file {path} does not exist.",
-                         f"Give a built-in name ({', '.join(BUILTIN_FILES)}) or the path of a criteria JSON file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read the criteria file {path} ({exc}).", "Check the path and permissions.") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"The criteria file {path} is not valid JSON ({exc.msg}, line {exc.lineno}).",
-                         "Fix the JSON syntax.") from None
+    doc = read_json(path, "criteria file",
+                    f"Give a built-in name ({', '.join(BUILTIN_FILES)}) or the path of a valid criteria JSON file.")
     crit = validate_criterion(doc, where=os.path.basename(path))
     crit["_file"] = os.path.abspath(path)
     return crit

@@ -7,10 +7,10 @@ placed, or cleared) are skipped.
 """
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Mapping, Sequence
 
 from .errors import InputError
+from .jsonfile import read_json
 
 MARKUPS_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
@@ -42,18 +42,8 @@ def parse_named_point(text: str, option: str, name: str = "name", example: str =
 
 def read_point_list(path: str) -> List[Dict[str, object]]:
     """All defined control points of all point lists in the file: ``[{"label", "ras"}]``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"No such points file: {path}.", "Check the path to the .mrk.json file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read the points file {path} ({exc}).", "Check the file.") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"The points file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).",
-            "Save the point list from Slicer again (File > Save, .mrk.json) or fix the file.",
-        ) from None
+    doc = read_json(path, "points file",
+                    "Check the path, or save the point list from Slicer again (File > Save, .mrk.json).")
     markups = doc.get("markups") if isinstance(doc, dict) else None
     if not isinstance(markups, list) or not markups:
         raise InputError(
