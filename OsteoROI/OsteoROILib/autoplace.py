@@ -481,46 +481,71 @@ class Contour:
 
 def _dp_contour(score: np.ndarray, step_mm: float) -> np.ndarray:
     """Circular dynamic programming: one radius index per ray maximising the summed score minus
-    ``JUMP_COST`` per mm of radius change between neighbours (at most ``MAX_JUMP_MM``).
+    ``JUMP_COST`` per mm of radius change between neighbouring rays (at most ``MAX_JUMP_MM``).
 
-    The rays are run three times round (the middle lap's path is the answer, free of the cut).
-    Each step takes, for every radius, the best predecessor within ``±jump`` indices: the
-    accumulated scores sit in a buffer padded with −inf (radii outside the ray), every offset's
-    penalty is subtracted from it in one contiguous operation, and a strided view lays the
-    candidates out as (radius, offset) without copying — the same numbers, in the same order
-    (so ``argmax`` breaks ties alike), as gathering them index by index."""
+    The rays are run three times round and the middle lap's path is the answer (free of the
+    cut): the path back-traced from the best radius after the third lap.
+
+    Forward pass: each step's accumulated score, for every radius, is its best predecessor's
+    within ``±jump`` indices (minus the jump's penalty) plus the ray's score. The steps' scores
+    sit in one array padded with −inf (radii outside the ray), so a strided view lays out a
+    step's candidates as (offset, radius) without copying and each step is three whole-row
+    operations. Predecessors are the *first* best candidate (by offset, as ``argmax`` breaks
+    ties). During the third lap every radius's ancestor at the end of the second lap is carried
+    along; once all radii share one ancestor (the survivor paths have merged, typically 10–20
+    rays into the lap), the best radius at the end of the third lap — whichever it is — traces
+    back through it, so the rest of the lap cannot change the answer and is not computed. The
+    middle lap is then traced back from that ancestor, comparing the same stored numbers (score
+    minus the same penalties) as the forward pass took the maximum of: the path is the one the
+    full three laps give, bit for bit."""
     n_rays, n_r = score.shape
     jump = max(1, int(round(MAX_JUMP_MM / step_mm)))
     n_off = 2 * jump + 1
     n_steps = 3 * n_rays
-    offsets = np.arange(-jump, jump + 1)
-    penalty = (JUMP_COST * np.abs(offsets) * step_mm)[:, None]
+    end_of_middle = 2 * n_rays - 1
+    penalty = JUMP_COST * np.abs(np.arange(-jump, jump + 1)) * step_mm
     width = n_r + 2 * jump
-    buf = np.full((1, width), -np.inf)
-    acc = buf[0, jump:jump + n_r]
-    acc[...] = score[0]
-    shifted = np.empty((n_off, width))  # shifted[o, j] = buf[j] − penalty[o]
-    item = shifted.itemsize
-    # cand[i, o] = shifted[o, i + o] = acc[i + o − jump] − penalty[o]
-    cand = np.lib.stride_tricks.as_strided(shifted, shape=(n_r, n_off), strides=(item, (width + 1) * item),
-                                           writeable=False)
-    back = np.empty((n_steps, n_r), dtype=np.intp)
-    back[0] = 0
-    cols = np.arange(n_r)
+    acc = np.full((n_steps, width), -np.inf)
+    acc[0, jump:jump + n_r] = score[0]
+    item = acc.itemsize
+    # win[k, o, i] = acc[k, i + o]: step k's accumulated score at radius i + o − jump (−inf outside)
+    win = np.lib.stride_tricks.as_strided(acc, shape=(n_steps, n_off, n_r), strides=(width * item, item, item),
+                                          writeable=False)
+    pen_col = penalty[:, None]
+    cand = np.empty((n_off, n_r))
+    subtract, best_of, add = np.subtract, np.maximum.reduce, np.add
+    to_radius = np.arange(n_r) - jump  # offset index o at radius i → predecessor radius i + o − jump
+    ancestor = np.arange(n_r)  # per radius of the current step: its ancestor at end_of_middle
+    merged = False
+    k = 0
+    rows = list(acc[:, jump:jump + n_r])
+    scores = list(score)
     for k in range(1, n_steps):
-        np.subtract(buf, penalty, out=shifted)
-        a = cand.argmax(axis=1)
-        back[k] = a
-        np.add(cand[cols, a], score[k % n_rays], out=acc)
-    back += cols - jump  # offset index → predecessor's radius index
-    back_rows = back.tolist()
-    p = int(np.argmax(acc))
-    path = [0] * n_steps
+        subtract(win[k - 1], pen_col, out=cand)
+        row = rows[k]
+        best_of(cand, axis=0, out=row)
+        add(row, scores[k % n_rays], out=row)
+        if k > end_of_middle:
+            ancestor = ancestor[cand.argmax(axis=0) + to_radius]
+            if ancestor[0] == ancestor[-1] and (ancestor == ancestor[0]).all():
+                merged = True
+                break
+    p = int(ancestor[0] if merged else ancestor[int(np.argmax(acc[k, jump:jump + n_r]))])
+    table = acc[n_rays:end_of_middle].tolist()  # steps n … 2n − 2, padded: radius r sits at r + jump
+    pen = penalty.tolist()
+    offsets = range(1, n_off)
+    path = [0] * n_rays
     path[-1] = p
-    for k in range(n_steps - 1, 0, -1):
-        p = back_rows[k][p]
-        path[k - 1] = p
-    return np.array(path[n_rays:2 * n_rays], dtype=np.int32)
+    for m in range(n_rays - 1, 0, -1):  # step n + m → its predecessor at step n + m − 1
+        before = table[m - 1]
+        best_o, best = 0, before[p] - pen[0]
+        for o in offsets:
+            c = before[p + o] - pen[o]
+            if c > best:
+                best_o, best = o, c
+        p += best_o - jump
+        path[m - 1] = p
+    return np.array(path, dtype=np.int32)
 
 
 def _cached(box: _Box, plane: np.ndarray, kind: str, key: tuple, compute, keep: tuple = ()):

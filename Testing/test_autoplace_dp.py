@@ -1,0 +1,77 @@
+"""The contour search's circular dynamic programming (``autoplace._dp_contour``) against a plain
+Python oracle written from its specification: rays unrolled three times round, each step taking
+for every radius the best predecessor within ±jump indices (first best on ties, by offset from
+−jump up), the middle lap of the back-traced path being the answer."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from OsteoROILib import autoplace
+from OsteoROILib.autoplace import JUMP_COST, MAX_JUMP_MM, _dp_contour
+
+
+def _oracle(score, step_mm):
+    n_rays, n_r = len(score), len(score[0])
+    jump = max(1, int(round(MAX_JUMP_MM / step_mm)))
+    pen = [JUMP_COST * abs(o) * step_mm for o in range(-jump, jump + 1)]
+    n_steps = 3 * n_rays
+    acc = [list(score[0])]
+    back = [[0] * n_r]
+    for k in range(1, n_steps):
+        prev, row, ptr = acc[-1], [], []
+        for i in range(n_r):
+            best, arg = -math.inf, None
+            for o in range(-jump, jump + 1):
+                j = i + o
+                c = prev[j] - pen[o + jump] if 0 <= j < n_r else -math.inf
+                if arg is None or c > best:
+                    best, arg = c, j
+            row.append(best + score[k % n_rays][i])
+            ptr.append(arg)
+        acc.append(row)
+        back.append(ptr)
+    last = acc[-1]
+    p = max(range(n_r), key=lambda i: (last[i], -i))  # first maximum
+    path = [p]
+    for k in range(n_steps - 1, 0, -1):
+        p = back[k][p]
+        path.append(p)
+    path.reverse()
+    return path[n_rays:2 * n_rays], path, acc
+
+
+def _objective(path, score, step_mm):
+    n_rays = len(score)
+    total = sum(score[k % n_rays][p] for k, p in enumerate(path))
+    return total - sum(JUMP_COST * abs(a - b) * step_mm for a, b in zip(path, path[1:]))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dp_equals_the_plain_oracle(seed):
+    rng = np.random.default_rng(seed)
+    n_rays, n_r = (int(rng.integers(5, 24)), int(rng.integers(3, 30)))
+    score = rng.normal(size=(n_rays, n_r))
+    if seed % 3 == 0:
+        score = rng.integers(0, 3, size=(n_rays, n_r)).astype(float)  # many exact ties (first best wins)
+    if seed % 4 == 1:
+        score[:, : min(2, n_r)] = -1e3  # forbidden radii, as below MIN_RAY_MM
+    step = (0.5, 1.0, 0.25)[seed % 3]
+    got = _dp_contour(score, step)
+    want, full, acc = _oracle(score.tolist(), step)
+    assert got.tolist() == want
+    # the unrolled path is optimal: its objective equals the best accumulated score
+    assert _objective(full, score.tolist(), step) == pytest.approx(max(acc[-1]), abs=1e-9)
+    # and every move stays within the allowed jump
+    jump = max(1, int(round(MAX_JUMP_MM / step)))
+    assert max(abs(a - b) for a, b in zip(full, full[1:])) <= jump
+
+
+def test_dp_on_the_contour_search_sizes_with_ties():
+    """The real sizes (72 rays, 0–40 mm in 0.5 mm steps) with a constant score: every path ties,
+    and the first-best rule must pick the same one as the oracle."""
+    n_r = int(round(autoplace.MAX_RAY_MM / autoplace.RAY_STEP_MM)) + 1
+    for score in (np.zeros((autoplace.N_RAYS, n_r)), np.tile(np.linspace(0, 1, n_r) % 0.3, (autoplace.N_RAYS, 1))):
+        assert _dp_contour(score, autoplace.RAY_STEP_MM).tolist() == _oracle(score.tolist(), autoplace.RAY_STEP_MM)[0]
