@@ -288,8 +288,12 @@ def test_applicability(dicom, user, applicable):
     assert v["value"] == 70.0 and v["bmd_category"] == "osteoporosis"  # the value is always shown
     if applicable:
         assert v["category"] == "osteoporosis"
+        assert v["rule"].endswith("→ osteoporosis")
     else:
         assert v["category"] is None and any("Not categorised" in n for n in v["notes"])
+        # the printed rule must not end in a category the table does not give
+        assert v["rule"].startswith("mean vBMD of L1+L2") and "not categorised" in v["rule"]
+        assert not v["rule"].endswith("→ osteoporosis") and v["decision"].startswith("not categorised")
 
 
 def test_dicom_age_string_and_disagreement_note():

@@ -534,15 +534,18 @@ def evaluate(crit: Mapping[str, object], table, exclusions, patient: Mapping[str
             v["category"], v["category_class"] = FRACTURE_OVERRIDE_LABEL, "osteoporosis"
             v["decision"] += (f"; fragility fracture recorded ({patient['fragility_fracture']}) → "
                               f"{FRACTURE_OVERRIDE_LABEL} whatever the {what} (seed 000 key point i)")
-        v["rule"] = prefix + v["decision"]
         if [f for f in fractures if not f["fragility"]]:
             v["notes"].append("Traumatic fracture(s) at " + ", ".join(f["level"] for f in fractures if not f["fragility"])
                               + ": level excluded, no fragility-fracture rule applied.")
         if not patient["applicable"] and v["category"] is not None:
+            # The printed rule must not end in a category the table does not give.
             v["notes"].append(f"Not categorised (would be: {v['category']}). {patient['applicability_note']}")
+            v["decision"] = (f"not categorised: the criteria do not apply to this patient (the bands alone would give: "
+                             f"{v['decision']})")
             v["category"], v["category_class"] = None, None
         elif not patient["applicable"] and v["status"] == "ok":
             v["notes"].append(patient["applicability_note"])
+        v["rule"] = prefix + v["decision"]
         out.append(v)
     return out
 
