@@ -516,3 +516,25 @@ def test_a_small_second_series_beside_the_ct_is_still_found(tmp_path):
     note = " ".join(vol.notes)
     assert "holds 2 series" in note and other_uid in note
     assert {s.uid for s in dicom.list_dicom_series(str(tmp_path))} == {ct_uid, other_uid}
+
+
+@pytest.mark.parametrize("slopes", [None, (1.0, 2.0)])
+def test_one_pass_read_equals_the_careful_path(tmp_path, slopes):
+    """The one-pass read (per-slice tags from the pixel read, the other tags only of the reported
+    slices) gives the same volume, facts and notes as reading every file's full header first."""
+    stored = stored_values(9, 16, 12, seed=31)
+    tilt = math.radians(7.0)
+    stack = 1.5 * np.array([0.0, math.sin(tilt), math.cos(tilt)])
+    write_series(tmp_path, stored, stack=stack, origin=(2.0, -3.0, 40.0), tags={"GantryDetectorTilt": "7"},
+                 slopes=None if slopes is None else [slopes[k % 2] for k in range(9)])
+    one_pass = dicom.read_dicom_directory(str(tmp_path))
+    (series,), _ = dicom._find_series(str(tmp_path))
+    notes = [f"DICOM: read {series.label()}."]
+    plan = dicom._plan_series(series, [(f, dicom._read_header(f)) for f in series.files], notes)
+    careful = dicom._finish_series(series, str(tmp_path), plan, dicom._execute_series(plan), notes)
+    assert one_pass.array.dtype == careful.array.dtype
+    np.testing.assert_array_equal(one_pass.array, careful.array)
+    assert one_pass.ijk_to_ras.tobytes() == careful.ijk_to_ras.tobytes()
+    assert one_pass.facts == careful.facts and one_pass.notes == careful.notes
+    assert any("GantryDetectorTilt 7°" in n for n in one_pass.notes)
+    assert one_pass.facts["kvp"] == 120.0 and ("rescale_slope" in one_pass.facts) == (slopes is None)

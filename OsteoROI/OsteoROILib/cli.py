@@ -274,9 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PARSER: List[argparse.ArgumentParser] = []
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command's parser, built once per process (building it costs a few ms of argparse/gettext)."""
+    if not _PARSER:
+        _PARSER.append(build_parser())
+    return _PARSER[0]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except OsteoROIError as exc:

@@ -25,10 +25,11 @@ non-image DICOM objects that SimpleITK cannot open.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -69,6 +70,9 @@ _HEADER_TAGS = sorted(
     | {TAG_IMAGE_TYPE, TAG_SOP_INSTANCE_UID, TAG_SERIES_NUMBER, TAG_IPP, TAG_IOP, TAG_ROWS, TAG_COLUMNS,
        TAG_FRAMES, TAG_GANTRY_TILT, TAG_PIXEL_SPACING}
 )
+#: The tags the slice checks read from every slice (``_plan_series``); the others of ``_HEADER_TAGS``
+#: are read only from the slices whose facts, pixel spacing or tilt are reported.
+_SLICE_TAGS = (TAG_SOP_INSTANCE_UID, TAG_IPP, TAG_IOP, TAG_ROWS, TAG_COLUMNS, "0028|1053", "0028|1052")
 
 #: A series with fewer images than this is not a CT volume (localizers have 1–2, dose reports 1).
 MIN_VOLUME_IMAGES = 3
@@ -435,13 +439,19 @@ def _to_float(text: str) -> Optional[float]:
 
 
 def _floats(text: Optional[str]) -> Optional[np.ndarray]:
+    values = _float_list(text)
+    return None if values is None else np.array(values, dtype=float)
+
+
+def _float_list(text: Optional[str]) -> Optional[List[float]]:
+    """The backslash-separated numbers of a DICOM multi-value string; None if absent, unparsable or not finite."""
     if not text:
         return None
     try:
-        values = np.array([float(v) for v in _clean(text).split("\\") if v.strip()], dtype=float)
+        values = [float(v) for v in _clean(text).split("\\") if v.strip()]
     except ValueError:
         return None
-    return values if np.all(np.isfinite(values)) else None
+    return values if all(map(math.isfinite, values)) else None
 
 
 def _read_header(path: str) -> Optional[Dict[str, str]]:
@@ -498,9 +508,14 @@ class _Slice:
     header: Dict[str, str]
     position: Optional[np.ndarray]  # IPP, LPS mm
     orientation: Optional[np.ndarray]  # IOP, 6 direction cosines (LPS)
+    index: int = -1  # place in the header list given to _plan_series
 
 
 def _orientation_groups(slices: List[_Slice]) -> List[List[_Slice]]:
+    """Slices grouped by matrix size and orientation (within ``ORIENTATION_TOLERANCE`` of each
+    group's first slice), largest group first."""
+    if _all_like_first(slices):
+        return [list(slices)]  # the loop below would put every slice into the first slice's group
     groups: List[List[_Slice]] = []
     for s in slices:
         for g in groups:
@@ -518,6 +533,20 @@ def _orientation_groups(slices: List[_Slice]) -> List[List[_Slice]]:
             groups.append([s])
     groups.sort(key=len, reverse=True)
     return groups
+
+
+def _all_like_first(slices: List[_Slice]) -> bool:
+    """True when every slice has the first slice's matrix size and orientation (the usual series)."""
+    if not slices:
+        return False
+    ref = slices[0]
+    size = (ref.header.get(TAG_ROWS), ref.header.get(TAG_COLUMNS))
+    if any((s.header.get(TAG_ROWS), s.header.get(TAG_COLUMNS)) != size for s in slices):
+        return False
+    if any(s.orientation is None for s in slices):
+        return all(s.orientation is None for s in slices)
+    cosines = np.array([s.orientation for s in slices])
+    return bool(np.max(np.abs(cosines - ref.orientation)) <= ORIENTATION_TOLERANCE)
 
 
 def _read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
@@ -569,31 +598,44 @@ def _read_series_in_one_pass(series: DicomSeries, path: str, notes: List[str]) -
             image = reader.Execute()
     except RuntimeError:
         return None  # e.g. a truncated file or one of another size: the careful path says which
+    # Every slice's checked tags now; the other tags only of the slices whose facts are reported
+    # (``complete``): the same header a slice would have with all of _HEADER_TAGS read.
     headers: List[Tuple[str, Optional[Dict[str, str]]]] = []
+    all_keys: List[Tuple[str, ...]] = []
     for index, f in enumerate(files):
         try:
-            keys = set(reader.GetMetaDataKeys(index))
+            keys = tuple(reader.GetMetaDataKeys(index))
         except RuntimeError:
             return None
-        header: Dict[str, str] = {}
-        for tag in _HEADER_TAGS:
-            if tag in keys:
-                try:
-                    header[tag] = reader.GetMetaData(index, tag)
-                except (RuntimeError, UnicodeDecodeError):
-                    continue
-        headers.append((f, header))
-    del reader
+        all_keys.append(keys)
+        headers.append((f, _tags_of_slice(reader, index, keys, _SLICE_TAGS)))
+
+    def complete(index: int) -> Dict[str, str]:
+        return _tags_of_slice(reader, index, all_keys[index], _HEADER_TAGS)
+
     mark = len(notes)
     try:
-        plan = _plan_series(series, headers, notes)
+        plan = _plan_series(series, headers, notes, complete)
     except InputError:
         del notes[mark:]
         raise
+    reader = None  # its slices' tags are no longer needed
     if plan.files != files or (plan.float_voxels and image.GetPixelID() != sitk.sitkFloat32):
         del image  # read again from the chosen files, in slice order (never two volumes at once)
         image = _execute_series(plan)
     return _finish_series(series, path, plan, image, notes)
+
+
+def _tags_of_slice(reader, index: int, keys: Sequence[str], tags: Sequence[str]) -> Dict[str, str]:
+    """``tags`` of slice ``index`` of an ``ImageSeriesReader`` run (those among ``keys``, readable)."""
+    header: Dict[str, str] = {}
+    for tag in tags:
+        if tag in keys:
+            try:
+                header[tag] = reader.GetMetaData(index, tag)
+            except (RuntimeError, UnicodeDecodeError):
+                continue
+    return header
 
 
 @dataclass
@@ -610,13 +652,17 @@ class _SeriesPlan:
 
 
 def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict[str, str]]]],
-                 notes: List[str]) -> _SeriesPlan:
-    """Check the slices' headers (duplicates, orientation, positions, spacing, tilt, rescale)."""
+                 notes: List[str], complete: Optional[Callable[[int], Dict[str, str]]] = None) -> _SeriesPlan:
+    """Check the slices' headers (duplicates, orientation, positions, spacing, tilt, rescale).
+
+    ``headers`` hold at least ``_SLICE_TAGS``; when they hold only those, ``complete(index)`` gives
+    header ``index`` with all of ``_HEADER_TAGS`` (read for the slices whose other tags are reported).
+    """
     slices: List[_Slice] = []
     unreadable = 0
     seen_sop = set()
     duplicates = 0
-    for f, header in headers:
+    for index, (f, header) in enumerate(headers):
         if header is None:
             unreadable += 1
             continue
@@ -625,10 +671,10 @@ def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict
             duplicates += 1
             continue
         seen_sop.add(sop)
-        iop = _floats(header.get(TAG_IOP))
-        ipp = _floats(header.get(TAG_IPP))
-        slices.append(_Slice(f, header, ipp if ipp is not None and ipp.size == 3 else None,
-                             iop if iop is not None and iop.size == 6 else None))
+        iop = _float_list(header.get(TAG_IOP))
+        ipp = _float_list(header.get(TAG_IPP))
+        slices.append(_Slice(f, header, np.array(ipp, dtype=float) if ipp is not None and len(ipp) == 3 else None,
+                             np.array(iop, dtype=float) if iop is not None and len(iop) == 6 else None, index))
     if unreadable:
         notes.append(f"DICOM: {unreadable} file(s) of the series could not be read and were left out.")
     if duplicates:
@@ -647,8 +693,14 @@ def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict
             f"{len(slices)} main images (e.g. a localizer stored in the same series) and were left out."
         )
 
+    def completed(s: _Slice) -> _Slice:
+        if complete is not None and s.index >= 0:
+            s.header = complete(s.index)
+            s.index = -1  # complete now
+        return s
+
     label = series.label()
-    facts = facts_from_header(slices[0].header)
+    facts = facts_from_header(completed(slices[0]).header)
     # GDCM reads a zero PixelSpacing as 1 mm and a negative one as its absolute value: areas
     # and volumes would be silently wrong, so refuse the series.
     pixel_spacing = _floats(slices[0].header.get(TAG_PIXEL_SPACING))
@@ -677,8 +729,10 @@ def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict
                 "Fix or re-export the series; its orientation header is corrupt.",
             )
         normal_lps = normal_lps / np.linalg.norm(normal_lps)
-        slices.sort(key=lambda s: float(s.position @ normal_lps))
-        positions = np.array([float(s.position @ normal_lps) for s in slices])
+        along = [float(s.position @ normal_lps) for s in slices]
+        order = sorted(range(len(slices)), key=along.__getitem__)  # stable, as slices.sort(key=...)
+        slices = [slices[i] for i in order]
+        positions = np.array([along[i] for i in order])
         steps = np.diff(positions)
         if np.any(steps <= POSITION_TOLERANCE_MM):
             same = int(np.count_nonzero(steps <= POSITION_TOLERANCE_MM))
@@ -688,14 +742,15 @@ def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict
                 "Export each acquisition/phase into its own folder (or split the series in 3D Slicer's DICOM "
                 "browser) and give the folder of one of them.",
             )
+        completed(slices[0])  # its GantryDetectorTilt is reported
         _check_tilt(slices, normal_lps, label, notes)
 
     files = [s.path for s in slices]
     if len(files) == 1:
         notes.append("DICOM: the series is a single (multi-frame) file; its slice geometry is taken from the "
                      "file's header as interpreted by GDCM. Check the slice spacing before measuring.")
-    slopes = {_to_float(s.header.get("0028|1053", "1")) for s in slices}
-    intercepts = {_to_float(s.header.get("0028|1052", "0")) for s in slices}
+    slopes = {_to_float(t) for t in {s.header.get("0028|1053", "1") for s in slices}}
+    intercepts = {_to_float(t) for t in {s.header.get("0028|1052", "0") for s in slices}}
     float_voxels = len(slopes) > 1 or len(intercepts) > 1
     if float_voxels:
         notes.append("DICOM: RescaleSlope/RescaleIntercept differ between slices; each slice was converted to "

@@ -198,28 +198,28 @@ def roi_voxels(shape: RoiShape, ijk_to_ras: np.ndarray, dimensions) -> VoxelSet:
     """
     m = np.asarray(ijk_to_ras, dtype=float)
     lo, hi = bounding_box_ijk(shape, m)
-    if np.any(hi < lo):
+    (i0, j0, k0), (i1, j1, k1) = lo.tolist(), hi.tolist()
+    if i1 < i0 or j1 < j0 or k1 < k0:
         empty = np.zeros(0, dtype=np.intp)
         return VoxelSet(empty, empty, empty, 0)
     # ROI-frame coordinate of voxel (i, j, k): s = R @ (M3 @ ijk + t - c) = A @ ijk + o.
     frame = np.array([shape.axis_u, shape.axis_v, _cross(shape.axis_u, shape.axis_v)])
     a = frame @ m[:3, :3]
     o = frame @ (m[:3, 3] - np.asarray(shape.center))
-    ii = np.arange(lo[0], hi[0] + 1, dtype=float)
-    jj = np.arange(lo[1], hi[1] + 1, dtype=float)
-    kk = np.arange(lo[2], hi[2] + 1, dtype=float)
-    # Broadcast over a [k, j, i] grid.
-    coords = [
-        a[r, 0] * ii[None, None, :] + a[r, 1] * jj[None, :, None] + a[r, 2] * kk[:, None, None] + o[r]
-        for r in range(3)
-    ]
-    mask = inside_mask(shape, *coords)
+    ii = np.arange(i0, i1 + 1, dtype=float)
+    jj = np.arange(j0, j1 + 1, dtype=float)
+    kk = np.arange(k0, k1 + 1, dtype=float)
+    # Broadcast over a [r, k, j, i] grid, all three frame coordinates r at once:
+    # s[r] = ((a[r, 0]·i + a[r, 1]·j) + a[r, 2]·k) + o[r], the same operations in the same order per voxel.
+    coords = ((a[:, 0, None] * ii)[:, None, None, :] + (a[:, 1, None] * jj)[:, None, :, None]
+              + (a[:, 2, None] * kk)[:, :, None, None]) + o[:, None, None, None]
+    mask = inside_mask(shape, coords[0], coords[1], coords[2])
     kx, jx, ix = (np.asarray(x, dtype=np.intp) for x in np.nonzero(mask))
-    kx += lo[2]
-    jx += lo[1]
-    ix += lo[0]
+    kx += k0
+    jx += j0
+    ix += i0
     ni, nj, nk = (int(d) for d in dimensions)
-    if lo.min() >= 0 and hi[0] < ni and hi[1] < nj and hi[2] < nk:
+    if min(i0, j0, k0) >= 0 and i1 < ni and j1 < nj and k1 < nk:
         return VoxelSet(kx, jx, ix, 0)  # the whole box lies inside the image: nothing to clip
     valid = (ix >= 0) & (ix < ni) & (jx >= 0) & (jx < nj) & (kx >= 0) & (kx < nk)
     n_outside = int(valid.size - np.count_nonzero(valid))

@@ -46,6 +46,18 @@ ROW_COLUMNS = ("level", "shape") + STAT_KEYS + (
 def json_safe(value, digits: Optional[int] = None):
     """Plain JSON values: mappings and sequences (incl. numpy arrays) recursively, numpy scalars to
     Python, non-finite floats to None (never NaN in a file), floats rounded to ``digits`` if given."""
+    kind = type(value)
+    # Fast paths for the built-in types a document is made of (the same results as the general rules below).
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            return None
+        return round(value, digits) if digits is not None else value
+    if kind is dict:
+        return {str(k): json_safe(v, digits) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [json_safe(v, digits) for v in value]
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
