@@ -41,6 +41,24 @@ ZONES = {"right": "A", "front": "B", "left": "C"}
 
 IntervalFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
+_ARANGE: Dict[int, np.ndarray] = {}
+
+
+def _linspace(start: float, stop: float, num: int) -> np.ndarray:
+    """``np.linspace(start, stop, num)`` for floats, without its call overhead: the same
+    arithmetic (``arange(num)·((stop − start)/(num − 1)) + start``, last sample = ``stop``)."""
+    start, stop = float(start), float(stop)
+    step = (stop - start) / (num - 1) if num > 1 else 0.0
+    if num < 2 or step == 0 or not np.isfinite(step):
+        return np.linspace(start, stop, num)
+    base = _ARANGE.get(num)
+    if base is None:
+        base = _ARANGE[num] = np.arange(0, num, dtype=float)
+    y = base * step
+    y += start
+    y[-1] = stop
+    return y
+
 
 @dataclass
 class BodyOutline:
@@ -137,16 +155,23 @@ def polygon_intervals(poly: np.ndarray) -> IntervalFn:
     """AP extent of a closed polygon (columns s, t) on lines of constant t.
 
     Takes the lowest and highest crossing, i.e. assumes the region is convex along s (true of
-    a vertebral body's trabecular region on an axial slice).
+    a vertebral body's trabecular region on an axial slice). A line at ``t`` crosses edge
+    ``(s0, t0) → (s1, t1)`` when ``min(t0, t1) ≤ t ≤ max(t0, t1)`` (edges along t excluded), at
+    ``s = s0 + (t − t0)/(t1 − t0)·(s1 − s0)``; ``f(t)`` is NaN where no edge is crossed.
+
+    Each edge is evaluated only on the lines it spans (found by binary search in the sorted t),
+    not on every (t, edge) pair: a convex contour gives about two crossings per line.
     """
     p = np.asarray(poly, dtype=float)
     s0, t0 = p[:, 0], p[:, 1]
     s1, t1 = np.roll(s0, -1), np.roll(t0, -1)
+    lo_t, hi_t = np.minimum(t0, t1), np.maximum(t0, t1)
+    edges = np.nonzero(hi_t > lo_t)[0]
+    e_lo, e_hi = lo_t[edges], hi_t[edges]
+    e_s0, e_t0, e_ds, e_dt = s0[edges], t0[edges], (s1 - s0)[edges], (t1 - t0)[edges]
 
-    def f(t):
-        t = np.atleast_1d(np.asarray(t, dtype=float))
+    def dense(t):
         tt = t[:, None]
-        lo_t, hi_t = np.minimum(t0, t1), np.maximum(t0, t1)
         cross = (tt >= lo_t) & (tt <= hi_t) & (hi_t > lo_t)
         with np.errstate(invalid="ignore", divide="ignore"):
             frac = (tt - t0) / (t1 - t0)
@@ -158,6 +183,33 @@ def polygon_intervals(poly: np.ndarray) -> IntervalFn:
         none = ~cross.any(axis=1)
         smin[none] = np.nan
         smax[none] = np.nan
+        return smin, smax
+
+    def f(t):
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        if t.ndim != 1:
+            return dense(t)
+        order = np.argsort(t, kind="stable")
+        ts = t[order]
+        first = np.searchsorted(ts, e_lo, "left")  # lines with e_lo <= t <= e_hi: ts[first:last]
+        count = np.searchsorted(ts, e_hi, "right") - first
+        count = np.maximum(count, 0)
+        total = int(count.sum())
+        smin = np.full(t.shape, np.inf)
+        smax = np.full(t.shape, -np.inf)
+        hit = np.zeros(t.shape, dtype=bool)
+        if total:
+            e = np.repeat(np.arange(edges.size), count)
+            pos = np.arange(total) + np.repeat(first - (np.cumsum(count) - count), count)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = (ts[pos] - e_t0[e]) / e_dt[e]
+                s = e_s0[e] + frac * e_ds[e]
+            k = order[pos]
+            np.fmin.at(smin, k, s)
+            np.fmax.at(smax, k, s)
+            hit[k] = True
+        smin[~hit] = np.nan
+        smax[~hit] = np.nan
         return smin, smax
 
     return f
@@ -188,44 +240,103 @@ def _region(outline: BodyOutline, margin_mm: float = 0.0) -> IntervalFn:
     return f
 
 
-def _tabulated(region: IntervalFn, limit: float, n: int = 4001) -> IntervalFn:
+class _Tabulated:
     """The region sampled once on a fine t-grid and linearly interpolated afterwards.
 
     Linear interpolation of a region that is convex along t under-estimates ``hi`` and
     over-estimates ``lo``, and a t between a valid and an invalid sample is treated as outside:
     the tabulated region lies inside the true one, so ROIs fitted to it stay inside too.
-    """
-    grid = np.linspace(-limit, limit, n)
-    lo_g, hi_g = region(grid)
-    valid = np.isfinite(lo_g) & np.isfinite(hi_g)
-    lo_f = np.where(valid, lo_g, 0.0)
-    hi_f = np.where(valid, hi_g, 0.0)
-    # Both ends of each grid interval valid; the interval's two samples side by side.
-    pair_valid = valid[:-1] & valid[1:]
-    lo_pairs = np.stack([lo_f[:-1], lo_f[1:]], axis=1)
-    hi_pairs = np.stack([hi_f[:-1], hi_f[1:]], axis=1)
-    step = grid[1] - grid[0]
 
-    def f(t):
+    Calling it gives ``(lo, hi)`` at t: on grid interval ``i0 = ⌊x⌋`` (``x = (t + limit)/step``,
+    clipped to the last interval) with ``w = x − i0``, ``lo = lo[i0]·(1 − w) + lo[i0+1]·w``
+    (``hi`` likewise), NaN outside the grid or where either sample of the interval is invalid.
+    In range, the interval's left samples are stored as NaN where the interval is invalid, so
+    NaN propagates through the same arithmetic without a mask; ``hi`` is stored negated so that
+    :func:`_largest_p` gets ``lo`` and ``−hi`` in one array (negation is exact, and rounding
+    is symmetric, so ``−hi`` comes out as the exact negative of ``hi``).
+    """
+
+    def __init__(self, region: IntervalFn, limit: float, n: int = 4001):
+        grid = _linspace(-limit, limit, n)
+        lo_g, hi_g = region(grid)
+        valid = np.isfinite(lo_g) & np.isfinite(hi_g)
+        self.limit, self.n, self.grid = limit, n, grid
+        self.step = float(grid[1] - grid[0])
+        self.lo_g, self.hi_g, self.valid = lo_g, hi_g, valid
+        self.pair_valid = pair_valid = valid[:-1] & valid[1:]  # both ends of each grid interval valid
+        lo_neg_hi = np.stack([lo_g, -hi_g])
+        self._left = np.where(pair_valid, lo_neg_hi[:, :-1], np.nan)
+        self._right = np.ascontiguousarray(lo_neg_hi[:, 1:])
+        self._pairs = None
+
+    def _x(self, t: np.ndarray) -> np.ndarray:
+        return (t + self.limit) / self.step
+
+    def in_range(self, t_abs_max: float) -> bool:
+        """Whether every |t| ≤ ``t_abs_max`` lies strictly inside the grid's interpolation range
+        (the rounded ``x`` is monotone in t, so checking the two ends suffices)."""
+        lo_x = (-float(t_abs_max) + self.limit) / self.step  # the same float64 arithmetic as _x
+        hi_x = (float(t_abs_max) + self.limit) / self.step
+        return bool(lo_x >= 0 and hi_x < self.n - 1)
+
+    def lo_neg_hi(self, t: np.ndarray, in_range: bool = False) -> np.ndarray:
+        """``[lo, −hi]`` at t (shape ``(2,) + t.shape``); ``in_range``: the caller checked :meth:`in_range`."""
         t = np.asarray(t, dtype=float)
-        x = (t + limit) / step
+        x = self._x(t)
+        if not in_range:
+            in_range = t.ndim >= 1 and t.size > 0 and bool(x.min() >= 0) and bool(x.max() < self.n - 1)
+        if in_range:
+            fl = np.floor(x)
+            i0 = fl.astype(np.intp)
+            w = x - fl  # == x − i0: fl holds the same (exactly representable) integers
+            return self._left.take(i0, axis=1) * (1 - w) + self._right.take(i0, axis=1) * w
+        lo, hi = self._general(x)
+        return np.stack([lo, -hi])
+
+    def __call__(self, t):
+        t = np.asarray(t, dtype=float)
+        if t.ndim >= 1 and t.size > 0:
+            both = self.lo_neg_hi(t)
+            return both[0], -both[1]
+        return self._general(self._x(t))
+
+    def _general(self, x: np.ndarray):
+        n = self.n
+        if self._pairs is None:
+            lo_f = np.where(self.valid, self.lo_g, 0.0)
+            hi_f = np.where(self.valid, self.hi_g, 0.0)
+            self._pairs = (np.stack([lo_f[:-1], lo_f[1:]], axis=1), np.stack([hi_f[:-1], hi_f[1:]], axis=1))
+        lo_pairs, hi_pairs = self._pairs
         i0 = np.clip(np.floor(x), 0, n - 2).astype(np.intp)
         w = x - i0
-        ok = (x >= 0) & (x <= n - 1) & pair_valid.take(i0, mode="clip")
+        ok = (x >= 0) & (x <= n - 1) & self.pair_valid.take(i0, mode="clip")
         lo2 = lo_pairs.take(i0, axis=0, mode="clip")
         hi2 = hi_pairs.take(i0, axis=0, mode="clip")
         lo = lo2[..., 0] * (1 - w) + lo2[..., 1] * w
         hi = hi2[..., 0] * (1 - w) + hi2[..., 1] * w
         return np.where(ok, lo, np.nan), np.where(ok, hi, np.nan)
 
-    return f
+    def finite_at(self, t: np.ndarray) -> np.ndarray:
+        """``isfinite(lo) & isfinite(hi)`` of ``self(t)``, without the interpolation."""
+        x = self._x(np.asarray(t, dtype=float))
+        i0 = np.clip(np.floor(x), 0, self.n - 2).astype(np.intp)
+        return (x >= 0) & (x <= self.n - 1) & self.pair_valid.take(i0, mode="clip")
+
+
+def _tabulated(region: IntervalFn, limit: float, n: int = 4001) -> IntervalFn:
+    """The region sampled once on a fine t-grid and linearly interpolated afterwards (:class:`_Tabulated`)."""
+    return _Tabulated(region, limit, n)
 
 
 def _lateral_extent(region: IntervalFn, limit: float) -> Tuple[float, float]:
     """Patient-right and patient-left extent (both ≥ 0) of the region along t."""
-    t = np.linspace(-limit, limit, 4001)
-    lo, hi = region(t)
-    ok = np.isfinite(lo) & np.isfinite(hi)
+    if isinstance(region, _Tabulated) and region.limit == limit and region.n == 4001:
+        t = region.grid  # the same linspace
+        ok = region.finite_at(t)
+    else:
+        t = _linspace(-limit, limit, 4001)
+        lo, hi = region(t)
+        ok = np.isfinite(lo) & np.isfinite(hi)
     if not ok.any():
         raise PlacementError(
             "The anterior two thirds of the body outline hold no trabecular bone.",
@@ -243,7 +354,7 @@ def _lateral_extent(region: IntervalFn, limit: float) -> Tuple[float, float]:
 
 def _band_rectangle(region: IntervalFn, t_a: float, t_b: float, n: int = 161) -> Optional[Tuple[float, float]]:
     """AP range (lo, hi) of the largest rectangle in the region spanning t ∈ [t_a, t_b]."""
-    t = np.linspace(t_a, t_b, n)
+    t = _linspace(t_a, t_b, n)
     lo, hi = region(t)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         return None
@@ -259,7 +370,7 @@ def _largest_side_rectangle(region: IntervalFn, t_in: float, t_out_max: float, s
     The region is sampled once from ``t_in`` outward; the running maximum of ``lo`` and minimum of
     ``hi`` give the AP range of every candidate outer edge at once.
     """
-    t = np.linspace(t_in, t_out_max, n)
+    t = _linspace(t_in, t_out_max, n)
     lo, hi = region(sign * t)
     finite = np.isfinite(lo) & np.isfinite(hi)
     if not finite[0]:
@@ -282,6 +393,10 @@ _ELLIPSE_COS = np.cos(_ELLIPSE_PHI)
 _ELLIPSE_SIN = np.sin(_ELLIPSE_PHI)
 _ELLIPSE_POS = _ELLIPSE_COS > 1e-12
 _ELLIPSE_HALF_SEC = 0.5 / _ELLIPSE_COS[_ELLIPSE_POS]
+_POS_IDX = np.nonzero(_ELLIPSE_POS)[0]
+#: The samples with cos φ > 0 as a slice (all but φ = ±π/2), or the boolean mask if not contiguous.
+_ELLIPSE_POS_SLICE = (slice(int(_POS_IDX[0]), int(_POS_IDX[-1]) + 1)
+                      if _POS_IDX.size and np.all(np.diff(_POS_IDX) == 1) else _ELLIPSE_POS)
 
 
 def _largest_p(lo: np.ndarray, hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -297,29 +412,56 @@ def _largest_p(lo: np.ndarray, hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     of the root that also caps every step. Rows with a non-finite limit or a negative gap
     ``hi_j − lo_i`` (no ellipse fits at all) get p = −1.
     """
+    lo = np.asarray(lo, dtype=float)
+    hi = np.asarray(hi, dtype=float)
+    return _largest_p_stacked(np.stack([lo, -hi]))
+
+
+def _largest_p_stacked(lnh: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_largest_p` of ``lnh = [lo, −hi]`` (shape (2, m, n)).
+
+    With ``−hi`` beside ``lo``, one ``lnh + c·p`` gives ``lo + c·p`` and ``−(hi − c·p)`` (IEEE
+    rounding is symmetric, so the negated terms are exact negatives of ``hi − c·p`` etc.) and one
+    argmax gives both ``argmax(lo + c·p)`` and ``argmin(hi − c·p)`` (first index on ties, as
+    argmin). Every row runs the same Newton iteration as before, bit for bit: an inactive row
+    takes a zero step, which leaves its p unchanged.
+    """
     c = _ELLIPSE_COS
-    finite = np.isfinite(lo + hi).all(axis=1)
-    if not finite.all():
+    m, n = lnh.shape[1], lnh.shape[2]
+    absmax = np.abs(lnh).max(axis=(1, 2)) if m else np.zeros(2)  # [max|lo|, max|hi|]
+    if not (np.isfinite(absmax).all() and absmax.max() < 1e300):  # a NaN/inf row (or lo + hi could overflow)
+        lo, hi = lnh[0], -lnh[1]
+        finite = np.isfinite(lo + hi).all(axis=1)
         lo = np.where(finite[:, None], lo, 0.0)
         hi = np.where(finite[:, None], hi, 0.0)
-    ok = finite & (hi.min(axis=1) >= lo.max(axis=1))  # G(0) ≥ 0: every gap non-negative
-    cap = np.where(ok, np.maximum(((hi[:, _ELLIPSE_POS] - lo[:, _ELLIPSE_POS]) * _ELLIPSE_HALF_SEC).min(axis=1), 0.0),
-                   0.0)
+        lnh = np.stack([lo, -hi])
+        absmax = np.abs(lnh).max(axis=(1, 2)) if m else np.zeros(2)
+    else:
+        finite = None
+    row_max = lnh.max(axis=2)  # [max lo, −min hi]
+    ok = row_max[1] <= -row_max[0]  # min hi ≥ max lo: G(0) ≥ 0, every gap non-negative
+    if finite is not None:
+        ok &= finite
+    # the diagonal pairs' bound: min over cos φ > 0 of (hi − lo)/(2 cos φ); −(lo + (−hi)) == hi − lo
+    sl = _ELLIPSE_POS_SLICE
+    neg_gap = (lnh[0][:, sl] + lnh[1][:, sl]) * _ELLIPSE_HALF_SEC
+    cap = np.where(ok, np.maximum(-neg_gap.max(axis=1), 0.0), 0.0)
+    tol = 1e-12 * (1.0 + float(absmax[1]) + float(absmax[0]))
+    tol_row = np.where(ok, tol, np.inf)  # rows that fit nothing never step
+    flat_base = np.arange(2 * m) * n
     p = cap
-    rows = np.arange(lo.shape[0])
-    tol = 1e-12 * (1.0 + float(np.abs(hi).max()) + float(np.abs(lo).max()))
     for _ in range(200):
-        low = lo + p[:, None] * c
-        high = hi - p[:, None] * c
-        i = low.argmax(axis=1)
-        j = high.argmin(axis=1)
-        g = high[rows, j] - low[rows, i]
-        active = ok & (np.abs(g) > tol)
+        v = lnh + np.multiply.outer(p, c)  # [lo + c·p, −(hi − c·p)]
+        k = v.argmax(axis=2)  # [argmax(lo + c·p), argmin(hi − c·p)]
+        vk = v.take(k.ravel() + flat_base).reshape(2, m)  # [max(lo + c·p), −min(hi − c·p)]
+        neg_g = vk[0] + vk[1]  # −G(p)
+        active = np.abs(neg_g) > tol_row
         if not active.any():
             break
-        step = g / np.maximum(c[i] + c[j], 1e-12)
-        p = np.where(active, np.clip(p + step, 0.0, cap), p)
-    s0 = 0.5 * (low.max(axis=1) + high.min(axis=1))
+        ck = c.take(k)
+        # p + G/(c_i + c_j) with G = 0 on the inactive rows: exactly the old p there
+        p = np.minimum(np.maximum(p - (neg_g * active) / np.maximum(ck[0] + ck[1], 1e-12), 0.0), cap)
+    s0 = 0.5 * (vk[0] - vk[1])  # (max(lo + c·p) + min(hi − c·p)) / 2
     return np.where(ok, p, -1.0), s0
 
 
@@ -334,13 +476,19 @@ def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, 
     Every step is vectorised over q.
     """
 
+    tabulated = isinstance(region, _Tabulated)
+
     def evaluate(qs):
         ts = np.multiply.outer(qs, _ELLIPSE_SIN)
-        lo, hi = region(ts.ravel())
-        p, s0 = _largest_p(lo.reshape(ts.shape), hi.reshape(ts.shape))
+        if tabulated:  # |q·sin φ| ≤ max q: one range check for the whole batch
+            lnh = region.lo_neg_hi(ts, in_range=region.in_range(float(np.abs(qs).max())))
+        else:
+            lo, hi = region(ts.ravel())
+            lnh = np.stack([lo.reshape(ts.shape), -hi.reshape(ts.shape)])
+        p, s0 = _largest_p_stacked(lnh)
         return np.where(p > 0, p * qs, -1.0), p, s0
 
-    qs = np.linspace(t_max / 32, t_max, 32)
+    qs = _linspace(t_max / 32, t_max, 32)
     area, p, s0 = evaluate(qs)
     k = int(np.argmax(area))
     if area[k] <= 0:
@@ -351,7 +499,7 @@ def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, 
         a, b = qs[k_a], qs[k_b]
         if b - a <= 1e-6 * t_max:
             break
-        qs = np.linspace(a, b, 17)
+        qs = _linspace(a, b, 17)
         area, p, s0 = evaluate(qs)
         k = int(np.argmax(area))
         if area[k] > best[0]:
@@ -402,10 +550,10 @@ def build_roi_family(
         r = diameter / 2.0
         s_c = s_d + r
         # Does the circle stay inside the trabecular region? (It may not on a narrow body.)
-        phi = np.linspace(-np.pi / 2, np.pi / 2, 151)
-        lo, hi = region(r * np.sin(phi))
+        cos, sin = _ELLIPSE_COS, _ELLIPSE_SIN  # np.cos/np.sin of linspace(−π/2, π/2, 151)
+        lo, hi = region(r * sin)
         if np.all(np.isfinite(hi)) and np.all(np.isfinite(lo)):
-            excess = float(max(np.max(s_c + r * np.cos(phi) - hi), np.max(lo - (s_c - r * np.cos(phi))), 0.0))
+            excess = float(max(np.max(s_c + r * cos - hi), np.max(lo - (s_c - r * cos)), 0.0))
         else:
             excess = float("inf")
         if excess > ROUND_EXCESS_TOLERANCE_MM:
