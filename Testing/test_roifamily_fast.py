@@ -75,7 +75,8 @@ def _reference_polygon_intervals(poly: np.ndarray) -> IntervalFn:
         cross = (tt >= lo_t) & (tt <= hi_t) & (hi_t > lo_t)
         with np.errstate(invalid="ignore", divide="ignore"):
             frac = (tt - t0) / (t1 - t0)
-        s = s0 + frac * (s1 - s0)
+        with np.errstate(invalid="ignore"):  # (the old code warned on ±inf lines; same values)
+            s = s0 + frac * (s1 - s0)
         s = np.where(cross, s, np.nan)
         with np.errstate(invalid="ignore"):
             smin = np.nanmin(np.where(cross, s, np.inf), axis=1)
