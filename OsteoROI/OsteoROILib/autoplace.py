@@ -286,7 +286,7 @@ class _Box:
         planes = self.__dict__.setdefault("_planes", {})
         plane = planes.get((s0, s1))
         if plane is None:
-            plane = _smooth(self.take(slice(s0, s1 + 1)).mean(axis=0), self.dy, self.dx)
+            plane = _smooth(_slab_median(self.take(slice(s0, s1 + 1))), self.dy, self.dx)
             plane.flags.writeable = False
             planes[(s0, s1)] = plane
         return plane
@@ -376,6 +376,21 @@ class _ObliqueBox(_Box):
     def onto_slice(self, ras, s: int) -> np.ndarray:
         ras = np.asarray(ras, dtype=float)
         return ras - self.normal * float((ras - self.origin) @ self.normal - s * self.ds)
+
+
+def _slab_median(slab: np.ndarray) -> np.ndarray:
+    """Per-pixel median of a slab's slices (the mean of the middle two for an even count).
+
+    Not the mean: a dense focus (bone island, the edge of a tilted endplate) in one slice of the
+    slab would otherwise show as a bright ring *inside* the body on the averaged plane, and its
+    edge can outscore the body's faint outer cortex (seen on the real 3 mm CT's L1)."""
+    n = slab.shape[0]
+    if n <= 2:
+        return slab.mean(axis=0)
+    if n == 3:
+        a, b, c = slab[0], slab[1], slab[2]
+        return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    return np.median(slab, axis=0).astype(slab.dtype, copy=False)
 
 
 def _median(values: np.ndarray) -> float:
@@ -1243,6 +1258,35 @@ def _find_ring(box: _Box, s0: int, xy0) -> Tuple[Optional[Contour], List[str]]:
     return (None if reasons else contour), reasons
 
 
+#: Seeds for a click just outside a body (distances in mm, eight in-plane directions each): far
+#: enough to land inside the body across the cortex from a click up to ``SNAP_MM`` outside it.
+SNAP_SEED_MM = (8.0, 14.0)
+
+
+def _ring_near(box: _Box, s: int, xy0) -> Optional[Contour]:
+    """A body ring on slice ``s`` whose outer cortex lies at most ``SNAP_MM`` from ``xy0`` (a
+    click just outside the body: from the click itself the rays only reach the cortex), searched
+    from seeds around the click; the ring nearest the click (then the first seed) wins."""
+    best, best_d = None, np.inf
+    angles = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
+    u, v, _ = in_plane_frame(box.normal, box.u0)
+    for dist in SNAP_SEED_MM:
+        for a in angles:
+            seed = np.asarray(xy0, dtype=float) + box.direction_xy((dist * (np.cos(a) * u + np.sin(a) * v))[None, :])[0]
+            ny, nx = box.shape[1], box.shape[2]
+            if not (0 <= seed[0] <= nx - 1 and 0 <= seed[1] <= ny - 1):
+                continue
+            contour, reasons = _find_ring(box, s, seed)
+            if contour is None:
+                continue
+            d = _inside_contour(contour, box, xy0)
+            if d <= SNAP_MM and d < best_d:
+                best, best_d = contour, d
+        if best is not None:
+            break
+    return best
+
+
 def _is_spinal_canal(box: _Box, plane: np.ndarray, s: int, contour: Contour) -> bool:
     """True when a larger bone ring (a vertebral body) lies directly anterior to ``contour``:
     then ``contour`` is the spinal canal inside the neural arch, not a body."""
@@ -1275,6 +1319,9 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     snapped = False
 
     contour, reasons = _find_ring(box, s_click, pxys[:2])
+    if contour is None:
+        # A click just outside the cortex: the body is found from seeds around the click.
+        contour = _ring_near(box, s_click, pxys[:2])
     if contour is None:
         # A click in a disc or on an endplate: look for the nearest slice with a body ring.
         found = None
