@@ -3,7 +3,8 @@
 What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around one point:
 
 1. **Find the body on the click's slice.** Rays are cast in ``N_RAYS`` directions on the image's
-   axial slice (averaged over a thin slab so trabecular spikes and noise average out). On each
+   axial slice (the per-pixel median of a thin slab's slices, so noise averages out and a dense
+   focus in one slice does not draw a ring inside the body). On each
    ray the *outer* edge of bone is where the HU falls most steeply (cortex → soft tissue, fat or
    spinal canal). A closed contour is chosen jointly over all rays by dynamic programming
    (each ray's edge strength, minus a penalty for radius jumps between neighbouring rays, and
@@ -11,7 +12,8 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
    neural arch or a transverse process). Rays are re-cast from the contour's centroid until it
    settles. The contour is accepted as a vertebral body only when a **cortical shell** surrounds
    the point — on most rays the profile rises above the interior before the edge and drops
-   behind it — and the enclosed area is that of a lumbar body. The HU at the point itself is
+   behind it — and the enclosed area is that of a lumbar body; a click just outside the cortex
+   (up to ``SNAP_MM``) is found from seeds around it. The HU at the point itself is
    never used to decide (osteoporotic trabecular bone reads 30–80 HU, like muscle).
    **The spinal canal** (``find_canal``: a low-HU hole directly behind the body with bone — the
    pedicles — on both sides) fixes the posterior wall, which thick slices often do not show
