@@ -17,6 +17,10 @@ returns a :class:`~.volume.Volume` in RAS (QCT_BRIEF §6: DICOM is LPS, RAS = di
   uniform grid, with a note naming the interpolated slices; a gantry tilt is reported.
 * **Facts** (QCT_BRIEF §6) go to ``volume.facts`` with the keys of :data:`FACT_TAGS`; a tag that is
   absent or empty is left out (never ``None``/NaN).
+* **Threads.** The pixels of a series of many files are read by up to ``MAX_READ_THREADS`` threads,
+  each reading a contiguous chunk of the files, and copied into one array: the same Volume as one
+  reader gives (any chunk that fails or disagrees -> one reader, as before). ``OSTEOROI_READ_THREADS=1``
+  reads with one reader only.
 
 Tags are read from SimpleITK's (GDCM's) metadata, so this works in 3D Slicer and needs neither
 pydicom nor anything beyond numpy and SimpleITK; pydicom, when installed, is used only to name
@@ -27,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import queue
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -84,6 +90,17 @@ POSITION_TOLERANCE_MM = 0.01  # absolute part of the slice-spacing tolerance
 SPACING_RELATIVE_TOLERANCE = 0.02  # relative part of the slice-spacing tolerance
 TILT_NOTE_DEGREES = 0.1  # stacking direction this far off the slice normal is reported as a tilt
 MAX_DIRECTORIES = 5000  # subfolders searched at most
+
+#: Parallel pixel reading (``_read_chunked``): a series of at least ``2 * MIN_FILES_PER_CHUNK`` files
+#: is read as contiguous chunks of files by up to ``MAX_READ_THREADS`` threads (SimpleITK releases the
+#: GIL while reading) and assembled into one array; the environment variable ``OSTEOROI_READ_THREADS``
+#: sets the number of threads (1: one reader, as before).
+READ_THREADS_ENV = "OSTEOROI_READ_THREADS"
+MAX_READ_THREADS = 4
+MIN_FILES_PER_CHUNK = 16
+#: The chunks held at once (one per thread) stay below this part of the volume, so a chunked read
+#: needs about 1.2 volumes of memory, not 2.
+MAX_CHUNK_MEMORY_FRACTION = 0.2
 
 
 @dataclass
@@ -558,7 +575,8 @@ def _read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
     (duplicates or images of another orientation left out, another slice order, per-slice
     rescale needing float voxels) are the pixels read again, from the chosen files. A series
     that cannot be read in one pass, a multi-frame file and a series spread over several
-    folders go the careful way: each file's header first, then the pixels.
+    folders go the careful way: each file's header first, then the pixels. Either way, a series of
+    many files is read in chunks by several threads (``_read_chunked``).
     """
     if len(series.files) > 1 and len(series.directories) <= 1:
         volume = _read_series_in_one_pass(series, path, notes)
@@ -590,28 +608,40 @@ def _read_series_in_one_pass(series: DicomSeries, path: str, notes: List[str]) -
     import SimpleITK as sitk
 
     files = list(series.files)
-    reader = _reader_for(files, float_voxels=False)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    reader.LoadPrivateTagsOff()
-    try:
-        with _itk_warnings_off():
-            image = reader.Execute()
-    except RuntimeError:
-        return None  # e.g. a truncated file or one of another size: the careful path says which
     # Every slice's checked tags now; the other tags only of the slices whose facts are reported
     # (``complete``): the same header a slice would have with all of _HEADER_TAGS read.
     headers: List[Tuple[str, Optional[Dict[str, str]]]] = []
-    all_keys: List[Tuple[str, ...]] = []
-    for index, f in enumerate(files):
-        try:
-            keys = tuple(reader.GetMetaDataKeys(index))
-        except RuntimeError:
-            return None
-        all_keys.append(keys)
-        headers.append((f, _tags_of_slice(reader, index, keys, _SLICE_TAGS)))
+    chunked = _read_chunked(files, float_voxels=False, with_tags=True)
+    if chunked is not None:
+        # The chunks' readers gave all of _HEADER_TAGS of each slice (a reader holding tags also holds
+        # its pixels, so none is kept): the checked tags are picked from those, in _tags_of_slice's order.
+        image = chunked
+        full_headers = chunked.headers
+        for f, full in zip(files, full_headers):
+            headers.append((f, {tag: full[tag] for tag in _SLICE_TAGS if tag in full}))
 
-    def complete(index: int) -> Dict[str, str]:
-        return _tags_of_slice(reader, index, all_keys[index], _HEADER_TAGS)
+        def complete(index: int) -> Dict[str, str]:
+            return dict(full_headers[index])
+    else:
+        reader = _reader_for(files, float_voxels=False)
+        reader.MetaDataDictionaryArrayUpdateOn()
+        reader.LoadPrivateTagsOff()
+        try:
+            with _itk_warnings_off():
+                image = reader.Execute()
+        except RuntimeError:
+            return None  # e.g. a truncated file or one of another size: the careful path says which
+        all_keys: List[Tuple[str, ...]] = []
+        for index, f in enumerate(files):
+            try:
+                keys = tuple(reader.GetMetaDataKeys(index))
+            except RuntimeError:
+                return None
+            all_keys.append(keys)
+            headers.append((f, _tags_of_slice(reader, index, keys, _SLICE_TAGS)))
+
+        def complete(index: int) -> Dict[str, str]:
+            return _tags_of_slice(reader, index, all_keys[index], _HEADER_TAGS)
 
     mark = len(notes)
     try:
@@ -619,8 +649,10 @@ def _read_series_in_one_pass(series: DicomSeries, path: str, notes: List[str]) -
     except InputError:
         del notes[mark:]
         raise
-    reader = None  # its slices' tags are no longer needed
-    if plan.files != files or (plan.float_voxels and image.GetPixelID() != sitk.sitkFloat32):
+    # The slices' tags are no longer needed (while the reader lives, a numpy view of its image is a copy).
+    reader = full_headers = chunked = None
+    if plan.files != files or (plan.float_voxels and _pixel_id(image) != sitk.sitkFloat32) or (
+            isinstance(image, _ChunkedImage) and plan.positions is None):
         del image  # read again from the chosen files, in slice order (never two volumes at once)
         image = _execute_series(plan)
     return _finish_series(series, path, plan, image, notes)
@@ -763,6 +795,10 @@ def _plan_series(series: DicomSeries, headers: Sequence[Tuple[str, Optional[Dict
 
 
 def _execute_series(plan: _SeriesPlan):
+    """The pixels of the plan's files, in its order: a SimpleITK image, or a :class:`_ChunkedImage`."""
+    chunked = _read_chunked(plan.files, plan.float_voxels, with_tags=False) if plan.positions is not None else None
+    if chunked is not None:
+        return chunked
     reader = _reader_for(plan.files, plan.float_voxels)
     try:
         return reader.Execute()
@@ -777,10 +813,169 @@ def _execute_series(plan: _SeriesPlan):
 
 def _finish_series(series: DicomSeries, path: str, plan: _SeriesPlan, image, notes: List[str]) -> Volume:
     source = series.directories[0] if len(series.directories) == 1 else path
-    volume = Volume.from_sitk(image, source=source, facts=plan.facts, notes=notes)
+    if isinstance(image, _ChunkedImage):
+        volume = image.to_volume(source=source, facts=plan.facts, notes=notes)
+    else:
+        volume = Volume.from_sitk(image, source=source, facts=plan.facts, notes=notes)
     if plan.positions is not None:
         _fix_slice_geometry(volume, plan.slices, plan.positions, plan.normal_lps, volume.notes)
     return volume
+
+
+# --- reading a series' pixels with several threads ----------------------------------------
+
+
+def _read_threads() -> int:
+    """Number of reader threads: ``OSTEOROI_READ_THREADS`` if set to a whole number, else min(CPUs, 4)."""
+    text = os.environ.get(READ_THREADS_ENV, "").strip()
+    if text:
+        try:
+            return max(1, min(int(text), 64))
+        except ValueError:
+            pass
+    return max(1, min(os.cpu_count() or 1, MAX_READ_THREADS))
+
+
+def _chunk_bounds(n_files: int, threads: int) -> List[Tuple[int, int]]:
+    """Contiguous [start, stop) file ranges, one per chunk; a single range when not worth splitting.
+
+    Enough chunks that one more than the ``threads`` held at once stay below ``MAX_CHUNK_MEMORY_FRACTION``
+    of the volume, but none smaller than ``MIN_FILES_PER_CHUNK`` files.
+    """
+    if threads < 2 or n_files < 2 * MIN_FILES_PER_CHUNK:
+        return [(0, n_files)]
+    wanted = max(2 * threads, math.ceil((threads + 1) / MAX_CHUNK_MEMORY_FRACTION))
+    count = max(2, min(wanted, n_files // MIN_FILES_PER_CHUNK))
+    return [(n_files * c // count, n_files * (c + 1) // count) for c in range(count)]
+
+
+def _read_chunk(files: List[str], float_voxels: bool, with_tags: bool):
+    """(image, headers) of one chunk of files; ``headers`` (``with_tags``): each slice's _HEADER_TAGS.
+
+    Raises RuntimeError as ``Execute`` or ``GetMetaDataKeys`` do. The reader is dropped before the
+    image is returned: while it lives, the image shares its buffer and a numpy view would be a copy.
+    """
+    reader = _reader_for(files, float_voxels)
+    if with_tags:
+        reader.MetaDataDictionaryArrayUpdateOn()
+        reader.LoadPrivateTagsOff()
+    image = reader.Execute()
+    headers: List[Dict[str, str]] = []
+    if with_tags:
+        for index in range(len(files)):
+            keys = tuple(reader.GetMetaDataKeys(index))
+            headers.append(_tags_of_slice(reader, index, keys, _HEADER_TAGS))
+    del reader
+    return image, headers
+
+
+def _pixel_id(image) -> int:
+    return image.pixel_id if isinstance(image, _ChunkedImage) else image.GetPixelID()
+
+
+class _ChunkedImage:
+    """A series' pixels read in chunks by several ``ImageSeriesReader`` runs and copied into one array.
+
+    Stands in for the SimpleITK image of one reader: ``to_volume`` gives the same Volume as
+    ``Volume.from_sitk`` of that image -- the same voxels (each file is read and rescaled by its own
+    GDCM reader either way) and the in-plane geometry of the first file, which a series reader also
+    takes from its first file; the slice axis is set afterwards from the slice positions
+    (``_fix_slice_geometry``; so only series with several slice positions are read in chunks).
+    """
+
+    def __init__(self, array: np.ndarray, geometry, pixel_id: int, headers: List[Dict[str, str]]):
+        self.array = array
+        self.geometry = geometry  # a one-voxel SimpleITK image with chunk 0's origin, spacing and direction
+        self.pixel_id = pixel_id
+        self.headers = headers  # each file's _HEADER_TAGS (with_tags), in the order of the files
+
+    def to_volume(self, source: str, facts, notes) -> Volume:
+        volume = Volume.from_sitk(self.geometry, source=source, facts=facts, notes=notes)
+        volume.array = self.array  # read-only, as from_sitk's view of an image buffer; it owns its memory
+        volume.owner = None
+        return volume
+
+
+def _read_chunked(files: List[str], float_voxels: bool, with_tags: bool) -> Optional[_ChunkedImage]:
+    """Read ``files`` (one slice each, in this order) in chunks on several threads; None when not worth it.
+
+    None too when any chunk fails or disagrees with the others (dimension, pixel type, size): the
+    caller then reads with one reader as before, so a chunked read never gives a mixed result.
+    Each thread copies its chunk into the one preallocated array as soon as it is read, then drops
+    it (so the copies, and the first touches of the array's memory, run in parallel too).
+    """
+    import SimpleITK as sitk
+
+    threads = _read_threads()
+    bounds = _chunk_bounds(len(files), threads)
+    if len(bounds) < 2:
+        return None
+    jobs: "queue.Queue[int]" = queue.Queue()
+    for c in range(len(bounds)):
+        jobs.put(c)
+    failed = threading.Event()
+    lock = threading.Lock()
+    out: Dict[str, object] = {}  # "array", "pixel_id", "geometry", set under the lock
+    headers: List[List[Dict[str, str]]] = [[] for _ in bounds]
+    placed_chunks: List[int] = []
+
+    def place(c: int, image) -> bool:
+        """Copy chunk ``c`` into the array (made by the first chunk read); False if it disagrees."""
+        start, end = bounds[c]
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            return False
+        view = sitk.GetArrayViewFromImage(image)
+        with lock:
+            if "array" not in out:
+                out["pixel_id"] = image.GetPixelID()
+                out["array"] = np.empty((len(files),) + view.shape[1:], dtype=view.dtype)
+            array = out["array"]
+            if (image.GetPixelID() != out["pixel_id"] or view.dtype != array.dtype
+                    or view.shape != (end - start,) + array.shape[1:]):
+                return False
+            if c == 0:  # a one-voxel image carrying chunk 0's geometry, exactly
+                geometry = sitk.Image([1, 1, 1], image.GetPixelID())
+                geometry.SetOrigin(image.GetOrigin())
+                geometry.SetSpacing(image.GetSpacing())
+                geometry.SetDirection(image.GetDirection())
+                out["geometry"] = geometry
+        array[start:end] = view  # numpy copies without the GIL: the threads copy in parallel
+        with lock:
+            placed_chunks.append(c)
+        return True
+
+    def work() -> None:
+        while not failed.is_set():
+            try:
+                c = jobs.get_nowait()
+            except queue.Empty:
+                return
+            start, end = bounds[c]
+            try:
+                image, headers[c] = _read_chunk(files[start:end], float_voxels, with_tags)
+                placed = place(c, image)
+            except Exception:  # noqa: BLE001 - any failure: the caller reads with one reader instead
+                placed = False
+            image = None  # the chunk's memory is freed now
+            if not placed:
+                failed.set()
+                return
+
+    workers = [threading.Thread(target=work, name=f"osteoroi-dicom-read-{t}", daemon=True)
+               for t in range(min(threads, len(bounds)))]
+    with _itk_warnings_off():  # a process-wide switch: set once here, not in each thread
+        try:
+            for worker in workers:
+                worker.start()
+        finally:
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join()
+    if failed.is_set() or sorted(placed_chunks) != list(range(len(bounds))):
+        return None
+    array = out["array"]
+    array.flags.writeable = False
+    return _ChunkedImage(array, out["geometry"], out["pixel_id"], [h for chunk in headers for h in chunk])
 
 
 def _check_tilt(slices: List[_Slice], normal_lps: np.ndarray, label: str, notes: List[str]) -> None:
