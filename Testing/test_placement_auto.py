@@ -320,3 +320,37 @@ def test_real_ct_from_labels_and_clicks(totalseg_dir):
         pl = place_from_click(volume, p, level)
         ks = np.unique(kji[:, 0])
         assert ks.min() + 1 <= pl.slice_index <= ks.max() - 1
+
+
+def test_labels_are_resampled_onto_the_volume_grid_not_the_image_it_was_read_from(tmp_path):
+    """A DICOM volume's slice axis is set from the slice positions after reading (and an unevenly
+    spaced series is resampled), so the SimpleITK image it was read from may describe another
+    grid. Labels on another grid must land on the Volume's own voxels. Oracle: a labelled block's
+    RAS centre, computed from each grid's own geometry."""
+    import SimpleITK as sitk
+
+    from OsteoROILib.segplacement import read_labels
+
+    ct = sitk.Image([40, 30, 20], sitk.sitkInt16)
+    ct.SetSpacing([1.0, 1.0, 2.0])
+    volume = Volume.from_sitk(ct, source="ct")
+    # the corrected geometry: slices 2.5 mm apart starting 3 mm higher (as slice positions may say)
+    volume.ijk_to_ras[:3, 2] = volume.ijk_to_ras[:3, 2] * 1.25
+    volume.ijk_to_ras[2, 3] += 3.0
+    assert volume.owner is ct  # the stale image is still attached
+    # labels on a 2x finer in-plane grid: a block around RAS (−10, −8, 23)
+    lab = sitk.Image([80, 60, 50], sitk.sitkUInt8)
+    lab.SetSpacing([0.5, 0.5, 1.0])
+    lab.SetOrigin([0.0, 0.0, 0.0])
+    arr = np.zeros((50, 60, 80), np.uint8)
+    centre_lps = np.array([10.0, 8.0, 23.0])  # LPS of RAS (−10, −8, 23)
+    k0, j0, i0 = (centre_lps[::-1] / np.array([1.0, 0.5, 0.5])).round().astype(int)
+    arr[k0 - 3:k0 + 4, j0 - 6:j0 + 7, i0 - 6:i0 + 7] = 7
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(lab)
+    path = str(tmp_path / "labels.nii.gz")
+    sitk.WriteImage(img, path)
+    labels, notes = read_labels(path, volume)
+    assert labels.shape == volume.array.shape and "resampled" in notes[0]
+    got = volume.ijk_to_ras_points(np.argwhere(labels == 7)[:, ::-1].astype(float)).mean(axis=0)
+    np.testing.assert_allclose(got, [-10.0, -8.0, 23.0], atol=1.3)

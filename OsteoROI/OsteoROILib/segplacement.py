@@ -98,8 +98,12 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
             and np.allclose(labels.ijk_to_ras, volume.ijk_to_ras, atol=1e-3))
     if same:
         return np.array(labels.array), notes  # a copy: the view dies with the SimpleITK image
-    ref = volume.to_sitk() if volume.owner is None else volume.owner
-    resampled = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+    # Onto the CT's grid as the Volume holds it (a DICOM volume's slice axis comes from the slice
+    # positions, and an unevenly spaced series is resampled: the image it was read from no longer
+    # describes it), without copying the CT's voxels.
+    grid = volume.sitk_grid()
+    resampled = sitk.Resample(image, grid["size"], sitk.Transform(), sitk.sitkNearestNeighbor, grid["origin"],
+                              grid["spacing"], grid["direction"], 0, image.GetPixelID())
     on_ct = sitk.GetArrayViewFromImage(resampled)
     if not np.any(on_ct) and np.any(labels.array):
         # every labelled voxel lies outside the CT: a segmentation of another scan (or frame)

@@ -181,15 +181,25 @@ class Volume:
         return cls(array=array, ijk_to_ras=m, source=source, facts=dict(facts or {}), notes=list(notes or []),
                    owner=image)
 
+    def sitk_grid(self) -> Dict[str, list]:
+        """The voxel grid in SimpleITK's terms (LPS): ``size``, ``origin``, ``spacing``, ``direction``
+        -- from this volume's own geometry (which DICOM slice positions may have corrected after
+        reading), never from the image it was read from."""
+        return {
+            "size": [int(d) for d in self.dimensions],
+            "origin": [float(o) for o in (LPS_TO_RAS @ self.ijk_to_ras[:3, 3])],
+            "spacing": [float(s) for s in self.spacing],
+            "direction": [float(d) for d in (LPS_TO_RAS @ self.direction).ravel()],
+        }
+
     def to_sitk(self):
         import SimpleITK as sitk
 
         image = sitk.GetImageFromArray(self.array)
-        spacing = self.spacing
-        direction_lps = LPS_TO_RAS @ self.direction
-        image.SetSpacing([float(s) for s in spacing])
-        image.SetDirection([float(d) for d in direction_lps.ravel()])
-        image.SetOrigin([float(o) for o in (LPS_TO_RAS @ self.ijk_to_ras[:3, 3])])
+        grid = self.sitk_grid()
+        image.SetSpacing(grid["spacing"])
+        image.SetDirection(grid["direction"])
+        image.SetOrigin(grid["origin"])
         return image
 
     def describe(self) -> Dict[str, Any]:
