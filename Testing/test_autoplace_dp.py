@@ -1,4 +1,4 @@
-"""The contour search's circular dynamic programming (``autoplace._dp_contour``) against a plain
+"""The contour search: its slab median and its circular dynamic programming (``autoplace._dp_contour``) against a plain
 Python oracle written from its specification: rays unrolled three times round, each step taking
 for every radius the best predecessor within ±jump indices (first best on ties, by offset from
 −jump up), the middle lap of the back-traced path being the answer."""
@@ -75,3 +75,16 @@ def test_dp_on_the_contour_search_sizes_with_ties():
     n_r = int(round(autoplace.MAX_RAY_MM / autoplace.RAY_STEP_MM)) + 1
     for score in (np.zeros((autoplace.N_RAYS, n_r)), np.tile(np.linspace(0, 1, n_r) % 0.3, (autoplace.N_RAYS, 1))):
         assert _dp_contour(score, autoplace.RAY_STEP_MM).tolist() == _oracle(score.tolist(), autoplace.RAY_STEP_MM)[0]
+
+
+@pytest.mark.parametrize("n", range(1, 19))
+def test_slab_median_equals_numpy_median(n):
+    """The fitting plane is the per-pixel median of the slab's slices (a sorting network for small
+    slabs): the same values as numpy's median, ties and even counts included."""
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        for slab in (rng.normal(size=(n, 6, 5)), rng.integers(-3, 3, size=(n, 6, 5))):
+            slab = slab.astype(dtype)
+            got = autoplace._slab_median(slab)
+            assert got.dtype == dtype
+            assert np.array_equal(got, np.median(slab, axis=0).astype(dtype))

@@ -380,6 +380,10 @@ class _ObliqueBox(_Box):
         return ras - self.normal * float((ras - self.origin) @ self.normal - s * self.ds)
 
 
+#: Slabs of up to this many slices take their median with a sorting network (see ``_slab_median``).
+SLAB_NETWORK_MAX = 15
+
+
 def _slab_median(slab: np.ndarray) -> np.ndarray:
     """Per-pixel median of a slab's slices (the mean of the middle two for an even count).
 
@@ -389,10 +393,20 @@ def _slab_median(slab: np.ndarray) -> np.ndarray:
     n = slab.shape[0]
     if n <= 2:
         return slab.mean(axis=0)
-    if n == 3:
-        a, b, c = slab[0], slab[1], slab[2]
-        return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
-    return np.median(slab, axis=0).astype(slab.dtype, copy=False)
+    if n > SLAB_NETWORK_MAX:
+        return np.median(slab, axis=0).astype(slab.dtype, copy=False)
+    # Odd-even transposition sort of the n planes (a sorting network: n rounds of neighbour
+    # compare-exchanges, whole planes at a time), then the middle plane(s): the same values as
+    # np.median, several times faster for the few slices of a slab.
+    rows = [slab[i] for i in range(n)]
+    for r in range(n):
+        for i in range(r % 2, n - 1, 2):
+            a, b = rows[i], rows[i + 1]
+            rows[i], rows[i + 1] = np.minimum(a, b), np.maximum(a, b)
+    m = n // 2
+    if n % 2:
+        return rows[m].copy()
+    return (rows[m - 1] + rows[m]) / slab.dtype.type(2)  # as np.median: the mean of the middle two
 
 
 def _median(values: np.ndarray) -> float:
