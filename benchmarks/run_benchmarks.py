@@ -115,7 +115,7 @@ def run_all(
     """
     ct_opts = dict(phantom or (bench_core.QUICK_PHANTOM if quick else bench_core.FULL_PHANTOM))
     reps = {"roi": 50 if quick else 200, "roi_baseline": 2 if quick else 3, "table": 5 if quick else 20,
-            "click": 5 if quick else 10, "memory": 1, "dicom": 2 if quick else 3}
+            "click": 5 if quick else 10, "memory": 1, "dicom": 2 if quick else 7}
     reps.update(repeats or {})
     groups = set(only or ("roi", "table", "click", "memory", "dicom", "accuracy", "plugins"))
     started = time.time()
