@@ -88,3 +88,34 @@ def test_slab_median_equals_numpy_median(n):
             got = autoplace._slab_median(slab)
             assert got.dtype == dtype
             assert np.array_equal(got, np.median(slab, axis=0).astype(dtype))
+
+
+def _runs_oracle(is_low, start, stop_at, n_min):
+    """The canal search's scan written as a plain loop over each ray's samples."""
+    out = []
+    n = len(is_low[0])
+    for i, row in enumerate(is_low):
+        j, stop = int(start[i]), min(int(stop_at[i]), n - 1)
+        while j <= stop:
+            if row[j]:
+                k = j
+                while k < n and row[k]:
+                    k += 1
+                if k - j >= n_min:
+                    out.append((i, j, k))
+                    break
+                j = k
+            j += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_canal_run_search_equals_the_plain_scan(seed):
+    rng = np.random.default_rng(seed)
+    rays, n = 15, int(rng.integers(5, 90))
+    is_low = rng.random((rays, n)) < rng.uniform(0.2, 0.9)
+    start = rng.integers(0, n, size=rays)
+    stop_at = rng.uniform(-2, n + 5, size=rays)
+    n_min = int(rng.integers(1, 14))
+    got = autoplace._first_long_runs(is_low, start, stop_at, n_min)
+    assert got == _runs_oracle(is_low.tolist(), start, stop_at, n_min)

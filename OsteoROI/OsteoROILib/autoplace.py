@@ -814,6 +814,26 @@ def find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Canal
     return _cached(box, plane, "canal", (id(contour),), lambda: _find_canal(box, plane, contour), keep=(contour,))
 
 
+def _first_long_runs(is_low: np.ndarray, start: np.ndarray, stop_at: np.ndarray, n_min: int) -> List[Tuple[int, int, int]]:
+    """Per row ``i`` of ``is_low`` (rays × samples), the first run of True that starts at an index
+    ``j`` in ``[start[i], min(int(stop_at[i]), n − 1)]`` and holds at least ``n_min`` samples,
+    as ``(i, j, k)`` with ``k`` the index after the run (which may go past the stop); a run already
+    under way at ``start[i]`` counts from there. Rows without one are left out."""
+    n_rays, n = is_low.shape
+    idx = np.arange(n)
+    start = np.asarray(start, dtype=np.intp)[:, None]
+    stop = np.minimum(np.asarray(stop_at).astype(int), n - 1)[:, None]
+    # the index after the run through each sample: the first False at or after it (n if none)
+    after = np.where(is_low, n, idx)
+    after = np.minimum.accumulate(after[:, ::-1], axis=1)[:, ::-1]
+    before_low = np.zeros_like(is_low)
+    before_low[:, 1:] = is_low[:, :-1]
+    begins = is_low & ((idx == start) | ~before_low) & (idx >= start) & (idx <= stop) & (after - idx >= n_min)
+    rows = np.nonzero(begins.any(axis=1))[0]
+    j = begins.argmax(axis=1)
+    return [(int(i), int(j[i]), int(after[i, j[i]])) for i in rows]
+
+
 def _find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Canal]:
     interior = contour.interior_hu
     if not np.isfinite(interior):
@@ -832,23 +852,8 @@ def _find_canal(box: _Box, plane: np.ndarray, contour: Contour) -> Optional[Cana
     n_min = int(round(CANAL_MIN_MM / step))
     n_in = max(1, int(round(CANAL_ENTRY_MM / step)))
     lat_r = np.arange(0.0, CANAL_MAX_HALF_WIDTH_MM + 1e-9, step)
-    low_rows = (np.isfinite(prof) & (prof < low)).tolist()
-    n_samples = prof.shape[1]
-    runs = []
-    for i in range(angs.size):
-        is_low = low_rows[i]
-        j = int(0.4 * r_wall[i] / step)
-        stop = min(int((r_wall[i] + 8.0) / step), n_samples - 1)
-        while j <= stop:
-            if is_low[j]:
-                k = j
-                while k < n_samples and is_low[k]:
-                    k += 1
-                if k - j >= n_min:
-                    runs.append((i, j, k))
-                    break
-                j = k
-            j += 1
+    runs = _first_long_runs(np.isfinite(prof) & (prof < low), (0.4 * r_wall / step).astype(int),
+                            (r_wall + 8.0) / step, n_min)
     # both lateral probes of every candidate ray, sampled in one call
     probes = []
     for i, j, k in runs:
