@@ -119,3 +119,17 @@ def test_canal_run_search_equals_the_plain_scan(seed):
     n_min = int(rng.integers(1, 14))
     got = autoplace._first_long_runs(is_low, start, stop_at, n_min)
     assert got == _runs_oracle(is_low.tolist(), start, stop_at, n_min)
+
+
+def test_spur_rays_count_only_runs():
+    """Osteophyte rays are counted only in runs of neighbours (circularly), never scattered singles."""
+    f = np.zeros(12, dtype=bool)
+    assert autoplace._rays_in_runs(f, 3) == 0
+    f[[0, 1, 11]] = True  # a run of 3 across the cut
+    assert autoplace._rays_in_runs(f, 3) == 3
+    f[[5, 7]] = True  # singles
+    assert autoplace._rays_in_runs(f, 3) == 3
+    f[[6]] = True  # 5, 6, 7 now a run
+    assert autoplace._rays_in_runs(f, 3) == 6
+    assert autoplace._rays_in_runs(np.ones(12, dtype=bool), 3) == 12
+    assert autoplace._rays_in_runs(f, 1) == int(f.sum())

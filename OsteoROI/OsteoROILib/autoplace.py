@@ -135,6 +135,10 @@ POSTERIOR_CORNER_MM = 3.0
 #: A ray whose outer edge lies more than this (mm) beyond the median cortical thickness from its
 #: inner cortical rise ends on bone attached outside the cortex (an osteophyte).
 SPUR_EXTRA_MM = 1.0
+#: An osteophyte is reported when such rays form a run of at least this many neighbours (15° at
+#: 72 rays): a spur spans an arc of the rim, while single rays scatter at thick slices, where the
+#: blurred cortex reads thicker on a ray here and there (the outline still follows the cortex there).
+SPUR_MIN_RUN = 3
 #: Smoothness prior: Fourier order of the robust contour curve and the window (± mm) about it
 #: in which each ray's edge is searched again.
 SMOOTH_ORDER = 5
@@ -1135,6 +1139,26 @@ def _offset_polygon(poly: np.ndarray, distance: float) -> np.ndarray:
     return out
 
 
+def _rays_in_runs(flags: np.ndarray, min_run: int) -> int:
+    """How many of the (circular) rays' flags belong to a run of at least ``min_run`` neighbours."""
+    flags = np.asarray(flags, dtype=bool)
+    n = flags.size
+    if n == 0 or not flags.any():
+        return 0
+    if flags.all():
+        return n if n >= min_run else 0
+    start = int(np.argmin(flags))  # a False: no run wraps past it
+    rolled = np.roll(flags, -start).tolist()
+    total = run = 0
+    for f in rolled + [False]:
+        if f:
+            run += 1
+        else:
+            total += run if run >= min_run else 0
+            run = 0
+    return total
+
+
 def _smooth_circular(r: np.ndarray, width: int = 1) -> np.ndarray:
     k = np.ones(2 * width + 1) / (2 * width + 1)
     padded = np.concatenate([r[-width:], r, r[:width]])
@@ -1196,7 +1220,7 @@ def outline_from_contour(box: _Box, contour: Contour, source: str, cortical_min_
                      "axis_from_image": float(axis_from_image), "axis_turn_deg": turn,
                      "canal": float(canal is not None),
                      # reported on the anterior and lateral rim only: behind, the pedicles join the body
-                     "spur_rays": int(np.sum(spur & (np.cos(contour.angles) > -0.3)))}
+                     "spur_rays": _rays_in_runs(spur & (np.cos(contour.angles) > -0.3), SPUR_MIN_RUN)}
 
 
 class FittedOutline(BodyOutline):
