@@ -327,3 +327,49 @@ def test_oval_is_the_largest_over_a_dense_scan_of_widths(seed):
     # and it is feasible: the brute-force p at its own q is not smaller than its p
     lo, hi = region(oval.half_v * sin)
     assert pair_matrix_p(lo, hi, c) >= oval.half_u * (1 - 1e-9)
+
+
+def _circle_beyond_ellipse(a, b, s_c, r):
+    """How far (along s) the circle (s_c + r cos φ, r sin φ) reaches beyond the ellipse of semi-axes
+    (a, b), densely sampled; infinite when it is wider than the ellipse."""
+    phi = np.linspace(-np.pi / 2, np.pi / 2, 20001)
+    t = r * np.sin(phi)
+    room = 1.0 - (t / b) ** 2
+    if np.any(room < 0):
+        return np.inf
+    return max(0.0, float(np.max(s_c + r * np.cos(phi) - a * np.sqrt(room))))
+
+
+@pytest.mark.parametrize("width", [26.5, 24.0, 21.0, 20.0])
+def test_round_roi_warning_says_whether_it_crosses_the_outline_or_only_the_margin(width):
+    """The seed-002 round ROI is kept as defined on a narrow body and flagged. With a partial-volume
+    margin m, the family's region is the inner ellipse shrunk by m (semi-axes a − m, b − m): the
+    warning must say whether the circle crosses the trabecular outline itself (by how much) or only
+    enters the margin. Oracle: the circle against both ellipses, sampled densely here."""
+    depth, cortical, m = 30.0, 1.5, 1.0
+    a, b = depth / 2 - cortical, width / 2 - cortical
+    s_d = -depth / 6
+    r = ((a - m) - s_d) / 2  # the diameter runs from the demarcation line to the shrunk anterior edge
+    s_c = s_d + r
+    beyond_outline = _circle_beyond_ellipse(a, b, s_c, r)
+    beyond_margin = _circle_beyond_ellipse(a - m, b - m, s_c, r)
+    outline = BodyOutline(CENTRE, A, S, depth, width, cortical)
+    fam = build_roi_family(outline, 3.0, edge_margin_mm=m, level="L1")
+    assert fam.shapes["round"].half_u == pytest.approx(r, abs=1e-9)
+    round_warnings = [w for w in fam.warnings if "round ROI" in w]
+    if beyond_margin <= 0.25:
+        assert round_warnings == []
+    elif beyond_outline <= 0.25:
+        (w,) = round_warnings
+        assert "stays inside the trabecular outline" in w and "margin" in w
+        assert float(w.split("reaches ")[1].split(" mm")[0]) == pytest.approx(beyond_margin, abs=0.1)
+    elif np.isfinite(beyond_outline):
+        (w,) = round_warnings
+        assert "reaches beyond the trabecular outline (by up to" in w
+        assert float(w.split("by up to ")[1].split(" mm")[0]) == pytest.approx(beyond_outline, abs=0.1)
+    else:
+        (w,) = round_warnings
+        assert "beyond the outline's width" in w
+    # the four cases above are all exercised
+    assert {26.5: 0, 24.0: 1, 21.0: 2, 20.0: 3}[width] == (0 if beyond_margin <= 0.25 else 1 if beyond_outline <= 0.25
+                                                           else 2 if np.isfinite(beyond_outline) else 3)

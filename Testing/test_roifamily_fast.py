@@ -427,6 +427,9 @@ def run(fn, outline, margin, shapes):
     except PlacementError as err:
         return ("error", str(err))
     shapes_out, warnings = (result.shapes, result.warnings) if hasattr(result, "shapes") else result
+    # The round ROI's warning was reworded on purpose after this speed-up (it now says whether the circle
+    # crosses the outline or only the partial-volume margin; test_roifamily checks it): compare the rest.
+    warnings = [w for w in warnings if "the round ROI" not in w]
     return ("ok", {n: (s.kind, s.center, s.half_u, s.half_v, s.axis_u, s.axis_v, s.meta) for n, s in shapes_out.items()},
             warnings)
 

@@ -508,6 +508,16 @@ def _largest_ellipse(region: IntervalFn, t_max: float) -> Optional[Tuple[float, 
     return s0_best, p_best, q
 
 
+def _circle_excess(region: IntervalFn, s_c: float, r: float) -> float:
+    """How far (mm, ≥ 0) a circle of radius ``r`` centred at (s_c, 0) reaches beyond ``region``,
+    checked at the oval's boundary samples; infinite where it passes the region's lateral extent."""
+    cos, sin = _ELLIPSE_COS, _ELLIPSE_SIN  # np.cos/np.sin of linspace(−π/2, π/2, 151)
+    lo, hi = region(r * sin)
+    if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
+        return float("inf")
+    return float(max(np.max(s_c + r * cos - hi), np.max(lo - (s_c - r * cos)), 0.0))
+
+
 def build_roi_family(
     outline: BodyOutline,
     slab_mm: float,
@@ -550,18 +560,20 @@ def build_roi_family(
         r = diameter / 2.0
         s_c = s_d + r
         # Does the circle stay inside the trabecular region? (It may not on a narrow body.)
-        cos, sin = _ELLIPSE_COS, _ELLIPSE_SIN  # np.cos/np.sin of linspace(−π/2, π/2, 151)
-        lo, hi = region(r * sin)
-        if np.all(np.isfinite(hi)) and np.all(np.isfinite(lo)):
-            excess = float(max(np.max(s_c + r * cos - hi), np.max(lo - (s_c - r * cos)), 0.0))
-        else:
-            excess = float("inf")
+        excess = _circle_excess(region, s_c, r)
         if excess > ROUND_EXCESS_TOLERANCE_MM:
-            by = "beyond the region's width" if not np.isfinite(excess) else f"by up to {excess:.1f} mm"
-            warnings.append(
-                f"{prefix}the round ROI (diameter {diameter:.1f} mm, seed-002 definition) reaches beyond the "
-                f"trabecular outline ({by}) on this narrow body; check it for cortex."
-            )
+            # ``region`` keeps ``edge_margin_mm`` off the trabecular outline (partial volume): say
+            # whether the circle crosses the outline itself or only enters that margin.
+            beyond = _circle_excess(_region(outline, 0.0), s_c, r) if edge_margin_mm > 0 else excess
+            start = f"{prefix}the round ROI (diameter {diameter:.1f} mm, seed-002 definition) "
+            if beyond > ROUND_EXCESS_TOLERANCE_MM:
+                by = "beyond the outline's width" if not np.isfinite(beyond) else f"by up to {beyond:.1f} mm"
+                warnings.append(f"{start}reaches beyond the trabecular outline ({by}) on this narrow body; check it "
+                                "for cortex.")
+            else:
+                warnings.append(f"{start}stays inside the trabecular outline but reaches {excess:.1f} mm into the "
+                                f"{edge_margin_mm:.1f} mm margin kept off it on this narrow body: its edge voxels may "
+                                "hold a little cortex (partial volume).")
         make("ellipse", "round", s_c, 0.0, r, r, {"diameter_mm": diameter})
 
     if "oval" in shapes:
