@@ -114,3 +114,28 @@ def test_click_outlines_cover_the_body_labels(totalseg_dir):
         label = labels[k][jj, ii] == value
         assert (inner & label).sum() >= 0.95 * inner.sum(), level  # no trabecular ROI region outside the body
         assert (inner & label).sum() >= 0.65 * label.sum(), (level, (inner & label).sum() / label.sum())
+
+
+def test_clicks_in_the_spinal_canal_are_refused(totalseg_dir):
+    """A click in the spinal canal, 10–14 mm behind the body label's posterior edge at mid-height (beyond
+    the 6 mm within which a click just outside the cortex is snapped to the body), is refused: no body
+    ring surrounds it, and the canal's own ring a disc level away (which no body lies in front of
+    there) must not be taken for a body."""
+    import pytest
+
+    from OsteoROILib.autoplace import place_from_click
+    from OsteoROILib.errors import PlacementError
+
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
+    anterior = volume.in_plane_anterior()
+    for level, value in BODY_LABELS.items():
+        kji = np.argwhere(labels == value)
+        centre = volume.ijk_to_ras_points(kji.mean(axis=0)[::-1])[0]
+        k = int(round(kji[:, 0].mean()))
+        on_slice = volume.ijk_to_ras_points(kji[kji[:, 0] == k][:, ::-1].astype(float))
+        posterior_edge = float(np.min((on_slice - centre) @ anterior)) - 1.5  # voxel centre → edge
+        for behind in (10.0, 12.0, 14.0):
+            click = centre + (posterior_edge - behind) * anterior
+            with pytest.raises(PlacementError, match="does not look inside a vertebral body"):
+                place_from_click(volume, click, level)

@@ -107,6 +107,10 @@ MIN_BODY_AREA_MM2 = 300.0
 MAX_BODY_AREA_MM2 = 4500.0
 #: A click up to this far outside the found body is snapped to it (with a warning).
 SNAP_MM = 6.0
+#: A click in a disc or on an endplate is snapped to a body ring found on a slice at most this far
+#: (mm) away: half of a thick lumbar disc plus an endplate. Further away, a slice at the next disc
+#: level can offer the ring around the spinal canal, which no body lies in front of there.
+SNAP_AXIAL_MM = 12.0
 #: The AP axis comes from the outline only when its principal extents differ by this ratio and it
 #: turns less than MAX_ROTATION_DEG from the image's anterior (axial rotation of lumbar vertebrae
 #: beyond ~30° is exceptional); otherwise the image's anterior direction is used, with a reason.
@@ -1361,7 +1365,7 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     pxys = box.to_box(point)[0]
     s_click = int(np.clip(round(pxys[2]), 0, box.ns - 1))
     warnings: List[str] = []
-    snapped = False
+    snapped = snapped_axially = False
 
     contour, reasons = _find_ring(box, s_click, pxys[:2])
     if contour is None:
@@ -1370,7 +1374,7 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     if contour is None:
         # A click in a disc or on an endplate: look for the nearest slice with a body ring.
         found = None
-        max_steps = int(np.ceil(20.0 / box.ds))
+        max_steps = int(np.ceil(SNAP_AXIAL_MM / box.ds))
         for step in range(1, max_steps + 1):
             for sgn in (1, -1):
                 s_try = s_click + sgn * step
@@ -1388,7 +1392,7 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
                 f"vertebral body: {'; '.join(reasons)}.",
                 "Click inside the vertebral body, or force the placement (--force) if you are sure.")
         contour = found
-        snapped = True
+        snapped = snapped_axially = True
         dist = abs(found.s - s_click) * box.ds
         warnings.append(f"{prefix}the point is not inside a vertebral body on its own slice (intervertebral disc or "
                         f"endplate?); snapped {dist:.1f} mm to the nearest body.")
@@ -1475,6 +1479,15 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
                             canal=canal)
     outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
     quality, q_reasons = _quality(final, metrics, plates_q, plates_reason, outline.depth_mm, outline.width_mm)
+    if snapped_axially and quality < LOW_QUALITY:
+        # Not inside a body on its own slice, and what lies a few slices away is no clear body either
+        # (e.g. a click in the spinal canal: at the next disc level its ring has no body in front).
+        raise PlacementError(
+            f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a vertebral "
+            f"body: there is none on its own slice, and the bone ring {dist:.0f} mm away fits poorly "
+            f"({'; '.join(q_reasons)}).",
+            "Click inside the vertebral body on a slice near its mid-height, or force the placement (--force) if you "
+            "are sure.")
     fallback = False
     if quality < LOW_QUALITY:
         outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
