@@ -135,7 +135,10 @@ def test_clicks_in_the_spinal_canal_are_refused(totalseg_dir):
         k = int(round(kji[:, 0].mean()))
         on_slice = volume.ijk_to_ras_points(kji[kji[:, 0] == k][:, ::-1].astype(float))
         posterior_edge = float(np.min((on_slice - centre) @ anterior)) - 1.5  # voxel centre → edge
-        for behind in (10.0, 12.0, 14.0):
-            click = centre + (posterior_edge - behind) * anterior
+        normal = volume.slice_normal_ras()
+        for behind, height in ((10.0, 0.0), (12.0, 0.0), (14.0, 0.0), (12.0, 15.0), (12.0, -15.0)):
+            # also 15 mm above and below mid-height: about the disc levels, where a click in the canal
+            # sits in the canal's own ring on its own slice, with a disc (no body) in front of it
+            click = centre + (posterior_edge - behind) * anterior + height * normal
             with pytest.raises(PlacementError, match="does not look inside a vertebral body"):
                 place_from_click(volume, click, level)

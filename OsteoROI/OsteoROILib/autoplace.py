@@ -1336,6 +1336,23 @@ def _ring_near(box: _Box, s: int, xy0) -> Optional[Contour]:
     return best
 
 
+#: Slice offsets (mm) at which a poorly fitting ring is checked for bodies in front (``_canal_ring_between_bodies``).
+CANAL_LEVEL_OFFSETS_MM = (6.0, -6.0, 12.0, -12.0)
+
+
+def _canal_ring_between_bodies(box: _Box, contour: Contour) -> bool:
+    """True when ``contour`` is the ring around the spinal canal at a disc level: there no body lies in
+    front of it on its own slice (the disc does), but one does a few millimetres above or below.
+    Only asked of poorly fitting rings (it costs up to four more canal checks)."""
+    for off in CANAL_LEVEL_OFFSETS_MM:
+        s = int(round(contour.s + off / box.ds))
+        if s == contour.s or not 0 <= s < box.ns:
+            continue
+        if _is_spinal_canal(box, box.plane(s, FIT_HALF_SLAB_MM), s, contour):
+            return True
+    return False
+
+
 def _is_spinal_canal(box: _Box, plane: np.ndarray, s: int, contour: Contour) -> bool:
     """True when a larger bone ring (a vertebral body) lies directly anterior to ``contour``:
     then ``contour`` is the spinal canal inside the neural arch, not a body."""
@@ -1479,15 +1496,22 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
                             canal=canal)
     outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
     quality, q_reasons = _quality(final, metrics, plates_q, plates_reason, outline.depth_mm, outline.width_mm)
-    if snapped_axially and quality < LOW_QUALITY:
-        # Not inside a body on its own slice, and what lies a few slices away is no clear body either
+    if snapped and quality < LOW_QUALITY:
+        # The point is not inside a body, and the one it would be moved to is no clear body either
         # (e.g. a click in the spinal canal: at the next disc level its ring has no body in front).
+        where = f"there is none on its own slice, and the bone ring {dist:.0f} mm away" if snapped_axially else \
+            "the nearest bone ring"
         raise PlacementError(
             f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a vertebral "
-            f"body: there is none on its own slice, and the bone ring {dist:.0f} mm away fits poorly "
-            f"({'; '.join(q_reasons)}).",
+            f"body: {where} fits poorly ({'; '.join(q_reasons)}).",
             "Click inside the vertebral body on a slice near its mid-height, or force the placement (--force) if you "
             "are sure.")
+    if quality < LOW_QUALITY and _canal_ring_between_bodies(box, contour):
+        raise PlacementError(
+            f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a vertebral "
+            "body: the poorly fitting bone ring around it is the spinal canal at a disc level (vertebral bodies lie "
+            "in front of it a few millimetres above or below).",
+            "Click inside the vertebral body, or force the placement (--force) if you are sure.")
     fallback = False
     if quality < LOW_QUALITY:
         outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
