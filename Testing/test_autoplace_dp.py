@@ -1,7 +1,9 @@
-"""The contour search: its slab median and its circular dynamic programming (``autoplace._dp_contour``) against a plain
-Python oracle written from its specification: rays unrolled three times round, each step taking
-for every radius the best predecessor within ±jump indices (first best on ties, by offset from
-−jump up), the middle lap of the back-traced path being the answer."""
+"""Parts of the contour search checked against plain oracles written here: its circular dynamic
+programming (``autoplace._dp_contour``) against a Python loop written from its specification (rays
+unrolled three times round, each step taking for every radius the best predecessor within ±jump
+indices, first best on ties by offset from −jump up, the middle lap of the back-traced path being
+the answer); the slab median against numpy's median; the canal search's run finder against a plain loop; the
+osteophyte rays' run count on hand-made cases."""
 from __future__ import annotations
 
 import math

@@ -301,6 +301,11 @@ class _Box:
             planes[(s0, s1)] = plane
         return plane
 
+    def contains_xy(self, xy) -> bool:
+        """Whether box (x, y) lies on the slice planes (between the first and last voxel centres)."""
+        _, ny, nx = self.shape
+        return bool(0 <= xy[0] <= nx - 1 and 0 <= xy[1] <= ny - 1)
+
     def direction_xy(self, ras_dirs) -> np.ndarray:
         """In-plane RAS directions → (dx, dy) box steps per mm."""
         return np.asarray(ras_dirs) @ self.p_pinv.T
@@ -555,8 +560,6 @@ def _dp_contour(score: np.ndarray, step_mm: float) -> np.ndarray:
     subtract, best_of, add = np.subtract, np.maximum.reduce, np.add
     to_radius = np.arange(n_r) - jump  # offset index o at radius i → predecessor radius i + o − jump
     ancestor = np.arange(n_r)  # per radius of the current step: its ancestor at end_of_middle
-    merged = False
-    k = 0
     rows = list(acc[:, jump:jump + n_r])
     scores = list(score)
     for k in range(1, n_steps):
@@ -567,9 +570,8 @@ def _dp_contour(score: np.ndarray, step_mm: float) -> np.ndarray:
         if k > end_of_middle:
             ancestor = ancestor[cand.argmax(axis=0) + to_radius]
             if ancestor[0] == ancestor[-1] and (ancestor == ancestor[0]).all():
-                merged = True
-                break
-    p = int(ancestor[0] if merged else ancestor[int(np.argmax(acc[k, jump:jump + n_r]))])
+                break  # merged: every radius of this step, the best one included, has this ancestor
+    p = int(ancestor[int(np.argmax(rows[k]))])
     table = acc[n_rays:end_of_middle].tolist()  # steps n … 2n − 2, padded: radius r sits at r + jump
     pen = penalty.tolist()
     offsets = range(1, n_off)
@@ -1322,8 +1324,7 @@ def _ring_near(box: _Box, s: int, xy0) -> Optional[Contour]:
     for dist in SNAP_SEED_MM:
         for a in angles:
             seed = np.asarray(xy0, dtype=float) + box.direction_xy((dist * (np.cos(a) * u + np.sin(a) * v))[None, :])[0]
-            ny, nx = box.shape[1], box.shape[2]
-            if not (0 <= seed[0] <= nx - 1 and 0 <= seed[1] <= ny - 1):
+            if not box.contains_xy(seed):
                 continue
             contour, reasons = _find_ring(box, s, seed)
             if contour is None:
@@ -1359,8 +1360,7 @@ def _is_spinal_canal(box: _Box, plane: np.ndarray, s: int, contour: Contour) -> 
     ant = _median(contour.r_out[np.abs(((contour.angles + np.pi) % (2 * np.pi)) - np.pi) <= np.pi / 9])
     probe_ras = contour.u * (ant + CANAL_PROBE_MM)
     probe_xy = contour.center_xy + box.direction_xy(probe_ras[None, :])[0]
-    ny, nx = plane.shape
-    if not (0 <= probe_xy[0] <= nx - 1 and 0 <= probe_xy[1] <= ny - 1):
+    if not box.contains_xy(probe_xy):
         return False
     front = _fit_centred(box, plane, s, probe_xy, iterations=2, max_shift_mm=20.0)
     if front.ring_reasons() or front.area_mm2() <= contour.area_mm2():
@@ -1368,6 +1368,15 @@ def _is_spinal_canal(box: _Box, plane: np.ndarray, s: int, contour: Contour) -> 
     # the candidate ring must lie behind the front ring (posterior, along the image's AP direction)
     d = box.p @ (contour.center_xy - front.center_xy)
     return bool(d @ contour.u < -0.3 * _median(front.r_out))
+
+
+def _not_in_a_body(prefix: str, point: np.ndarray, why: str,
+                   click: str = "Click inside the vertebral body") -> PlacementError:
+    """The refusal of a click that is not inside a vertebral body (``why`` ends the sentence)."""
+    return PlacementError(
+        f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a vertebral "
+        f"body: {why}",
+        f"{click}, or force the placement (--force) if you are sure.")
 
 
 def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = "") -> Placement:
@@ -1404,10 +1413,7 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
                 break
             # probing every slice of a fine grid is wasteful: skip ahead on thin slices
         if found is None:
-            raise PlacementError(
-                f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a "
-                f"vertebral body: {'; '.join(reasons)}.",
-                "Click inside the vertebral body, or force the placement (--force) if you are sure.")
+            raise _not_in_a_body(prefix, point, f"{'; '.join(reasons)}.")
         contour = found
         snapped = snapped_axially = True
         dist = abs(found.s - s_click) * box.ds
@@ -1501,17 +1507,11 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
         # (e.g. a click in the spinal canal: at the next disc level its ring has no body in front).
         where = f"there is none on its own slice, and the bone ring {dist:.0f} mm away" if snapped_axially else \
             "the nearest bone ring"
-        raise PlacementError(
-            f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a vertebral "
-            f"body: {where} fits poorly ({'; '.join(q_reasons)}).",
-            "Click inside the vertebral body on a slice near its mid-height, or force the placement (--force) if you "
-            "are sure.")
+        raise _not_in_a_body(prefix, point, f"{where} fits poorly ({'; '.join(q_reasons)}).",
+                             "Click inside the vertebral body on a slice near its mid-height")
     if quality < LOW_QUALITY and _canal_ring_between_bodies(box, contour):
-        raise PlacementError(
-            f"{prefix}the point (RAS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) does not look inside a vertebral "
-            "body: the poorly fitting bone ring around it is the spinal canal at a disc level (vertebral bodies lie "
-            "in front of it a few millimetres above or below).",
-            "Click inside the vertebral body, or force the placement (--force) if you are sure.")
+        raise _not_in_a_body(prefix, point, "the poorly fitting bone ring around it is the spinal canal at a disc level "
+                             "(vertebral bodies lie in front of it a few millimetres above or below).")
     fallback = False
     if quality < LOW_QUALITY:
         outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
