@@ -242,6 +242,18 @@ class Calibration:
                     "(mu_rho_K2HPO4 - mu_rho_triglyceride)  (Michalski et al. 2020)")
         return f"vBMD [{self.unit_label}] = (HU - ({self.intercept:.4f})) / {self.slope:.6f}"
 
+    def fit_fields(self) -> Dict[str, Any]:
+        """The fit as the summaries show it (the result document's ``calibration`` block and the
+        module's fit summary, ``mrmlcalibration.calibration_fit_summary``), in this order."""
+        return {
+            "unit": self.unit,
+            "vbmd_unit": self.unit_label,
+            "equation": self.equation(),
+            "slope_hu_per_mg_cm3": self.slope,
+            "intercept_hu": self.intercept,
+            "r2": self.r2,
+        }
+
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
         fit = None
@@ -587,12 +599,7 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
         "method": cal.method,
         "origin": cal.origin,
         "file": cal.origin_path,
-        "unit": cal.unit,
-        "vbmd_unit": cal.unit_label,
-        "equation": cal.equation(),
-        "slope_hu_per_mg_cm3": cal.slope,
-        "intercept_hu": cal.intercept,
-        "r2": cal.r2,
+        **cal.fit_fields(),
         "see": cal.see,
         "n_points": cal.n_points,
         "phantom": None if not cal.phantom else cal.phantom.get("id"),

@@ -91,12 +91,7 @@ def calibration_fit_summary(cal, extra_warnings: Sequence[str] = ()) -> Dict[str
     return json_safe({
         "kind": cal.kind,
         "method": cal.method,
-        "unit": cal.unit,
-        "vbmd_unit": cal.unit_label,
-        "equation": cal.equation(),
-        "slope_hu_per_mg_cm3": cal.slope,
-        "intercept_hu": cal.intercept,
-        "r2": cal.r2,
+        **cal.fit_fields(),
         "see_hu": cal.see,
         "n_points": cal.n_points,
         "effective_energy_kev": internal.get("effective_energy_kev"),
