@@ -482,6 +482,10 @@ def test_polygon_intervals_match():
     f, g = rf.polygon_intervals(poly), _reference_polygon_intervals(poly)
     for t in (0.5, np.array(0.5), np.array([]), [1.0, 2.0]):
         assert all(same(x, y) for x, y in zip(f(t), g(t)))
+    # lines of any shape get the answer of each line (the reference only took 1-D lines)
+    t2 = rng.uniform(-lim, lim, (7, 9))
+    got2, want2 = f(t2), g(t2.ravel())
+    assert got2[0].shape == (7, 9) and same(got2[0].ravel(), want2[0]) and same(got2[1].ravel(), want2[1])
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

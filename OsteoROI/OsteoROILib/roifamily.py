@@ -170,25 +170,11 @@ def polygon_intervals(poly: np.ndarray) -> IntervalFn:
     e_lo, e_hi = lo_t[edges], hi_t[edges]
     e_s0, e_t0, e_ds, e_dt = s0[edges], t0[edges], (s1 - s0)[edges], (t1 - t0)[edges]
 
-    def dense(t):
-        tt = t[:, None]
-        cross = (tt >= lo_t) & (tt <= hi_t) & (hi_t > lo_t)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = (tt - t0) / (t1 - t0)
-        s = s0 + frac * (s1 - s0)
-        s = np.where(cross, s, np.nan)
-        with np.errstate(invalid="ignore"):
-            smin = np.nanmin(np.where(cross, s, np.inf), axis=1)
-            smax = np.nanmax(np.where(cross, s, -np.inf), axis=1)
-        none = ~cross.any(axis=1)
-        smin[none] = np.nan
-        smax[none] = np.nan
-        return smin, smax
-
     def f(t):
         t = np.atleast_1d(np.asarray(t, dtype=float))
-        if t.ndim != 1:
-            return dense(t)
+        if t.ndim != 1:  # lines of any shape: the same answer per line
+            smin, smax = f(t.ravel())
+            return smin.reshape(t.shape), smax.reshape(t.shape)
         order = np.argsort(t, kind="stable")
         ts = t[order]
         first = np.searchsorted(ts, e_lo, "left")  # lines with e_lo <= t <= e_hi: ts[first:last]
