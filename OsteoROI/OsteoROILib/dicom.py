@@ -587,7 +587,9 @@ def _read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
     return _finish_series(series, path, plan, _execute_series(plan), notes)
 
 
-def _reader_for(files: List[str], float_voxels: bool):
+def _reader_for(files: List[str], float_voxels: bool, with_tags: bool = False):
+    """A GDCM reader of ``files``; ``with_tags``: a series reader that also keeps every slice's tags
+    (public ones), read with the pixels."""
     import SimpleITK as sitk
 
     if len(files) == 1:  # a multi-frame file (or a single slice): GDCM reads the frames as one 3-D image
@@ -600,6 +602,9 @@ def _reader_for(files: List[str], float_voxels: bool):
     reader.SetImageIO("GDCMImageIO")
     if float_voxels:
         reader.SetOutputPixelType(sitk.sitkFloat32)  # each slice's own rescale, without integer truncation
+    if with_tags:
+        reader.MetaDataDictionaryArrayUpdateOn()
+        reader.LoadPrivateTagsOff()
     return reader
 
 
@@ -623,9 +628,7 @@ def _read_series_in_one_pass(series: DicomSeries, path: str, notes: List[str]) -
         def complete(index: int) -> Dict[str, str]:
             return dict(full_headers[index])
     else:
-        reader = _reader_for(files, float_voxels=False)
-        reader.MetaDataDictionaryArrayUpdateOn()
-        reader.LoadPrivateTagsOff()
+        reader = _reader_for(files, float_voxels=False, with_tags=True)
         try:
             with _itk_warnings_off():
                 image = reader.Execute()
@@ -855,10 +858,7 @@ def _read_chunk(files: List[str], float_voxels: bool, with_tags: bool):
     Raises RuntimeError as ``Execute`` or ``GetMetaDataKeys`` do. The reader is dropped before the
     image is returned: while it lives, the image shares its buffer and a numpy view would be a copy.
     """
-    reader = _reader_for(files, float_voxels)
-    if with_tags:
-        reader.MetaDataDictionaryArrayUpdateOn()
-        reader.LoadPrivateTagsOff()
+    reader = _reader_for(files, float_voxels, with_tags)
     image = reader.Execute()
     headers: List[Dict[str, str]] = []
     if with_tags:
