@@ -2,7 +2,7 @@
 
 This is the 3D Slicer scripted module (module, parameter node, widget, logic, self-test). It is
 imported only inside Slicer and is thin wiring: the scene-level work (ROI markups, live updates,
-table, plot, persistence) is ``OsteoROILib.mrmllogic`` (Qt-free, tested on the slicer-core wheel)
+table, plot, persistence) is ``OsteoROILib.mrml.logic`` (Qt-free, tested on the slicer-core wheel)
 and every number comes from the Qt-free package ``OsteoROILib``, which the command line
 (``python -m OsteoROILib``) and scripts share.
 """
@@ -30,9 +30,9 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from OsteoROILib import __version__
-from OsteoROILib.measure import LEVEL_NAMES, measure_levels
-from OsteoROILib.mrmllogic import KEEP_CALIBRATION, OsteoROIMRMLLogic, level_points_from_node, volume_from_node
-from OsteoROILib.roifamily import SHAPE_NAMES
+from OsteoROILib.placement.measure import LEVEL_NAMES, measure_levels
+from OsteoROILib.mrml.logic import KEEP_CALIBRATION, OsteoROIMRMLLogic, level_points_from_node, volume_from_node
+from OsteoROILib.roi.family import SHAPE_NAMES
 
 #
 # OsteoROI
@@ -73,7 +73,7 @@ diagnosis; check every ROI for osteophytes, fractures, bone islands and artefact
 returns the results table node (one row per level and ROI type). <code>shapes</code>: e.g.
 <code>["oval", "round"]</code> (default all five); <code>criteria</code>: <code>"seed002-hu"</code>,
 <code>"qct-acr2018"</code> (needs a calibration) or <code>"pickhardt2013-l1"</code>; <code>calibration</code>: a
-saved calibration file or <code>OsteoROILib.calibration.Calibration</code>, <code>None</code> for HU only (default:
+saved calibration file or <code>OsteoROILib.calibration.model.Calibration</code>, <code>None</code> for HU only (default:
 keep the scene's calibration); <code>slabMm=</code> ROI thickness (default one slice).<br>
 Calibration: <code>logic.mrml.calibrateFromRods(rodPointsNode, "qrm-bdc-6")</code> (points labelled by rod name,
 e.g. R0&hellip;R800, or A&hellip;E for <code>"mindways-example"</code>),
@@ -112,7 +112,7 @@ class OsteoROIParameterNode:
     shapeOval ... shapeRight - which ROI shapes to measure.
     outputTable - table to fill with the results (the module's own table when empty).
     criteria - id of the diagnostic criterion whose thresholds the plot shows ("" for none).
-    calibrationMode - none, saved, manual, phantom or internal (OsteoROILib.mrmlcalibration).
+    calibrationMode - none, saved, manual, phantom or internal (OsteoROILib.mrml.calibration).
     calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities).
     rodPoints - point list labelled by rod name for the "phantom" mode (or the module's auto-detected list).
     tissuePoints - point list labelled air, adipose, muscle, blood, cortical_bone for the "internal" mode.
@@ -120,7 +120,7 @@ class OsteoROIParameterNode:
     manualSlope, manualIntercept, manualUnit - HU = intercept + slope * density for the "manual" mode.
 
     Everything the measurement produced (ROIs, results, exclusions, Genant grades) is kept by
-    ``OsteoROILib.mrmllogic`` in the same parameter node.
+    ``OsteoROILib.mrml.logic`` in the same parameter node.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -143,7 +143,7 @@ class OsteoROIParameterNode:
     manualUnit: str = "K2HPO4"
 
 
-#: Parameter-node member for each ROI shape of ``OsteoROILib.roifamily.SHAPE_NAMES``.
+#: Parameter-node member for each ROI shape of ``OsteoROILib.roi.family.SHAPE_NAMES``.
 SHAPE_PARAMETERS = {
     "oval": "shapeOval",
     "round": "shapeRound",
@@ -387,7 +387,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- calibration panel ------------------------------------------------------------------------
     def _addUserPhantoms(self) -> None:
         """Add the user's saved phantoms (~/.osteoroi/phantoms) to the built-in ones listed in the .ui."""
-        from OsteoROILib.phantoms import load_library
+        from OsteoROILib.calibration.phantom_library import load_library
 
         try:
             library = load_library()
@@ -506,7 +506,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class OsteoROILogic(ScriptedLoadableModuleLogic):
-    """The module logic: ``OsteoROILib.mrmllogic.OsteoROIMRMLLogic`` on ``slicer.mrmlScene``.
+    """The module logic: ``OsteoROILib.mrml.logic.OsteoROIMRMLLogic`` on ``slicer.mrmlScene``.
 
     Usable without the GUI (Python console, scripts): ``run(...)`` returns the results table.
     It never deletes or renames the user's nodes; re-running reuses the module's own nodes.
@@ -575,7 +575,7 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
             criteria=None, slabMm: Optional[float] = None, force: bool = False, tableNode=None):
         """Place the ROIs of every labelled level and measure them; returns the results table node.
 
-        See ``OsteoROILib.mrmllogic.OsteoROIMRMLLogic.run`` for the arguments.
+        See ``OsteoROILib.mrml.logic.OsteoROIMRMLLogic.run`` for the arguments.
         """
         logging.info("OsteoROI %s: measuring", __version__)
         table = self.mrml.run(volumeNode, pointsNode, calibration=calibration, shapes=shapes, criteria=criteria,
@@ -586,7 +586,7 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
 
     def measure(self, volumeNode, pointsNode, shapes: Optional[Sequence[str]] = None,
                 slabMm: Optional[float] = None) -> dict:
-        """Plain measurement without scene changes: ``OsteoROILib.measure.measure_levels``' result."""
+        """Plain measurement without scene changes: ``OsteoROILib.placement.measure.measure_levels``' result."""
         slab = None if slabMm is None or float(slabMm) == 0.0 else float(slabMm)
         return measure_levels(volume_from_node(volumeNode), level_points_from_node(pointsNode),
                               shapes=None if shapes is None else list(shapes), slab_mm=slab)
@@ -657,7 +657,7 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.test_OsteoROI_errors()
 
     def _loadPhantom(self):
-        from OsteoROILib.phantom import make_phantom
+        from OsteoROILib.digital_phantom.phantom import make_phantom
 
         volume, truth = make_phantom(noise_sigma=10.0, seed=1)
         volumeNode = slicer.util.addVolumeFromArray(volume.array, volume.ijk_to_ras, name="OsteoROI phantom")

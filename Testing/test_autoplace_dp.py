@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from OsteoROILib import autoplace
-from OsteoROILib.autoplace import JUMP_COST, MAX_JUMP_MM, _dp_contour
+from OsteoROILib.placement import click as autoplace
+from OsteoROILib.placement.click import JUMP_COST, MAX_JUMP_MM, _dp_contour
 
 
 def _oracle(score, step_mm):

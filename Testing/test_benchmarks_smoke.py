@@ -20,7 +20,7 @@ if BENCH not in sys.path:
 
 import bench_core  # noqa: E402
 import run_benchmarks  # noqa: E402
-from OsteoROILib.stats import statistics_of_values  # noqa: E402
+from OsteoROILib.roi.stats import statistics_of_values  # noqa: E402
 
 TINY = {"size": (128, 112, 64), "spacing": (1.5, 1.5, 2.5)}
 

@@ -13,10 +13,11 @@ import os
 import numpy as np
 import pytest
 
-from OsteoROILib import calibration as C
-from OsteoROILib import internalcal as IC
+from OsteoROILib.calibration import model as C
+from OsteoROILib.resources import resource_path
+from OsteoROILib.calibration import internal as IC
 from OsteoROILib.errors import InputError
-from OsteoROILib.phantoms import get_phantom, phantom_from_certificate
+from OsteoROILib.calibration.phantom_library import get_phantom, phantom_from_certificate
 
 
 
@@ -197,7 +198,7 @@ def test_units_never_mixed():
     with pytest.raises(InputError, match="Unknown density unit"):
         C.manual_calibration(1.0, 0.0, "mg/cm3")
     with pytest.raises(InputError, match="one density unit"):
-        from OsteoROILib.phantoms import validate_phantom
+        from OsteoROILib.calibration.phantom_library import validate_phantom
 
         validate_phantom({"id": "x", "unit": "HA", "rods": [{"name": "a", "density": 0},
                                                             {"name": "b", "density": 100, "unit": "K2HPO4"}]})
@@ -238,8 +239,7 @@ def test_save_load_roundtrip_schema_and_scanner_mismatch(tmp_path):
     with pytest.raises(Exception, match="already exists"):
         C.save_calibration(cal, path)
     doc = json.load(open(path))
-    with open(os.path.join(os.path.dirname(C.__file__), "..", "..", "Resources", "Schemas",
-                           "osteoroi-calibration-1.schema.json")) as f:
+    with open(resource_path("Schemas", "osteoroi-calibration-1.schema.json")) as f:
         jsonschema.validate(doc, json.load(f))
     back = C.load_calibration(path)
     assert back.origin == "saved" and back.unit == "HA"

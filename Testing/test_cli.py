@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from OsteoROILib import cli, results
-from OsteoROILib.markups import point_list_document
-from OsteoROILib.phantom import make_phantom
-from OsteoROILib.volume import write_volume
+from OsteoROILib import cli
+
+from OsteoROILib.export import measurement as results
+
+from OsteoROILib.io.markups_file import point_list_document
+from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.io.volume import write_volume
 
 from test_dicom import stored_values, write_series
 
@@ -63,7 +66,7 @@ def test_demo_writes_a_4x5_table_matching_the_phantom_truth(tmp_path, capsys):
     assert len(rows) == 20
     assert {(r["level"], r["shape"]) for r in rows} == {
         (lv, s) for lv in ("L1", "L2", "L3", "L4") for s in ("oval", "round", "front", "left", "right")}
-    from OsteoROILib.cli import DEMO_DENSITIES, DEMO_PHANTOM_ID
+    from OsteoROILib.cli.commands import DEMO_DENSITIES, DEMO_PHANTOM_ID
 
     # the configured HU and densities, independent of the measurement
     _, demo_truth = make_phantom(calibration_preset=DEMO_PHANTOM_ID, trabecular_density=DEMO_DENSITIES)

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from OsteoROILib import cli, results
+from OsteoROILib import cli
+
+
+from OsteoROILib.io import outputs
 from OsteoROILib.errors import OutputError
-from OsteoROILib.phantom import make_phantom
-from OsteoROILib.segplacement import BUILTIN_LABEL_MAPS
-from OsteoROILib.volume import write_volume
+from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS
+from OsteoROILib.io.volume import write_volume
 
 
 def run(argv, capsys):
@@ -73,11 +76,11 @@ def test_check_output_paths_sees_the_same_file_under_another_name(tmp_path):
     link = tmp_path / "link.json"
     os.symlink(src, link)
     with pytest.raises(OutputError):
-        results.check_output_paths([str(link)], overwrite=True, inputs=[str(src)])
+        outputs.check_output_paths([str(link)], overwrite=True, inputs=[str(src)])
     # an unrelated existing output with --overwrite stays allowed
     other = tmp_path / "other.json"
     other.write_text("{}")
-    assert results.check_output_paths([str(other)], overwrite=True, inputs=[str(src)]) == [str(other)]
+    assert outputs.check_output_paths([str(other)], overwrite=True, inputs=[str(src)]) == [str(other)]
 
 
 def test_segmentation_of_another_scan_is_named_as_such(files, capsys):

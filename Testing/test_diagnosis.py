@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from OsteoROILib import criteria as C
-from OsteoROILib.diagnosis import (build_diagnosis, normalize_exclusions, parse_exclusion, resolve_patient,
+from OsteoROILib.diagnosis import criteria as C
+from OsteoROILib.diagnosis.verdict import (build_diagnosis, normalize_exclusions, parse_exclusion, resolve_patient,
                                    validate_diagnosis, verdict_rows)
 from OsteoROILib.errors import InputError
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from OsteoROILib.diagnosis import build_diagnosis
+from OsteoROILib.diagnosis.verdict import build_diagnosis
 from OsteoROILib.errors import InputError
-from OsteoROILib.followup import change_verdict, lsc_pct
+from OsteoROILib.diagnosis.followup import change_verdict, lsc_pct
 
 from test_diagnosis import ADULT_MAN, make_doc, verdict
 

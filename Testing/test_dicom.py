@@ -1,4 +1,4 @@
-"""Tests of the DICOM folder reader (OsteoROILib.dicom).
+"""Tests of the DICOM folder reader (OsteoROILib.io.dicom_read).
 
 The DICOM files are written here with pydicom, so every expected value is known independently of
 the reader: HU = stored × RescaleSlope + RescaleIntercept computed from the stored integers we wrote,
@@ -13,9 +13,9 @@ import random
 
 import numpy as np
 import pytest
-from OsteoROILib import dicom
+from OsteoROILib.io import dicom_read as dicom
 from OsteoROILib.errors import InputError
-from OsteoROILib.volume import read_volume
+from OsteoROILib.io.volume import read_volume
 
 pydicom = pytest.importorskip("pydicom")  # only the tests write DICOM with pydicom; the reader does not need it
 Dataset = pydicom.dataset.Dataset

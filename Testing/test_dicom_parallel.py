@@ -1,4 +1,4 @@
-"""The chunked, multi-threaded DICOM pixel read (OsteoROILib.dicom._read_chunked) gives exactly the
+"""The chunked, multi-threaded DICOM pixel read (OsteoROILib.io.dicom_read._read_chunked) gives exactly the
 Volume of one ImageSeriesReader.
 
 Every series is read twice: with ``OSTEOROI_READ_THREADS=1`` (one reader: the reference) and with
@@ -16,7 +16,7 @@ import shutil
 
 import numpy as np
 import pytest
-from OsteoROILib import dicom
+from OsteoROILib.io import dicom_read as dicom
 from OsteoROILib.errors import InputError
 from test_dicom import expected_matrix, rotation, stored_values, write_series
 

@@ -8,7 +8,7 @@ errors) over many seeded random cases:
   also when only the per-slice tags are read and the rest is completed for the reported slices;
 * ``geometry.roi_voxels`` (all three ROI-frame coordinates broadcast at once);
 * ``volume.check_ct`` (integer volumes scanned block by block until air is found);
-* ``results.json_safe`` (fast paths for built-in types).
+* ``outputs.json_safe`` (fast paths for built-in types).
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
-from OsteoROILib import dicom, results
-from OsteoROILib.dicom import (
+from OsteoROILib.io import dicom_read as dicom
+from OsteoROILib.io import outputs
+from OsteoROILib.io.dicom_read import (
     _HEADER_TAGS,
     _SLICE_TAGS,
     ORIENTATION_TOLERANCE,
@@ -39,8 +40,8 @@ from OsteoROILib.dicom import (
     facts_from_header,
 )
 from OsteoROILib.errors import InputError
-from OsteoROILib.geometry import RoiShape, bounding_box_ijk, inside_mask, roi_voxels
-from OsteoROILib.volume import CT_MIN_HU_REQUIRED, Volume, check_ct
+from OsteoROILib.roi.geometry import RoiShape, bounding_box_ijk, inside_mask, roi_voxels
+from OsteoROILib.io.volume import CT_MIN_HU_REQUIRED, Volume, check_ct
 
 # --- reference: the previous _plan_series -----------------------------------------------------
 
@@ -482,7 +483,7 @@ def test_json_safe_equals_reference():
     for _ in range(500):
         doc = build(4)
         for digits in (None, 6):
-            got, want = results.json_safe(doc, digits), _reference_json_safe(doc, digits)
+            got, want = outputs.json_safe(doc, digits), _reference_json_safe(doc, digits)
             assert repr(got) == repr(want)
             assert [type(x) for x in _leaves(got)] == [type(x) for x in _leaves(want)]
 

@@ -1,4 +1,4 @@
-"""Independent-oracle tests of OsteoROILib.geometry (ROI voxel sets).
+"""Independent-oracle tests of OsteoROILib.roi.geometry (ROI voxel sets).
 
 The oracle is a brute-force voxel-centre rasterizer written here: it visits EVERY voxel of a
 (small, or virtually enlarged) grid, computes the voxel centre from ``ijk_to_ras`` directly and
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from OsteoROILib.geometry import RoiShape, roi_voxels
+from OsteoROILib.roi.geometry import RoiShape, roi_voxels
 
 AMBIGUOUS_MM = 1e-4
 

@@ -17,10 +17,10 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not inst
 vtk = pytest.importorskip("vtk")
 
 from OsteoROILib.errors import InputError, OutputError  # noqa: E402
-from OsteoROILib.mrmlcalibration import ROLE_OWN_RODS, format_calibration_summary  # noqa: E402
-from OsteoROILib.mrmllogic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic  # noqa: E402
-from OsteoROILib.mrmlscene import add_volume_from_array, new_scene  # noqa: E402
-from OsteoROILib.phantom import make_phantom  # noqa: E402
+from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, format_calibration_summary  # noqa: E402
+from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
+from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_a_failed_refit_clears_the_calibration_and_says_why(make_scene, qrm):
 
 
 def test_internal_calibration_from_tissue_points(make_scene, qrm):
-    from OsteoROILib.internalcal import fit_internal
+    from OsteoROILib.calibration.internal import fit_internal
 
     s = make_scene(qrm)
     s.logic.run(s.volumeNode, s.levels, shapes=["oval"])

@@ -15,8 +15,8 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not inst
 vtk = pytest.importorskip("vtk")
 
 from OsteoROILib.errors import InputError, OsteoROIError  # noqa: E402
-from OsteoROILib.measure import measure_levels  # noqa: E402
-from OsteoROILib.mrmllogic import (  # noqa: E402
+from OsteoROILib.placement.measure import measure_levels  # noqa: E402
+from OsteoROILib.mrml.logic import (  # noqa: E402
     CALIBRATION_COLUMNS,
     TABLE_COLUMNS,
     OsteoROIMRMLLogic,
@@ -24,8 +24,8 @@ from OsteoROILib.mrmllogic import (  # noqa: E402
     roi_shape_from_node,
     volume_from_node,
 )
-from OsteoROILib.mrmlscene import add_volume_from_array, new_scene  # noqa: E402
-from OsteoROILib.phantom import make_phantom  # noqa: E402
+from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
+from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
 
 ROTATIONS = [0.0, 9.0, -7.0, 4.0]
 
@@ -370,7 +370,7 @@ def test_plot_has_level_bars_and_published_thresholds(headless):
 
 
 def test_calibration_adds_vbmd(headless):
-    from OsteoROILib.calibration import manual_calibration
+    from OsteoROILib.calibration.model import manual_calibration
 
     slope, intercept = 1.21, -3.5  # HU = intercept + slope * density
     cal = manual_calibration(slope, intercept, "K2HPO4")
@@ -405,7 +405,7 @@ def test_exports_are_atomic_and_refuse_to_overwrite(headless, tmp_path):
     with open(cpath, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["mean_hu"]) for r in rows] == pytest.approx([r["mean_hu"] for r in logic.rows()], rel=1e-6)
-    from OsteoROILib.results import validate_document
+    from OsteoROILib.export.measurement import validate_document
 
     validate_document(doc)
     with pytest.raises(OsteoROIError, match="exists"):
@@ -476,9 +476,9 @@ def test_undefined_values_are_empty_cells_never_nan(headless, tmp_path):
     """A single-voxel ROI has no SD, an ROI outside the image has no HU statistics at all, a manual
     calibration has no vBMD SD: the table cell is empty (Warnings says why), never 'nan', in the
     table, in Slicer's saved table file and in the CSV export."""
-    from OsteoROILib.calibration import manual_calibration
-    from OsteoROILib.geometry import RoiShape
-    from OsteoROILib.mrmllogic import set_roi_node_geometry
+    from OsteoROILib.calibration.model import manual_calibration
+    from OsteoROILib.roi.geometry import RoiShape
+    from OsteoROILib.mrml.logic import set_roi_node_geometry
 
     logic = OsteoROIMRMLLogic(headless.scene)
     table = logic.run(headless.volumeNode, headless.pointsNode, shapes=["oval"],

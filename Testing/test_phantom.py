@@ -1,4 +1,4 @@
-"""Tests of the digital CT phantom (OsteoROILib.phantom).
+"""Tests of the digital CT phantom (OsteoROILib.digital_phantom.phantom).
 
 Oracles are independent of the generator: the configured numbers (densities, scanner slope and
 intercept, sizes), analytic geometry computed here from the truth's centres/axes/sizes, the
@@ -20,9 +20,9 @@ if _PKG not in sys.path:
     sys.path.insert(0, _PKG)
 
 from OsteoROILib.errors import InputError, OsteoROIError  # noqa: E402
-from OsteoROILib.phantom import PhantomSpec, generate, make_phantom  # noqa: E402
-from OsteoROILib.roifamily import SHAPE_NAMES, build_roi_family  # noqa: E402
-from OsteoROILib.stats import roi_statistics  # noqa: E402
+from OsteoROILib.digital_phantom.phantom import PhantomSpec, generate, make_phantom  # noqa: E402
+from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family  # noqa: E402
+from OsteoROILib.roi.stats import roi_statistics  # noqa: E402
 
 # Extent around the lumbar column only (fast grids for geometry tests).
 SPINE_BOX = ((-40.0, 40.0), (-45.0, 35.0), (-72.0, 72.0))
@@ -483,7 +483,7 @@ def test_bad_options_raise_input_error_with_remedy(options):
 
 
 # --- hard-case options (issue #3): wedge fracture, osteophytes, bone islands, tilted column ----
-from OsteoROILib.phantom import analytic_hu  # noqa: E402
+from OsteoROILib.digital_phantom.phantom import analytic_hu  # noqa: E402
 
 
 def _rot_x(deg):

@@ -10,14 +10,17 @@ import json
 import numpy as np
 import pytest
 
-from OsteoROILib import cli, results
-from OsteoROILib.autoplace import METHOD_CLICK, place_from_click
+from OsteoROILib import cli
+
+from OsteoROILib.export import measurement as results
+
+from OsteoROILib.placement.click import METHOD_CLICK, place_from_click
 from OsteoROILib.errors import InputError, PlacementError
-from OsteoROILib.geometry import roi_voxels
-from OsteoROILib.measure import measure_levels
-from OsteoROILib.phantom import make_phantom
-from OsteoROILib.segplacement import BUILTIN_LABEL_MAPS, parse_label_map, place_from_labels
-from OsteoROILib.volume import Volume, write_volume
+from OsteoROILib.roi.geometry import roi_voxels
+from OsteoROILib.placement.measure import measure_levels
+from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, parse_label_map, place_from_labels
+from OsteoROILib.io.volume import Volume, write_volume
 
 OFFSET = np.array([3.0, 2.0, 4.0])  # a click off-centre in-plane and along S
 SPINE_BOX = ((-75.0, 75.0), (-75.0, 60.0), (-85.0, 85.0))  # RAS box around the column (small, fast images)
@@ -35,7 +38,7 @@ def angle_deg(a, b, normal=None):
 
 
 def roi_values(volume, row):
-    from OsteoROILib.geometry import RoiShape
+    from OsteoROILib.roi.geometry import RoiShape
 
     r = row["roi"]
     shape = RoiShape(r["kind"], r["center_ras"], r["axis_u_ras"], r["axis_v_ras"], r["half_u_mm"], r["half_v_mm"],
@@ -95,7 +98,7 @@ def test_auto_rois_hold_no_cortex_and_read_the_true_hu(options):
 
 def test_oval_fills_the_anterior_two_thirds(default_phantom):
     """Oval area ≥ 80 % of the largest ellipse in the TRUE anterior-2/3 trabecular region."""
-    from OsteoROILib.roifamily import build_roi_family
+    from OsteoROILib.roi.family import build_roi_family
 
     volume, truth = default_phantom
     for lv in truth.levels:
@@ -299,8 +302,8 @@ def test_cli_labels_auto_and_no_auto(tmp_path, capsys):
 def test_real_ct_from_labels_and_clicks(totalseg_dir):
     import SimpleITK as sitk
 
-    from OsteoROILib.segplacement import read_labels
-    from OsteoROILib.volume import read_volume
+    from OsteoROILib.placement.labels import read_labels
+    from OsteoROILib.io.volume import read_volume
 
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
     labels, _ = read_labels(f"{totalseg_dir}/vertebral_bodies.nii.gz", volume)
@@ -329,7 +332,7 @@ def test_labels_are_resampled_onto_the_volume_grid_not_the_image_it_was_read_fro
     RAS centre, computed from each grid's own geometry."""
     import SimpleITK as sitk
 
-    from OsteoROILib.segplacement import read_labels
+    from OsteoROILib.placement.labels import read_labels
 
     ct = sitk.Image([40, 30, 20], sitk.sitkInt16)
     ct.SetSpacing([1.0, 1.0, 2.0])

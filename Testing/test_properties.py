@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from OsteoROILib.geometry import RoiShape, inside_mask, roi_voxels
-from OsteoROILib.phantom import superellipse_polygon
-from OsteoROILib.roifamily import SHAPE_NAMES, BodyOutline, build_roi_family
-from OsteoROILib.stats import roi_statistics, statistics_of_values
-from OsteoROILib.volume import Volume
+from OsteoROILib.roi.geometry import RoiShape, inside_mask, roi_voxels
+from OsteoROILib.digital_phantom.phantom import superellipse_polygon
+from OsteoROILib.roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
+from OsteoROILib.roi.stats import roi_statistics, statistics_of_values
+from OsteoROILib.io.volume import Volume
 
 TOL_MM = 1e-3
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

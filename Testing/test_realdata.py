@@ -7,9 +7,9 @@ centre's axial slice.
 import numpy as np
 import SimpleITK as sitk
 
-from OsteoROILib.measure import measure_levels
-from OsteoROILib.roifamily import BodyOutline
-from OsteoROILib.volume import read_volume
+from OsteoROILib.placement.measure import measure_levels
+from OsteoROILib.roi.family import BodyOutline
+from OsteoROILib.io.volume import read_volume
 
 BODY_LABELS = {"L1": 20, "L2": 21, "L3": 22, "L4": 23}  # vertebral_bodies.nii.gz (QCT_BRIEF §7)
 #: Lumbar trabecular bone of adults reads roughly 50-300 HU at 120 kV (QCT_BRIEF §2: Pickhardt's
@@ -60,7 +60,7 @@ def test_whole_vertebra_and_body_labels_agree(totalseg_dir):
     """TotalSegmentator's whole-vertebra labels (with the arch) and its body-only labels describe
     the same bodies: they must give the same mid-vertebral slice and nearly the same ROI means.
     The body label's own axial extent is the independent reference for the slice."""
-    from OsteoROILib.segplacement import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
+    from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
 
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
     bodies, _ = read_labels(f"{totalseg_dir}/vertebral_bodies.nii.gz", volume)
@@ -97,7 +97,7 @@ def test_click_outlines_cover_the_body_labels(totalseg_dir):
     body label on the mid slice and cover most of it (at 3 mm voxels one cortical voxel all round
     leaves ~70 % of the label). L1 has a dense focus (bone island) in one slice of the fitting slab;
     averaged into the plane it pulled the anterior outline in to 58 % cover."""
-    from OsteoROILib.autoplace import place_from_click
+    from OsteoROILib.placement.click import place_from_click
 
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
     labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
@@ -123,7 +123,7 @@ def test_clicks_in_the_spinal_canal_are_refused(totalseg_dir):
     there) must not be taken for a body."""
     import pytest
 
-    from OsteoROILib.autoplace import place_from_click
+    from OsteoROILib.placement.click import place_from_click
     from OsteoROILib.errors import PlacementError
 
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")

@@ -1,7 +1,7 @@
 """The bad-input catalogue (issue 7): every way a user can feed OsteoROI something unusable.
 
 One table, one test: each case builds its bad input in a fresh folder, runs it through the command
-line (``OsteoROILib.cli.main``) or the Python API, and asserts that
+line (``OsteoROILib.cli.commands.main``) or the Python API, and asserts that
 
 * it fails: exit code non-zero (CLI) or an ``OsteoROIError`` with a remedy (API), and no traceback;
 * the message names the problem (the case's words, case-insensitive; ``a|b`` = either word);
@@ -28,14 +28,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from OsteoROILib import cli, results
+from OsteoROILib import cli
+
+
+from OsteoROILib.io import outputs
 from OsteoROILib.errors import OsteoROIError, OutputError
-from OsteoROILib.geometry import RoiShape
-from OsteoROILib.markups import point_list_document, read_point_list
-from OsteoROILib.measure import measure_levels
-from OsteoROILib.phantom import make_phantom
-from OsteoROILib.roifamily import BodyOutline, build_roi_family
-from OsteoROILib.volume import Volume, check_ct, write_volume
+from OsteoROILib.roi.geometry import RoiShape
+from OsteoROILib.io.markups_file import point_list_document, read_point_list
+from OsteoROILib.placement.measure import measure_levels
+from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.roi.family import BodyOutline, build_roi_family
+from OsteoROILib.io.volume import Volume, check_ct, write_volume
 
 # --------------------------------------------------------------------------------------------
 # Shared inputs: a small phantom CT and its points (never modified by any case)
@@ -220,7 +223,7 @@ def failing_second_write(ctx):
     """write_atomically: the second target's folder is missing, so nothing at all may appear."""
     first = os.path.join(ctx.out, "a.json")
     second = os.path.join(ctx.out, "missing-folder", "b.csv")
-    return lambda: results.write_atomically({first: "{}\n", second: "x\n"})
+    return lambda: outputs.write_atomically({first: "{}\n", second: "x\n"})
 
 
 def api_measure(ctx, points, **kw):
@@ -479,5 +482,5 @@ def test_bad_input(case, shared, tmp_path, capsys):
 def test_failed_atomic_write_is_an_output_error(tmp_path):
     """The write failure of the catalogue is an OutputError (exit 1 in the CLI), not an OSError."""
     with pytest.raises(OutputError):
-        results.write_atomically({str(tmp_path / "a.json"): "{}", str(tmp_path / "no" / "b.csv"): ""})
+        outputs.write_atomically({str(tmp_path / "a.json"): "{}", str(tmp_path / "no" / "b.csv"): ""})
     assert os.listdir(tmp_path) == []

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from OsteoROILib.diagnosis import build_diagnosis
-from OsteoROILib.report import SHAPE_COLOURS, write_report
+from OsteoROILib.diagnosis.verdict import build_diagnosis
+from OsteoROILib.export.html_report import SHAPE_COLOURS, write_report
 
 from test_report import _calibrated, measured
 

@@ -8,7 +8,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from OsteoROILib import markups, results
+from OsteoROILib.io import markups_file as markups
+
+from OsteoROILib.export import measurement as results
+
+from OsteoROILib.io import outputs
 from OsteoROILib.errors import InputError, OutputError
 
 
@@ -74,7 +78,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     good = tmp_path / "a.json"
     missing_folder = tmp_path / "nope" / "b.csv"
     with pytest.raises(OutputError):
-        results.write_atomically({str(good): "{}", str(missing_folder): "x"})
+        outputs.write_atomically({str(good): "{}", str(missing_folder): "x"})
     assert not good.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
 
@@ -83,12 +87,12 @@ def test_check_output_paths(tmp_path):
     existing = tmp_path / "t.json"
     existing.write_text("old")
     with pytest.raises(OutputError, match="already exists"):
-        results.check_output_paths([str(existing)])
-    assert results.check_output_paths([str(existing)], overwrite=True) == [str(existing)]
+        outputs.check_output_paths([str(existing)])
+    assert outputs.check_output_paths([str(existing)], overwrite=True) == [str(existing)]
     with pytest.raises(OutputError, match="does not exist"):
-        results.check_output_paths([str(tmp_path / "no" / "x.csv")])
+        outputs.check_output_paths([str(tmp_path / "no" / "x.csv")])
     with pytest.raises(OutputError, match="is a directory"):
-        results.check_output_paths([str(tmp_path)])
+        outputs.check_output_paths([str(tmp_path)])
     assert existing.read_text() == "old"
 
 
@@ -99,7 +103,7 @@ def test_check_output_paths_unwritable(tmp_path):
     folder.chmod(0o500)
     try:
         with pytest.raises(OutputError, match="not writable"):
-            results.check_output_paths([str(folder / "x.json")])
+            outputs.check_output_paths([str(folder / "x.json")])
     finally:
         folder.chmod(0o700)
 

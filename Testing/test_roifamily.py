@@ -1,4 +1,4 @@
-"""Independent-oracle tests of OsteoROILib.roifamily for an elliptic vertebral body outline.
+"""Independent-oracle tests of OsteoROILib.roi.family for an elliptic vertebral body outline.
 
 Frame (roifamily docstring): s along the AP axis (towards anterior), t towards patient left, both
 from the outline centre. Outer ellipse semi-axes (depth/2, width/2); inner (trabecular) ellipse
@@ -8,9 +8,9 @@ Every expectation below is derived analytically or by brute force written here.
 
 import numpy as np
 import pytest
-from OsteoROILib.roifamily import SHAPE_NAMES, BodyOutline, build_roi_family
-from OsteoROILib.stats import roi_statistics
-from OsteoROILib.volume import Volume
+from OsteoROILib.roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
+from OsteoROILib.roi.stats import roi_statistics
+from OsteoROILib.io.volume import Volume
 
 A = np.array([0.0, 1.0, 0.0])
 S = np.array([0.0, 0.0, 1.0])
@@ -281,7 +281,7 @@ def wavy_outline(depth, width, cortical, seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_largest_p_equals_the_pair_minimum(seed):
-    from OsteoROILib import roifamily as rf
+    from OsteoROILib.roi import family as rf
 
     outline = wavy_outline(30.0, 44.0, 1.5, seed)
     region = rf._tabulated(rf._region(outline, 0.4), outline.width_mm / 2 + 1)
@@ -307,7 +307,7 @@ def test_largest_p_equals_the_pair_minimum(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_oval_is_the_largest_over_a_dense_scan_of_widths(seed):
     """The oval's area p·q is the maximum of a dense scan over q (brute-force p per q, same samples)."""
-    from OsteoROILib import roifamily as rf
+    from OsteoROILib.roi import family as rf
 
     outline = wavy_outline(28.0 + 2 * seed, 40.0 + 3 * seed, 1.5, seed)
     margin = 0.4

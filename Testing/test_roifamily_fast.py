@@ -15,10 +15,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
-from OsteoROILib import roifamily as rf
+from OsteoROILib.roi import family as rf
 from OsteoROILib.errors import PlacementError
-from OsteoROILib.geometry import RoiShape
-from OsteoROILib.roifamily import (
+from OsteoROILib.roi.geometry import RoiShape
+from OsteoROILib.roi.family import (
     ROUND_EXCESS_TOLERANCE_MM,
     SHAPE_NAMES,
     ZONES,

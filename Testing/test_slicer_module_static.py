@@ -874,12 +874,13 @@ def _lib_modules() -> List[str]:
 
 
 def _is_mrml_module(mod: str) -> bool:
-    return mod.rsplit(".", 1)[-1].lower().startswith("mrml")
+    """A module of the ``mrml`` subpackage (``mrml/logic`` or ``OsteoROILib.mrml.logic``)."""
+    return "mrml" in mod.replace("/", ".").split(".")
 
 
 @pytest.mark.parametrize("rel", sorted(_files_under(LIB_DIR, ".py")))
 def test_lib_import_statements(rel):
-    """Every import in OsteoROILib (outside mrml* modules) is stdlib, numpy, SimpleITK, vtk or OsteoROILib."""
+    """Every import in OsteoROILib (outside the mrml subpackage) is stdlib, numpy, SimpleITK, vtk or OsteoROILib."""
     if _is_mrml_module(rel[:-3].replace("/", ".")):
         pytest.skip("MRML module: may import slicer")
     stdlib = _stdlib_names()
@@ -978,7 +979,7 @@ def test_module_shape_parameters_cover_lib_shapes():
     """The widget's shape check boxes map one-to-one onto OsteoROILib's ROI shape names."""
     if MODULE_DIR not in sys.path:
         sys.path.insert(0, MODULE_DIR)
-    from OsteoROILib.roifamily import SHAPE_NAMES
+    from OsteoROILib.roi.family import SHAPE_NAMES
 
     tree = _module_tree()
     mapping = None
@@ -1046,7 +1047,7 @@ def test_criteria_and_calibration_choices_match_the_library(ui):
     """The criteria combo box offers the built-in criteria ids; the calibration modes are the documented five."""
     if MODULE_DIR not in sys.path:
         sys.path.insert(0, MODULE_DIR)
-    from OsteoROILib.criteria import builtin_ids
+    from OsteoROILib.diagnosis.criteria import builtin_ids
 
     widgets = _widgets(ui)
     items = [i.find("property/string").text or "" for i in widgets["criteriaComboBox"].findall("item")]
@@ -1069,7 +1070,7 @@ def _default_of(field: str) -> str:
 
 
 def test_mrml_modules_are_listed_and_import_only_allowed_packages():
-    """mrml*.py may import slicer (MRML) but never Qt; they are listed in CMake like every file."""
+    """mrml/*.py may import slicer (MRML) but never Qt; they are listed in CMake like every file."""
     for rel in sorted(_files_under(LIB_DIR, ".py")):
         if not _is_mrml_module(rel[:-3]):
             continue
@@ -1092,7 +1093,7 @@ def test_calibration_panel_choices_match_the_library(ui):
     the manual unit combo box offers exactly the two density units; the defaults are among them."""
     if MODULE_DIR not in sys.path:
         sys.path.insert(0, MODULE_DIR)
-    from OsteoROILib.phantoms import UNITS, load_builtin
+    from OsteoROILib.calibration.phantom_library import UNITS, load_builtin
 
     widgets = _widgets(ui)
     phantoms = [i.find("property/string").text for i in widgets["phantomComboBox"].findall("item")]
@@ -1155,8 +1156,8 @@ def test_module_calls_into_the_mrml_logic_match_its_methods():
     """Every ``<x>.mrml.<method>(...)`` in OsteoROI.py (widget, console logic and the self-test) names a
     method of OsteoROIMRMLLogic (or its calibration mixin) and passes arguments it accepts; every
     ``logic.<method>(...)`` / ``self.logic.<method>(...)`` names a method of OsteoROILogic."""
-    mrml_methods = _class_methods(os.path.join(LIB_DIR, "mrmllogic.py"), {"OsteoROIMRMLLogic"})
-    mrml_methods.update({k: v for k, v in _class_methods(os.path.join(LIB_DIR, "mrmlcalibration.py"),
+    mrml_methods = _class_methods(os.path.join(LIB_DIR, "mrml", "logic.py"), {"OsteoROIMRMLLogic"})
+    mrml_methods.update({k: v for k, v in _class_methods(os.path.join(LIB_DIR, "mrml", "calibration.py"),
                                                          {"CalibrationMixin"}).items() if k not in mrml_methods})
     module_logic = _class_methods(MODULE_PY, {"OsteoROILogic"})
     inherited = {"getParameterNode", "createParameterNode", "isValidInputOutputData"}

@@ -1,4 +1,4 @@
-"""Independent-oracle tests of OsteoROILib.stats.roi_statistics.
+"""Independent-oracle tests of OsteoROILib.roi.stats.roi_statistics.
 
 Oracles: SimpleITK's LabelStatisticsImageFilter on a label image built from the ROI's voxel set,
 numpy on values selected by a brute-force voxel-centre test written here, and the analytic
@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from OsteoROILib.geometry import RoiShape, roi_voxels
-from OsteoROILib.stats import STAT_KEYS, roi_statistics
-from OsteoROILib.volume import Volume
+from OsteoROILib.roi.geometry import RoiShape, roi_voxels
+from OsteoROILib.roi.stats import STAT_KEYS, roi_statistics
+from OsteoROILib.io.volume import Volume
 
 
 def rotation(rng):

@@ -1,4 +1,4 @@
-"""Independent-oracle tests of OsteoROILib.volume: SimpleITK conversion, file round trips,
+"""Independent-oracle tests of OsteoROILib.io.volume: SimpleITK conversion, file round trips,
 input validation and slice geometry.
 
 Oracles: SimpleITK's own index->physical-point transforms (LPS; RAS = diag(-1,-1,1) * LPS),
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from OsteoROILib.errors import InputError
-from OsteoROILib.volume import Volume, read_volume, write_volume
+from OsteoROILib.io.volume import Volume, read_volume, write_volume
 
 FLIP = np.diag([-1.0, -1.0, 1.0])
 

@@ -29,11 +29,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "OsteoROI"))
 
-from OsteoROILib.calibration import apply_calibration, fit_phantom  # noqa: E402
-from OsteoROILib.measure import measure_levels  # noqa: E402
-from OsteoROILib.phantom import make_phantom  # noqa: E402
-from OsteoROILib.phantoms import get_phantom  # noqa: E402
-from OsteoROILib.rods import auto_rods  # noqa: E402
+from OsteoROILib.calibration.model import apply_calibration, fit_phantom  # noqa: E402
+from OsteoROILib.placement.measure import measure_levels  # noqa: E402
+from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.calibration.phantom_library import get_phantom  # noqa: E402
+from OsteoROILib.calibration.rods import auto_rods  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "calibration.json")
 PRESETS = ("qrm-bdc-6", "qrm-bdc-3", "b-mas-200", "mindways-example")

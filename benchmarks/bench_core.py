@@ -18,7 +18,7 @@ data, and their ratio:
 * **Geometry accuracy** — voxelised areas vs analytic areas and voxel counts vs an independent
   brute-force voxel-centre count; mean HU vs the phantom's configured HU.
 
-The data is the digital phantom (``OsteoROILib.phantom.make_phantom``), cached under
+The data is the digital phantom (``OsteoROILib.digital_phantom.phantom.make_phantom``), cached under
 ``CACHE_DIR`` (``$OSTEOROI_BENCH_CACHE`` or ``/tmp/osteoroi-bench-cache``) because a
 512×512×300 phantom takes ~20 s to generate; the cache key includes the phantom options and
 a hash of ``phantom.py``.
@@ -54,12 +54,12 @@ if MODULE_DIR not in sys.path:
 import SimpleITK as sitk  # noqa: E402
 
 from OsteoROILib import __version__  # noqa: E402
-from OsteoROILib.measure import measure_levels  # noqa: E402
-from OsteoROILib.roifamily import SHAPE_NAMES, build_roi_family  # noqa: E402
-from OsteoROILib.geometry import RoiShape, roi_voxels  # noqa: E402
-from OsteoROILib.stats import roi_statistics  # noqa: E402
-from OsteoROILib.dicom import READ_THREADS_ENV  # noqa: E402
-from OsteoROILib.volume import Volume, read_volume  # noqa: E402
+from OsteoROILib.placement.measure import measure_levels  # noqa: E402
+from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family  # noqa: E402
+from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
+from OsteoROILib.roi.stats import roi_statistics  # noqa: E402
+from OsteoROILib.io.dicom_read import READ_THREADS_ENV  # noqa: E402
+from OsteoROILib.io.volume import Volume, read_volume  # noqa: E402
 
 CACHE_DIR = os.environ.get("OSTEOROI_BENCH_CACHE", os.path.join(tempfile.gettempdir(), "osteoroi-bench-cache"))
 
@@ -163,8 +163,13 @@ def profile_call(fn: Callable[[], Any], top: int = 12, repeats: int = 1) -> str:
 # The phantom CT (cached)
 # ----------------------------------------------------------------------------------------------
 def _phantom_key(options: Dict[str, Any]) -> str:
-    with open(os.path.join(MODULE_DIR, "OsteoROILib", "phantom.py"), "rb") as f:
-        code = hashlib.sha1(f.read()).hexdigest()[:10]
+    folder = os.path.join(MODULE_DIR, "OsteoROILib", "digital_phantom")
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):  # the generator's code: a change regenerates the cache
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(f.read())
+    code = digest.hexdigest()[:10]
     text = json.dumps({k: options[k] for k in sorted(options)}, sort_keys=True, default=list)
     return hashlib.sha1((text + code + __version__).encode()).hexdigest()[:12]
 
@@ -176,7 +181,7 @@ def phantom_ct(size: Sequence[int], spacing: Sequence[float], cache_dir: Optiona
     The phantom is generated once per option set and kept as an uncompressed NRRD plus a
     pickled truth in ``cache_dir`` (a temporary folder when ``cache_dir`` is None).
     """
-    from OsteoROILib.phantom import make_phantom
+    from OsteoROILib.digital_phantom.phantom import make_phantom
 
     opts = dict(PHANTOM_COMMON)
     opts.update(options)
@@ -218,7 +223,7 @@ def truth_outlines(truth) -> Dict[str, Any]:
 def family_shapes(volume: Volume, truth, level: Optional[str] = None) -> Dict[Tuple[str, str], RoiShape]:
     """The five seed-002 ROIs of each level (or one level), built from the phantom's true outline
     with the same partial-volume margin and one-slice slab as ``measure_levels`` uses."""
-    from OsteoROILib.measure import default_slab_mm, partial_volume_margin_mm
+    from OsteoROILib.placement.measure import default_slab_mm, partial_volume_margin_mm
 
     out: Dict[Tuple[str, str], RoiShape] = {}
     for name, outline in truth_outlines(truth).items():
@@ -423,8 +428,8 @@ sys.path.insert(0, sys.argv[1])
 mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
 points = json.loads(sys.argv[5])
 import numpy, SimpleITK
-import OsteoROILib.cli as cli
-from OsteoROILib.volume import read_volume
+import OsteoROILib.cli.commands as cli
+from OsteoROILib.io.volume import read_volume
 base_rss = peak_rss_kb()
 tracemalloc.start()
 if mode == "read":

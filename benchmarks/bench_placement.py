@@ -37,11 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_core as bc  # noqa: E402
 
-from OsteoROILib.autoplace import place_from_click, to_vertebra_plane  # noqa: E402
-from OsteoROILib.geometry import RoiShape, roi_voxels  # noqa: E402
-from OsteoROILib.measure import measure_levels  # noqa: E402
-from OsteoROILib.phantom import make_phantom  # noqa: E402
-from OsteoROILib.roifamily import build_roi_family  # noqa: E402
+from OsteoROILib.placement.click import place_from_click, to_vertebra_plane  # noqa: E402
+from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
+from OsteoROILib.placement.measure import measure_levels  # noqa: E402
+from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.roi.family import build_roi_family  # noqa: E402
 
 TOTALSEG = os.path.normpath(os.path.join(bc.ROOT, "..", "shared", "data", "totalseg_example"))
 OUT = os.path.join(HERE, "results", "placement.json")
@@ -154,7 +154,7 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     if os.path.isfile(os.path.join(TOTALSEG, "ct.nii.gz")):
         import SimpleITK as sitk
 
-        from OsteoROILib.volume import read_volume
+        from OsteoROILib.io.volume import read_volume
 
         ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
         lab = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TOTALSEG, "vertebral_bodies.nii.gz")))
@@ -194,8 +194,8 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
         return []
     import SimpleITK as sitk
 
-    from OsteoROILib.segplacement import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
-    from OsteoROILib.volume import read_volume
+    from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
+    from OsteoROILib.io.volume import read_volume
 
     ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
     with open(os.path.join(TOTALSEG, "spine_report.json")) as f:

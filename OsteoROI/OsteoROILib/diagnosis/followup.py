@@ -1,0 +1,184 @@
+"""Follow-up: change since a prior exam against the least significant change (QCT_BRIEF §5, seed 004).
+
+A change is real only if it exceeds the least significant change, LSC = 2.77 × precision error
+(ISCD; 2.77 = 1.96 × √2, the 95 % limit for the difference of two measurements). Spine QCT
+precision is typically 2–4 %; the default is 3 % (LSC 8.31 %), and the site's own value should be
+given. Percent change = (current − prior) / prior × 100; verdict: > +LSC significant gain,
+< −LSC significant loss, otherwise stable (a change exactly equal to the LSC does not exceed it).
+
+Summaries compare like with like: the prior exam's value is taken over the same levels and ROI
+type the current verdict used (a vertebra fractured since the prior exam is left out of both).
+"""
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Dict, List, Mapping, Optional
+
+from .criteria import QUANTITIES
+from ..errors import InputError
+
+LSC_FACTOR = 2.77
+DEFAULT_PRECISION_PCT = 3.0
+#: Facts that must match between exams for a change to be trusted (QCT_BRIEF §4, §5).
+SCANNER_FACTS = (("manufacturer", "manufacturer"), ("model", "scanner model"), ("kvp", "kVp"),
+                 ("convolution_kernel", "reconstruction kernel"))
+
+
+def lsc_pct(precision_pct: float = DEFAULT_PRECISION_PCT) -> float:
+    """Least significant change in percent: 2.77 × precision error (ISCD)."""
+    p = float(precision_pct)
+    if not math.isfinite(p) or p <= 0 or p > 50:
+        raise InputError(f"Precision error {precision_pct!r} % is not usable.",
+                         "Give the site's precision error as a percentage between 0 and 50 (typically 2-4; default 3).")
+    return LSC_FACTOR * p
+
+
+def change_verdict(change_pct: Optional[float], lsc: float) -> Optional[str]:
+    """Compared at 2 decimals, as printed: exceeding the LSC is required for a significant change."""
+    if change_pct is None:
+        return None
+    change, limit = round(change_pct, 2), round(lsc, 2)
+    if change > limit:
+        return "significant gain"
+    if change < -limit:
+        return "significant loss"
+    return "stable"
+
+
+def change(prior: Optional[float], current: Optional[float], lsc: float) -> Dict[str, object]:
+    out: Dict[str, object] = {"prior": prior, "current": current, "change": None, "change_pct": None,
+                              "lsc_pct": round(lsc, 4), "verdict": None, "note": ""}
+    if prior is None or current is None:
+        out["note"] = "value missing in the " + ("prior" if prior is None else "current") + " exam"
+        return out
+    out["change"] = current - prior
+    if prior <= 0:
+        out["note"] = "percent change undefined: the prior value is not positive"
+        return out
+    out["change_pct"] = (current - prior) / prior * 100.0
+    out["verdict"] = change_verdict(out["change_pct"], lsc)
+    return out
+
+
+def _num(v) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _parse_date(text) -> Optional[date]:
+    if not text:
+        return None
+    t = str(text).strip().replace("-", "")
+    try:
+        return date(int(t[0:4]), int(t[4:6]), int(t[6:8]))
+    except (ValueError, IndexError):
+        return None
+
+
+def _vbmd_unit(doc) -> Optional[str]:
+    units = {str(r.get("vbmd_unit") or "") for r in doc.get("rows") or [] if _num(r.get("vbmd_mg_cm3")) is not None}
+    units.discard("")
+    return units.pop() if len(units) == 1 else (None if not units else "mixed")
+
+
+def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], diagnosis: Mapping[str, object],
+            precision_pct: float = DEFAULT_PRECISION_PCT, prior_file: str = "") -> Dict[str, object]:
+    """The follow-up block of a diagnosis: per level × ROI type and per verdict, with warnings."""
+    from .verdict import check_result_doc, value_table
+
+    try:
+        check_result_doc(prior_doc)
+    except InputError as exc:
+        raise InputError(f"Prior exam: {exc.problem}", exc.remedy) from None
+    lsc = lsc_pct(precision_pct)
+    cur_t, pri_t = value_table(current_doc), value_table(prior_doc)
+    warnings: List[str] = []
+    notes: List[str] = []
+
+    cf = (current_doc.get("volume") or {}).get("dicom") or {}
+    pf = (prior_doc.get("volume") or {}).get("dicom") or {}
+    unknown = []
+    for key, name in SCANNER_FACTS:
+        a, b = cf.get(key), pf.get(key)
+        if a is None or b is None or a == "" or b == "":
+            unknown.append(name)
+            continue
+        same = (abs(float(a) - float(b)) < 0.5) if key == "kvp" else (str(a).strip().lower() == str(b).strip().lower())
+        if not same:
+            warnings.append(f"The {name} differs between the exams (prior {b}, current {a}): changes may reflect the "
+                            "scanner rather than the bone; compare on the same scanner and protocol (QCT_BRIEF §5).")
+    if unknown:
+        notes.append("Cannot check that both exams used the same " + ", ".join(unknown)
+                     + " (not recorded in one or both results).")
+    cc, pc = current_doc.get("calibration") or {}, prior_doc.get("calibration") or {}
+    for key, name in (("kind", "calibration kind"), ("method", "calibration method")):
+        if cc and pc and cc.get(key) and pc.get(key) and cc.get(key) != pc.get(key):
+            warnings.append(f"The {name} differs (prior {pc.get(key)}, current {cc.get(key)}): vBMD may not be comparable.")
+
+    d_cur, d_pri = _parse_date(cf.get("study_date")), _parse_date(pf.get("study_date"))
+    interval = (d_cur - d_pri).days if d_cur and d_pri else None
+    if interval is not None and interval < 0:
+        warnings.append("The 'prior' exam is dated after the current one: check the order of the files.")
+
+    # Which quantities can be compared.
+    u_cur, u_pri = _vbmd_unit(current_doc), _vbmd_unit(prior_doc)
+    vbmd_ok = bool(u_cur) and bool(u_pri) and u_cur == u_pri and u_cur != "mixed"
+    if u_cur and u_pri and u_cur != u_pri:
+        warnings.append(f"vBMD units differ (prior {u_pri}, current {u_cur}): vBMD is not compared; HU are.")
+    elif bool(u_cur) != bool(u_pri):
+        notes.append("Only one exam has vBMD: the follow-up compares HU.")
+
+    levels = []
+    for quantity in (("vbmd", "hu") if vbmd_ok else ("hu",)):
+        field = QUANTITIES[quantity]
+        for key in cur_t:
+            if key not in pri_t:
+                continue
+            c, p = _num(cur_t[key].get(field)), _num(pri_t[key].get(field))
+            if c is None and p is None:
+                continue
+            row = {"level": key[0], "shape": key[1], "quantity": quantity,
+                   "unit": u_cur if quantity == "vbmd" else "HU"}
+            row.update(change(p, c, lsc))
+            levels.append(row)
+
+    summary = []
+    for v in diagnosis.get("verdicts") or []:
+        q = v["quantity"]
+        entry = {"criterion_id": v["criterion_id"], "shape": v["shape"], "quantity": q, "unit": v["unit"],
+                 "levels": list(v["levels_used"])}
+        if v["status"] != "ok" or not v["levels_used"]:
+            entry.update(change(None, None, lsc))
+            entry["note"] = "no current value"
+        elif q == "vbmd" and not vbmd_ok:
+            entry.update(change(None, v["value_exact"], lsc))
+            entry["note"] = "the prior exam has no comparable vBMD"
+        else:
+            field = QUANTITIES[q]
+            vals = [_num((pri_t.get((lv, v["shape"])) or {}).get(field)) for lv in v["levels_used"]]
+            missing = [lv for lv, x in zip(v["levels_used"], vals) if x is None]
+            if missing:
+                entry.update(change(None, v["value_exact"], lsc))
+                entry["note"] = f"the prior exam has no value at {', '.join(missing)}"
+            else:
+                entry.update(change(math.fsum(vals) / len(vals), v["value_exact"], lsc))
+                entry["note"] = "; ".join(x for x in ("same levels and ROI type in both exams", entry["note"]) if x)
+        summary.append(entry)
+
+    prior_vol = prior_doc.get("volume") or {}
+    return {
+        "prior": {"file": prior_file or prior_vol.get("file", ""), "created": prior_doc.get("created"),
+                  "study_date": pf.get("study_date"), "manufacturer": pf.get("manufacturer"), "model": pf.get("model"),
+                  "kvp": pf.get("kvp"), "convolution_kernel": pf.get("convolution_kernel")},
+        "interval_days": interval,
+        "precision_pct": float(precision_pct),
+        "lsc_factor": LSC_FACTOR,
+        "lsc_pct": round(lsc, 4),
+        "levels": levels,
+        "summary": summary,
+        "warnings": warnings,
+        "notes": notes,
+    }

@@ -1,0 +1,282 @@
+"""Measure the seed-002 ROIs of each vertebral level: placement → ROI family → statistics.
+
+``measure_levels`` is the one entry point the command line, the Slicer module's logic and
+scripts share. It returns plain dicts (one row per level × ROI shape) ready for the table
+writers in ``results``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError, PlacementError
+from .probe import default_outline, outline_from_probe, probe_shell
+from ..roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
+from ..roi.stats import median_of, roi_statistics_and_values
+from ..io.volume import Volume
+
+#: Levels a point may be labelled with. The product targets L1–L4 (QCT_BRIEF §1, §3);
+#: T12 and L5 are accepted so that an unsuitable level can be replaced by a neighbour.
+LEVEL_NAMES = ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
+
+
+def normalise_level(label: str) -> str:
+    name = str(label).strip().upper()
+    if name not in LEVEL_NAMES:
+        raise InputError(
+            f"Unknown vertebral level label {label!r}.",
+            f"Label each point with one of {', '.join(LEVEL_NAMES)} (e.g. L1).",
+        )
+    return name
+
+
+def parse_shapes(shapes) -> List[str]:
+    if shapes is None:
+        return list(SHAPE_NAMES)
+    if isinstance(shapes, str):
+        shapes = [s for s in shapes.split(",")]
+    out = []
+    for s in shapes:
+        name = str(s).strip().lower()
+        if not name:
+            continue
+        if name not in SHAPE_NAMES:
+            raise InputError(f"Unknown ROI shape {s!r}.", f"Choose from {', '.join(SHAPE_NAMES)}.")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise InputError("No ROI shape was chosen.", f"Choose one or more of {', '.join(SHAPE_NAMES)}.")
+    return out
+
+
+def check_points(volume: Volume, points: Mapping[str, Sequence[float]]) -> Dict[str, np.ndarray]:
+    """Validate level labels and that every point lies inside the image."""
+    if not points:
+        raise InputError("No points were given.", "Give one point inside each vertebral body, e.g. --point L1=R,A,S.")
+    out: Dict[str, np.ndarray] = {}
+    for label, xyz in points.items():
+        level = normalise_level(label)
+        if level in out:
+            raise InputError(f"Level {level} is given twice.", "Give one point per level.")
+        p = np.asarray(xyz, dtype=float).reshape(-1)
+        if p.size != 3 or not np.all(np.isfinite(p)):
+            raise InputError(f"The point for {level} is not three finite RAS coordinates: {xyz!r}.",
+                             "Give R,A,S in millimetres.")
+        if not volume.contains_ras(p)[0]:
+            ijk = volume.ras_to_ijk_points(p)[0]
+            raise InputError(
+                f"The point for {level} (RAS {p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f} mm) is outside the image "
+                f"(voxel {ijk[0]:.1f}, {ijk[1]:.1f}, {ijk[2]:.1f} of size {volume.dimensions}).",
+                "Points are RAS millimetres as Slicer shows them; check the coordinates (LPS files need R and A negated).",
+            )
+        out[level] = p
+    return out
+
+
+def partial_volume_margin_mm(volume: Volume) -> float:
+    """Half the in-plane voxel diagonal of the image's axial slices."""
+    axis = volume.slice_axis()
+    in_plane = [volume.spacing[a] for a in (0, 1, 2) if a != axis]
+    return 0.5 * float(np.hypot(*in_plane))
+
+
+#: Bone-island check (QCT_BRIEF §1: avoid focal lesions): a voxel is "high" when it exceeds the
+#: ROI's median by max(HIGH_HU_ABOVE_MEDIAN, 5 robust SDs); an ROI with more than
+#: HIGH_HU_WARN_FRACTION of such voxels is flagged (dense focal lesion, osteophyte or cortex).
+HIGH_HU_ABOVE_MEDIAN = 150.0
+HIGH_HU_WARN_FRACTION = 0.01
+
+PLANE_FOUNDATION = "image axial slice"
+
+
+def high_hu_fraction(values) -> Optional[float]:
+    """Fraction of ROI voxels far above the ROI's median (see ``HIGH_HU_ABOVE_MEDIAN``)."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size < 2:
+        return None
+    med = median_of(v)
+    robust_sd = 1.4826 * median_of(np.abs(v - med))
+    return float(np.count_nonzero(v > med + max(HIGH_HU_ABOVE_MEDIAN, 5.0 * robust_sd)) / v.size)
+
+
+def default_slab_mm(volume: Volume) -> float:
+    """One slice: the image's slice spacing."""
+    return volume.slice_spacing()
+
+
+PLANE_CHOICES = ("image", "vertebra")
+
+
+def check_plane(plane) -> str:
+    """``"image"`` (the image's axial slice nearest mid-height, as seed 002) or ``"vertebra"``
+    (the plane perpendicular to the vertebra's own axis, for tilted spines; issue #3)."""
+    key = str(plane or "image").strip().lower()
+    if key not in PLANE_CHOICES:
+        raise InputError(f"Unknown ROI plane {plane!r}.", f"Choose one of {', '.join(PLANE_CHOICES)}.")
+    return key
+
+
+def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, force: bool,
+           plane: str = "image"):
+    """(outline, source, margin, placement or None, warnings) for one level."""
+    if plane == "vertebra":
+        outline, source, margin, pl, warnings = _place(volume, level, point, outlines, placements, auto, force)
+        if pl is None:
+            return outline, source, margin, pl, warnings
+        from .click import to_vertebra_plane
+
+        pl = to_vertebra_plane(volume, pl, level)
+        return pl.outline, pl.method, margin, pl, list(pl.warnings)
+    warnings: List[str] = []
+    if level in outlines:
+        outline = outlines[level]
+        # A given outline is the true trabecular boundary: keep half a voxel diagonal off it
+        # so no voxel that straddles the cortex is measured.
+        source = str(outline.meta.get("source", "given outline"))
+        return outline, source, partial_volume_margin_mm(volume), None, warnings
+    if level in placements:
+        pl = placements[level]
+        return pl.outline, pl.method, partial_volume_margin_mm(volume), pl, list(pl.warnings)
+    if auto:
+        from .click import place_from_click
+
+        try:
+            pl = place_from_click(volume, point, level)
+        except PlacementError as exc:
+            if not force:
+                raise
+            warnings.append(f"{exc.problem} Measured with a default-size outline because placement was forced.")
+            return default_outline(volume, point), "default size (forced)", 0.0, None, warnings
+        # The fitted trabecular boundary is kept half a voxel diagonal away, as a given outline.
+        return pl.outline, pl.method, partial_volume_margin_mm(volume), pl, list(pl.warnings)
+    # The foundation's shell-ray probe (its outline is already inset by its own margin).
+    probe = probe_shell(volume, point)
+    if probe.inside_body:
+        return outline_from_probe(probe), "shell rays", 0.0, None, warnings
+    if force:
+        warnings.append(
+            f"{level}: the point does not look inside a vertebral body ({'; '.join(probe.reasons)}); "
+            "measured with a default-size outline because placement was forced.")
+        return default_outline(volume, point), "default size (forced)", 0.0, None, warnings
+    r = point
+    raise PlacementError(
+        f"{level}: the point (RAS {r[0]:.1f}, {r[1]:.1f}, {r[2]:.1f}) does not look inside a vertebral "
+        f"body: {'; '.join(probe.reasons)}.",
+        "Click inside the vertebral body on an axial slice near its mid-height, or force the placement "
+        "(--force) if you are sure.",
+    )
+
+
+def measure_levels(
+    volume: Volume,
+    points: Optional[Mapping[str, Sequence[float]]],
+    shapes=None,
+    slab_mm: Optional[float] = None,
+    outlines: Optional[Mapping[str, BodyOutline]] = None,
+    force: bool = False,
+    auto: bool = True,
+    placements: Optional[Mapping[str, object]] = None,
+    warnings: Optional[Sequence[str]] = None,
+    plane: str = "image",
+) -> Dict[str, object]:
+    """Place and measure the ROIs of every level.
+
+    ``points`` maps level labels (L1…) to RAS points inside the vertebral bodies. Per level:
+
+    * an entry in ``outlines`` is used as given (e.g. the digital phantom's truth);
+    * an entry in ``placements`` (``autoplace.Placement``, e.g. from ``segplacement``) is used
+      as placed (its point is the level's point when ``points`` lacks it);
+    * otherwise, with ``auto`` (default), ``autoplace.place_from_click`` finds the body in 3-D,
+      the mid-vertebral slice and the outline; without ``auto`` the foundation's shell probe
+      (``placement.probe_shell``) outlines the body on the point's own slice.
+
+    ``plane="vertebra"`` re-fits every automatic placement (click or label) on the plane
+    perpendicular to the vertebra's own axis (``autoplace.to_vertebra_plane``); the ROIs then lie
+    in that plane with their slab along the axis. It needs automatic placement.
+
+    A point with no vertebral body around it is refused (``PlacementError``) unless ``force``
+    is true; then a default-size outline is used and the rows carry a warning. ``warnings`` are
+    added to the result (e.g. levels missing from a segmentation).
+
+    Returns ``{"rows": [...], "levels": {level: {...}}, "warnings": [...]}``.
+    """
+    shape_names = parse_shapes(shapes)
+    plane_choice = check_plane(plane)
+    if plane_choice == "vertebra" and not auto and not placements:
+        raise InputError("The vertebra's own plane needs automatic placement.",
+                         "Leave out --no-auto, or use --plane image.")
+    placements = dict(placements or {})
+    merged = {k: v for k, v in (points or {}).items()}
+    for level, pl in placements.items():
+        merged.setdefault(level, pl.point_ras)
+    pts = check_points(volume, merged)
+    placements = {normalise_level(k): v for k, v in placements.items()}
+    if slab_mm is None:
+        slab_mm = default_slab_mm(volume)
+    slab_mm = float(slab_mm)
+    if not np.isfinite(slab_mm) or slab_mm <= 0:
+        raise InputError(f"The slab thickness must be a positive number of mm, got {slab_mm:g}.",
+                         "Give e.g. --slab-mm 3, or leave it out for one slice.")
+    outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
+    rows: List[Dict[str, object]] = []
+    levels: Dict[str, Dict[str, object]] = {}
+    all_warnings: List[str] = list(warnings or [])
+    order = sorted(pts, key=LEVEL_NAMES.index)
+    for level in order:
+        point = pts[level]
+        outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
+                                                                 auto, force, plane_choice)
+        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
+        level_warnings.extend(family.warnings)
+        slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
+        plane = placed.plane if placed is not None else PLANE_FOUNDATION
+        fit_quality = None if placed is None else round(float(placed.fit_quality), 3)
+        if placed is None and source == "shell rays":
+            fit_quality = outline.meta.get("hit_fraction")
+        level_entry: Dict[str, object] = {
+            "point_ras": [round(float(x), 4) for x in point],
+            "outline": outline.to_dict(),
+            "placement": source,
+            "slice_index": slice_index,
+            "plane": plane,
+            "fit_quality": fit_quality,
+            "warnings": list(level_warnings),
+        }
+        if placed is not None:
+            level_entry["auto"] = placed.to_dict()
+        levels[level] = level_entry
+        all_warnings.extend(w for w in level_warnings if w not in all_warnings)
+        common = {
+            "fit_quality": fit_quality,
+            "body_depth_mm": round(float(outline.depth_mm), 3),
+            "body_width_mm": round(float(outline.width_mm), 3),
+            "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
+            "plane": plane,
+        }
+        for name, shape in family.shapes.items():
+            stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
+            row_warnings = list(level_warnings) + [f"{level}: {w}" for w in stats.pop("warnings")]
+            high = high_hu_fraction(values)
+            if high is not None and high > HIGH_HU_WARN_FRACTION:
+                row_warnings.append(
+                    f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
+                    "sclerosis, osteophyte or cortex?); check the ROI or move it.")
+            row: Dict[str, object] = {"level": level, "shape": name}
+            row.update(stats)
+            row.update(
+                {
+                    "center_ras": [round(float(x), 4) for x in shape.center],
+                    "slice_index": volume.nearest_slice_index(shape.center),
+                    "slab_mm": round(slab_mm, 4),
+                    "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
+                    "placement": source,
+                    "high_hu_fraction": None if high is None else round(high, 5),
+                }
+            )
+            row.update(common)
+            row["roi"] = shape.to_dict()
+            row["warnings"] = row_warnings
+            all_warnings.extend(w for w in row_warnings if w not in all_warnings)
+            rows.append(row)
+    return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
