@@ -59,6 +59,9 @@ MOVED_INTO_PACKAGE: Dict[str, Sequence[str]] = {
 }
 
 
+_MISSING = object()
+
+
 def _find(name: str, modules: Sequence[str], old: str):
     for mod in modules:
         try:
@@ -67,10 +70,11 @@ def _find(name: str, modules: Sequence[str], old: str):
             if exc.name and exc.name.startswith(PACKAGE):
                 continue  # that stage module does not exist in this version
             raise
-        if hasattr(module, name):
+        value = getattr(module, name, _MISSING)
+        if value is not _MISSING:
             warnings.warn(f"{PACKAGE}.{old}.{name} has moved to {module.__name__}.{name}; "
                           f"the old path will be removed in the next release.", DeprecationWarning, stacklevel=3)
-            return getattr(module, name)
+            return value
     raise AttributeError(f"module {PACKAGE}.{old!r} has no attribute {name!r}")
 
 
