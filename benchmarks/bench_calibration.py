@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Calibration accuracy on the digital phantom (issue 4): recovered vBMD vs truth.
+"""Calibration accuracy on the digital phantom: recovered vBMD vs truth.
 
 For every calibration phantom preset of the digital phantom (QRM-BDC 6 and 3 rods, B-MAS 200,
 Mindways Model 3 example with its two-component rods), several scanner slopes/intercepts and
@@ -11,7 +11,7 @@ noise σ = 0, 10, 20 HU:
    converted with ``calibration.apply_calibration``;
 3. the error is vBMD − the level's configured trabecular density (same unit).
 
-Targets (issue 4): |error| ≤ 1 mg/cm³ noise-free and ≤ 3 mg/cm³ at σ = 20 HU; automatic rod
+Targets: |error| ≤ 1 mg/cm³ noise-free and ≤ 3 mg/cm³ at σ = 20 HU; automatic rod
 finding succeeds on every case. Nothing here asserts; targets are reported.
 
     python benchmarks/bench_calibration.py [--quick]    # prints a table, writes results/calibration.json

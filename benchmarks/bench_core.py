@@ -1,4 +1,4 @@
-"""Speed, memory and geometry-accuracy benchmarks of the OsteoROI core (issue 7).
+"""Speed, memory and geometry-accuracy benchmarks of the OsteoROI core.
 
 Every speed figure is reported together with a *baseline measured in the same run* on the same
 data, and their ratio:
@@ -63,7 +63,7 @@ from OsteoROILib.io.volume import Volume, read_volume  # noqa: E402
 
 CACHE_DIR = os.environ.get("OSTEOROI_BENCH_CACHE", os.path.join(tempfile.gettempdir(), "osteoroi-bench-cache"))
 
-#: The issue's CT: 512×512×300 voxels; 0.7 mm pixels and 1 mm slices cover the phantom's
+#: The target CT size: 512×512×300 voxels; 0.7 mm pixels and 1 mm slices cover the phantom's
 #: 300 × 260 mm abdomen and the whole L1–L4 column (plus T12/L5) with room to spare.
 FULL_PHANTOM = {"size": (512, 512, 300), "spacing": (0.7, 0.7, 1.0)}
 #: --quick: the same anatomy at a quarter of the in-plane and half the slice resolution.

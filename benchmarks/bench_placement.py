@@ -1,4 +1,4 @@
-"""Automatic placement benchmarks (issue #3): accuracy, jitter precision, speed, peer comparison.
+"""Automatic placement benchmarks: accuracy, jitter precision, speed, peer comparison.
 
     .venv/bin/python benchmarks/bench_placement.py [--quick]
 

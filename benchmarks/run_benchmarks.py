@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every OsteoROI benchmark, print one table and write ``benchmarks/results/latest.json``.
 
-    python benchmarks/run_benchmarks.py            # the issue's 512x512x300 CT (~2-4 min, ~3 GB RAM)
+    python benchmarks/run_benchmarks.py            # a 512x512x300 CT (~2-4 min, ~3 GB RAM)
     python benchmarks/run_benchmarks.py --quick    # 256x256x150 and fewer repeats (~30 s)
 
 Each row holds its figure, the baseline measured in the same run and their ``speedup`` (baseline /
