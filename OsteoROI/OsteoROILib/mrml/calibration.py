@@ -233,7 +233,7 @@ class CalibrationMixin:
 
     def setManualCalibration(self, slope: float, intercept: float, unit: str = "K2HPO4", note: str = ""):
         """HU = intercept + slope × density, typed by the user (``calibration.manual_calibration``)."""
-        from ..calibration.model import manual_calibration
+        from ..calibration.phantom_fit import manual_calibration
 
         cal = manual_calibration(slope, intercept, unit, note=note or "entered in the OsteoROI module")
         self._applyCalibration(cal, {"mode": "manual"})
@@ -352,7 +352,7 @@ class CalibrationMixin:
         return node
 
     def _fitRods(self, pointsNode, definition, volumeNode, slabMm):
-        from ..calibration.model import fit_phantom, scanner_facts
+        from ..calibration.phantom_fit import fit_phantom, scanner_facts
         from ..calibration.rods import measure_rods
 
         volume = self._volumeOf(volumeNode)
@@ -362,7 +362,7 @@ class CalibrationMixin:
                            source_volume=volume.source, command="3D Slicer OsteoROI module")
 
     def _fitTissues(self, pointsNode, volumeNode, radiusMm, slabMm):
-        from ..calibration.model import scanner_facts
+        from ..calibration.phantom_fit import scanner_facts
         from ..calibration.internal import fit_internal, measure_tissues
 
         volume = self._volumeOf(volumeNode)
@@ -375,7 +375,7 @@ class CalibrationMixin:
 
     def _scannerWarnings(self, cal) -> List[str]:
         """A saved calibration applied to this CT: where the scanners differ or cannot be compared."""
-        from ..calibration.model import compare_scanner, scanner_facts
+        from ..calibration.phantom_fit import compare_scanner, scanner_facts
 
         node = self.volumeNode()
         if node is None:
