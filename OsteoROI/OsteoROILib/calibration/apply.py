@@ -75,7 +75,7 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
         **cal.fit_fields(),
         "see": cal.see,
         "n_points": cal.n_points,
-        "phantom": None if not cal.phantom else cal.phantom.get("id"),
+        "phantom": cal.phantom_id,
         "scanner": {k: cal.scanner.get(k) for k in SCANNER_KEYS},
         "created": cal.created,
         "uncertainty": ("vbmd_sd = standard error of the calibration at the ROI's mean HU "
@@ -84,7 +84,7 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
         "warnings": list(cal.warnings),
     }
     if cal.kind == "internal" and cal.internal:
-        summary["effective_energy_kev"] = cal.internal.get("effective_energy_kev")
+        summary["effective_energy_kev"] = cal.effective_energy_kev
         summary["r2"] = cal.internal.get("r2")
     return json_safe(summary)
 

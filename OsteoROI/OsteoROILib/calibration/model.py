@@ -170,6 +170,16 @@ class Calibration:
     def unit_label(self) -> str:
         return unit_label(self.unit)
 
+    @property
+    def phantom_id(self) -> Optional[str]:
+        """The id of the phantom whose rods made the calibration (None for other kinds)."""
+        return (self.phantom or {}).get("id")
+
+    @property
+    def effective_energy_kev(self) -> Optional[float]:
+        """The scan's effective energy found by an internal calibration (None for other kinds)."""
+        return (self.internal or {}).get("effective_energy_kev")
+
     # -- evaluation ----------------------------------------------------------------------------
     def vbmd(self, hu):
         """vBMD (mg/cm³ in ``unit``) of a mean HU (number or array)."""

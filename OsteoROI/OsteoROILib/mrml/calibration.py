@@ -85,7 +85,6 @@ _POINT_KEYS = ("name", "density", "water_density", "mean_hu", "sd_hu", "n_voxels
 
 def calibration_fit_summary(cal, extra_warnings: Sequence[str] = ()) -> Dict[str, Any]:
     """The fit summary of a ``calibration.Calibration``: what the widget shows and the state stores."""
-    internal = cal.internal or {}
     warnings = list(cal.warnings)
     warnings += [w for w in extra_warnings if w not in warnings]
     return json_safe({
@@ -94,8 +93,8 @@ def calibration_fit_summary(cal, extra_warnings: Sequence[str] = ()) -> Dict[str
         **cal.fit_fields(),
         "see_hu": cal.see,
         "n_points": cal.n_points,
-        "effective_energy_kev": internal.get("effective_energy_kev"),
-        "phantom": (cal.phantom or {}).get("id"),
+        "effective_energy_kev": cal.effective_energy_kev,
+        "phantom": cal.phantom_id,
         "points": [{k: p[k] for k in _POINT_KEYS if k in p} for p in cal.points],
         "uncertainty": cal.uncertainty_note(),
         "warnings": warnings,
