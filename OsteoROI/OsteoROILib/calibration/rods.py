@@ -128,7 +128,6 @@ def measure_rod(volume: Volume, point_ras: Sequence[float], name: str = "rod", r
             if hit is None or cnd.score > hit.score:
                 hit = cnd
     if hit is not None:
-        center = np.array([hit.center_ras[0], hit.center_ras[1], p[2]])
         # Keep the in-plane refined centre, at the point's own S (rods run along S).
         center = _in_plane_at(volume, hit.center_ras, p)
         radius = float(rod_radius_mm) if rod_radius_mm else hit.radius_mm
