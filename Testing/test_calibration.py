@@ -13,7 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from OsteoROILib.calibration import model as C
+from OsteoROILib.calibration.apply import apply_calibration, calibration_summary, check_units
+from OsteoROILib.calibration.model import fit_line, load_calibration, save_calibration
+from OsteoROILib.calibration.phantom_fit import compare_scanner, fit_phantom, manual_calibration
 from OsteoROILib.resources import resource_path
 from OsteoROILib.calibration import internal as IC
 from OsteoROILib.errors import InputError
@@ -63,7 +65,7 @@ def test_fit_line_matches_linregress(seed):
     rng = np.random.default_rng(seed)
     x = np.array([0, 100, 200, 400, 600, 800.0])
     y = -12 + 1.3 * x + rng.normal(0, 4, x.size)
-    f = C.fit_line(x, y)
+    f = fit_line(x, y)
     lr = linregress(x, y)
     assert f.slope == pytest.approx(lr.slope, rel=1e-12)
     assert f.intercept == pytest.approx(lr.intercept, abs=1e-9)
@@ -76,7 +78,7 @@ def test_fit_line_matches_linregress(seed):
 
 def test_two_point_closed_form():
     ph = _linear_phantom([0.0, 200.0])
-    cal = C.fit_phantom(_rods(["R0", "R1"], [0, 200], [-5.0, 245.0]), ph)
+    cal = fit_phantom(_rods(["R0", "R1"], [0, 200], [-5.0, 245.0]), ph)
     assert cal.slope == pytest.approx((245.0 - -5.0) / 200.0)
     assert cal.intercept == pytest.approx(-5.0)
     assert cal.r2 == pytest.approx(1.0)
@@ -91,7 +93,7 @@ def test_phantom_fit_recovers_scanner_and_vbmd_sd_formula():
     rng = np.random.default_rng(5)
     hu = 20 + 0.95 * dens + rng.normal(0, 3, dens.size)
     ph = _linear_phantom(dens)
-    cal = C.fit_phantom(_rods([r.name for r in ph.rods], dens, hu), ph)
+    cal = fit_phantom(_rods([r.name for r in ph.rods], dens, hu), ph)
     lr = linregress(dens, hu)
     assert cal.slope == pytest.approx(lr.slope) and cal.intercept == pytest.approx(lr.intercept)
     assert cal.unit == "HA" and cal.unit_label == "mg/cm3 HA"
@@ -111,15 +113,15 @@ def test_qa_refusals():
     ph = _linear_phantom([0, 100, 200, 400])
     names = [r.name for r in ph.rods]
     with pytest.raises(InputError, match="not positive"):
-        C.fit_phantom(_rods(names, [0, 100, 200, 400], [400, 300, 200, 0]), ph)
+        fit_phantom(_rods(names, [0, 100, 200, 400], [400, 300, 200, 0]), ph)
     with pytest.raises(InputError, match="too poor"):  # R² well below 0.90
-        C.fit_phantom(_rods(names, [0, 100, 200, 400], [0, 300, 20, 250]), ph)
+        fit_phantom(_rods(names, [0, 100, 200, 400], [0, 300, 20, 250]), ph)
     with pytest.raises(InputError, match="distinct density"):
-        C.fit_line([100, 100, 100], [1, 2, 3])
+        fit_line([100, 100, 100], [1, 2, 3])
     with pytest.raises(InputError, match="more than one rod"):
         _linear_phantom([100, 100, 100])
     with pytest.raises(InputError):
-        C.manual_calibration(-1.0, 0.0, "HA")
+        manual_calibration(-1.0, 0.0, "HA")
 
 
 def test_r2_warning_band():
@@ -129,7 +131,7 @@ def test_r2_warning_band():
     r2 = linregress(dens, hu).rvalue ** 2
     assert 0.90 < r2 < 0.98
     ph = _linear_phantom(dens)
-    cal = C.fit_phantom(_rods([r.name for r in ph.rods], dens, hu), ph)
+    cal = fit_phantom(_rods([r.name for r in ph.rods], dens, hu), ph)
     assert cal.r2 == pytest.approx(r2)
     assert any("below 0.98" in w for w in cal.warnings)
 
@@ -143,7 +145,7 @@ def test_outlier_rod_is_flagged_and_others_not():
     ph = _linear_phantom(dens)
     names = [r.name for r in ph.rods]
     sd = [15.0] * 6
-    cal = C.fit_phantom(_rods(names, dens, hu_bad, sd=sd, n=[225] * 6), ph)
+    cal = fit_phantom(_rods(names, dens, hu_bad, sd=sd, n=[225] * 6), ph)
     # oracle: leave-one-out line through the other rods, by numpy.polyfit
     keep = np.arange(6) != 2
     p = np.polyfit(dens[keep], hu_bad[keep], 1)
@@ -151,14 +153,14 @@ def test_outlier_rod_is_flagged_and_others_not():
     assert cal.points[2]["loo_residual_hu"] == pytest.approx(loo, abs=1e-9)
     assert [pt["flagged"] for pt in cal.points] == [False, False, True, False, False, False]
     assert any("Rod R2" in w for w in cal.warnings)
-    clean = C.fit_phantom(_rods(names, dens, hu, sd=sd, n=[225] * 6), ph)
+    clean = fit_phantom(_rods(names, dens, hu, sd=sd, n=[225] * 6), ph)
     assert not any(pt["flagged"] for pt in clean.points)
 
 
 def test_high_rod_sd_warns():
     dens = [0, 100, 200, 400]
     ph = _linear_phantom(dens)
-    cal = C.fit_phantom(_rods([r.name for r in ph.rods], dens, [0, 100, 200, 400], sd=[10, 11, 60, 9]), ph)
+    cal = fit_phantom(_rods([r.name for r in ph.rods], dens, [0, 100, 200, 400], sd=[10, 11, 60, 9]), ph)
     assert any("R2" in w and "SD is high" in w for w in cal.warnings)
     assert not any("R1" in w and "SD is high" in w for w in cal.warnings)
 
@@ -170,7 +172,7 @@ def test_mindways_two_component_recovers_sigma_beta():
     # sigma_CT = sigma_ref - 0.2174, beta_CT = beta_ref + 999.6
     sigma_ref, beta_ref = sigma_ct + 0.2174, beta_ct - 999.6
     rods = [{"name": r.name, "mean_hu": r.water_density + sigma_ref * r.density + beta_ref} for r in ph.rods]
-    cal = C.fit_phantom(rods, ph)
+    cal = fit_phantom(rods, ph)
     assert cal.method == "mindways-two-component" and cal.unit == "K2HPO4"
     assert cal.slope == pytest.approx(sigma_ct, abs=1e-9)
     assert cal.intercept == pytest.approx(beta_ct, abs=1e-7)
@@ -190,13 +192,13 @@ def test_rod_keys_by_name_or_density():
 # Units, manual, saving and applying
 # ----------------------------------------------------------------------------------------------
 def test_units_never_mixed():
-    a = C.manual_calibration(1.0, 0.0, "mg/cm3 HA")
-    b = C.manual_calibration(1.0, 0.0, "K₂HPO₄")
+    a = manual_calibration(1.0, 0.0, "mg/cm3 HA")
+    b = manual_calibration(1.0, 0.0, "K₂HPO₄")
     assert (a.unit, b.unit) == ("HA", "K2HPO4")
     with pytest.raises(InputError, match="mix"):
-        C.check_units([a, b])
+        check_units([a, b])
     with pytest.raises(InputError, match="Unknown density unit"):
-        C.manual_calibration(1.0, 0.0, "mg/cm3")
+        manual_calibration(1.0, 0.0, "mg/cm3")
     with pytest.raises(InputError, match="one density unit"):
         from OsteoROILib.calibration.phantom_library import validate_phantom
 
@@ -208,21 +210,21 @@ def test_apply_calibration_rows_and_summary():
     dens = np.array([0, 100, 200, 400.0])
     hu = np.array([-10.0, 118.0, 237.0, 492.0])
     ph = _linear_phantom(dens)
-    cal = C.fit_phantom(_rods([r.name for r in ph.rods], dens, hu), ph)
+    cal = fit_phantom(_rods([r.name for r in ph.rods], dens, hu), ph)
     p = np.polyfit(dens, hu, 1)
     rows = [{"level": "L1", "shape": "oval", "mean_hu": 150.0, "warnings": []},
             {"level": "L2", "shape": "oval", "mean_hu": None, "warnings": ["empty ROI"]},
             {"level": "L3", "shape": "oval", "mean_hu": 900.0, "warnings": []}]
-    out = C.apply_calibration(rows, cal)
+    out = apply_calibration(rows, cal)
     assert rows[0].get("vbmd_mg_cm3") is None  # inputs untouched
     assert out[0]["vbmd_mg_cm3"] == pytest.approx((150.0 - p[1]) / p[0])
     assert out[0]["vbmd_unit"] == "mg/cm3 HA" and out[0]["vbmd_sd"] > 0
     assert out[1]["vbmd_mg_cm3"] is None and out[1]["vbmd_sd"] is None
     assert any("no mean HU" in w for w in out[1]["warnings"]) and "empty ROI" in out[1]["warnings"]
     assert any("extrapolated" in w for w in out[2]["warnings"])
-    s = C.calibration_summary(cal)
+    s = calibration_summary(cal)
     assert s["unit"] == "HA" and s["slope_hu_per_mg_cm3"] == pytest.approx(p[0], rel=1e-6)
-    manual = C.apply_calibration(rows[:1], C.manual_calibration(2.0, 10.0, "K2HPO4"))
+    manual = apply_calibration(rows[:1], manual_calibration(2.0, 10.0, "K2HPO4"))
     assert manual[0]["vbmd_mg_cm3"] == pytest.approx(70.0) and manual[0]["vbmd_sd"] is None
     assert any("manual" in w for w in manual[0]["warnings"])
 
@@ -233,29 +235,29 @@ def test_save_load_roundtrip_schema_and_scanner_mismatch(tmp_path):
     ph = get_phantom("qrm-bdc-6")
     facts = {"manufacturer": "SIEMENS", "model": "SOMATOM Force", "kvp": 120.0, "convolution_kernel": "Br40",
              "study_date": "20240102"}
-    cal = C.fit_phantom(_rods([r.name for r in ph.rods], dens, [-8, 121, 244, 491, 742, 989]), ph, scanner=facts)
+    cal = fit_phantom(_rods([r.name for r in ph.rods], dens, [-8, 121, 244, 491, 742, 989]), ph, scanner=facts)
     path = str(tmp_path / "cal.json")
-    C.save_calibration(cal, path)
+    save_calibration(cal, path)
     with pytest.raises(Exception, match="already exists"):
-        C.save_calibration(cal, path)
+        save_calibration(cal, path)
     doc = json.load(open(path))
     with open(resource_path("Schemas", "osteoroi-calibration-1.schema.json")) as f:
         jsonschema.validate(doc, json.load(f))
-    back = C.load_calibration(path)
+    back = load_calibration(path)
     assert back.origin == "saved" and back.unit == "HA"
     assert back.slope == pytest.approx(cal.slope, rel=1e-6) and back.vbmd(150) == pytest.approx(cal.vbmd(150), rel=1e-6)
     assert back.vbmd_sd(150) == pytest.approx(cal.vbmd_sd(150), rel=1e-4)
-    assert C.compare_scanner(back, dict(facts)) == []
+    assert compare_scanner(back, dict(facts)) == []
     other = dict(facts, kvp=100, convolution_kernel="Bf70", study_date="20240301")
-    msgs = C.compare_scanner(back, other)
+    msgs = compare_scanner(back, other)
     assert any("kVp" in m for m in msgs) and any("kernel" in m for m in msgs) and any("date" in m for m in msgs)
-    assert any("Cannot check" in m for m in C.compare_scanner(back, {}))
+    assert any("Cannot check" in m for m in compare_scanner(back, {}))
     # an edited file that breaks the schema is refused with a clear message
     doc["unit"] = "mg"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))
     with pytest.raises(InputError):
-        C.load_calibration(str(bad))
+        load_calibration(str(bad))
 
 
 # ----------------------------------------------------------------------------------------------

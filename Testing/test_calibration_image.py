@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from OsteoROILib import cli
-from OsteoROILib.calibration.model import fit_phantom, load_calibration
+from OsteoROILib.calibration.model import load_calibration
+from OsteoROILib.calibration.phantom_fit import fit_phantom
 from OsteoROILib.errors import InputError, OsteoROIError
 from OsteoROILib.digital_phantom.phantom import make_phantom
 from OsteoROILib.calibration.phantom_library import (get_phantom, load_library, load_user_phantoms, phantom_from_certificate,

@@ -16,8 +16,12 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 vtk = pytest.importorskip("vtk")
 
+from OsteoROILib.calibration.apply import calibration_summary  # noqa: E402
+from OsteoROILib.calibration.internal import fit_internal  # noqa: E402
+from OsteoROILib.calibration.phantom_fit import fit_phantom  # noqa: E402
+from OsteoROILib.calibration.phantom_library import get_phantom  # noqa: E402
 from OsteoROILib.errors import InputError, OutputError  # noqa: E402
-from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, format_calibration_summary  # noqa: E402
+from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, calibration_fit_summary, format_calibration_summary  # noqa: E402
 from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
 from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
@@ -234,8 +238,6 @@ def test_a_failed_refit_clears_the_calibration_and_says_why(make_scene, qrm):
 
 
 def test_internal_calibration_from_tissue_points(make_scene, qrm):
-    from OsteoROILib.calibration.internal import fit_internal
-
     s = make_scene(qrm)
     s.logic.run(s.volumeNode, s.levels, shapes=["oval"])
     tissues = s.logic.prepareTissuePoints()
@@ -329,3 +331,21 @@ def test_prepare_rod_points_adds_unplaced_named_points(make_scene, qrm):
     assert s.logic.prepareRodPoints("qrm-bdc-3", user) is user
     assert [user.GetNthControlPointLabel(i) for i in range(3)] == ["R400", "R100", "R800"]
     assert tuple(user.GetNthControlPointPosition(0)) == (1.0, 2.0, 3.0)
+
+
+def test_the_fit_summary_states_the_fit_as_the_result_document_does():
+    """The module's fit summary and the result document's calibration block state one fit with the
+    same values (the summary's ``see_hu`` is the document's ``see``), for a phantom and for an
+    internal calibration."""
+    ph = get_phantom("qrm-bdc-6")
+    rods = [{"name": r.name, "mean_hu": -8.0 + 1.24 * r.density + (0.5 if i % 2 else -0.5)}
+            for i, r in enumerate(ph.rods)]
+    internal = fit_internal({"air": -1000.0, "adipose": -95.0, "muscle": 45.0, "blood": 40.0})
+    for cal in (fit_phantom(rods, ph), internal):
+        fit, block = calibration_fit_summary(cal), calibration_summary(cal)
+        shared = ("kind", "method", "unit", "vbmd_unit", "equation", "slope_hu_per_mg_cm3", "intercept_hu", "r2",
+                  "n_points", "phantom", "warnings")
+        assert {k: fit[k] for k in shared} == {k: block[k] for k in shared}
+        assert fit["see_hu"] == block["see"]
+        assert fit["effective_energy_kev"] == block.get("effective_energy_kev")
+    assert fit["effective_energy_kev"] == internal.internal["effective_energy_kev"] is not None

@@ -370,7 +370,7 @@ def test_plot_has_level_bars_and_published_thresholds(headless):
 
 
 def test_calibration_adds_vbmd(headless):
-    from OsteoROILib.calibration.model import manual_calibration
+    from OsteoROILib.calibration.phantom_fit import manual_calibration
 
     slope, intercept = 1.21, -3.5  # HU = intercept + slope * density
     cal = manual_calibration(slope, intercept, "K2HPO4")
@@ -476,7 +476,7 @@ def test_undefined_values_are_empty_cells_never_nan(headless, tmp_path):
     """A single-voxel ROI has no SD, an ROI outside the image has no HU statistics at all, a manual
     calibration has no vBMD SD: the table cell is empty (Warnings says why), never 'nan', in the
     table, in Slicer's saved table file and in the CSV export."""
-    from OsteoROILib.calibration.model import manual_calibration
+    from OsteoROILib.calibration.phantom_fit import manual_calibration
     from OsteoROILib.roi.geometry import RoiShape
     from OsteoROILib.mrml.logic import set_roi_node_geometry
 

@@ -29,7 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "OsteoROI"))
 
-from OsteoROILib.calibration.model import apply_calibration, fit_phantom  # noqa: E402
+from OsteoROILib.calibration.apply import apply_calibration  # noqa: E402
+from OsteoROILib.calibration.phantom_fit import fit_phantom  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
 from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
 from OsteoROILib.calibration.phantom_library import get_phantom  # noqa: E402

@@ -37,7 +37,7 @@ MOVED: Dict[str, Sequence[str]] = {
     "measure": ("placement.measure", "roi.levels"),
     "phantoms": ("calibration.phantom_library",),
     "internalcal": ("calibration.internal", "calibration.model"),
-    "rods": ("calibration.rods", "roi.disc"),
+    "rods": ("calibration.rods", "calibration.rod_finder", "roi.disc"),
     "criteria": ("diagnosis.criteria",),
     "followup": ("diagnosis.followup",),
     "report": ("export.html_report", "export.images", "export.charts", "export.style"),
@@ -52,7 +52,7 @@ MOVED: Dict[str, Sequence[str]] = {
 
 #: Old flat modules whose name is now a stage package: the package answers their names.
 MOVED_INTO_PACKAGE: Dict[str, Sequence[str]] = {
-    "calibration": ("calibration.model", "calibration.phantom_fit", "calibration.apply", "calibration.rods"),
+    "calibration": ("calibration.model", "calibration.phantom_fit", "calibration.apply"),
     "diagnosis": ("diagnosis.verdict", "diagnosis.values", "diagnosis.patient", "diagnosis.document"),
     "placement": ("placement.probe",),
     "cli": ("cli.commands",),

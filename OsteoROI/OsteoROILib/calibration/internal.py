@@ -18,6 +18,10 @@ tissue, or the scan contrast-enhanced.
 
 Uncertainty: the standard error of the μ/ρ(HU) line at the ROI's HU
 (``SEE·√(1/n + (HU − mean)²/Shh)``, n − 2 degrees of freedom) carried through step 3.
+
+This module fits the model; evaluating it (step 3 and its uncertainty) is
+:func:`.model.internal_vbmd` and :func:`.model.internal_vbmd_sd`, as for every calibration kind.
+Each tissue is measured in a disc ROI (:func:`..roi.disc.rod_roi`), as the rods are.
 """
 from __future__ import annotations
 
@@ -28,7 +32,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..io.volume import Volume
 from ..resources import resource_path
+from ..roi.disc import rod_roi
+from ..roi.stats import roi_statistics
+from .model import R2_REFUSE, R2_WARN, Calibration, LinearFit, fit_line
 
 NIST_FILE = ("Data", "nist_mass_attenuation.csv")
 
@@ -139,15 +147,9 @@ def effective_energy(tissue_hu: Mapping[str, float]) -> Tuple[float, float, np.n
     return float(ENERGIES_KEV[i]), float(r2[i]), r2
 
 
-def fit_internal(tissue_hu: Mapping[str, float], tissue_sd: Optional[Mapping[str, float]] = None,
-                 scanner: Optional[Mapping[str, Any]] = None, source_volume: Optional[str] = None,
-                 command: str = "", points_extra: Optional[Mapping[str, Mapping[str, Any]]] = None):
-    """Internal calibration from the mean HU of ≥ 3 reference tissues (Michalski et al. 2020).
-
-    Returns a :class:`~OsteoROILib.calibration.Calibration` (kind "internal", unit K2HPO4).
-    """
-    from .model import R2_REFUSE, R2_WARN, Calibration, fit_line
-
+def _clean_tissue_hu(tissue_hu: Mapping[str, float]) -> Dict[str, float]:
+    """Mean HU by canonical tissue name; refuses a tissue given twice or without a mean HU, fewer
+    than MIN_TISSUES tissues and tissues that all have the same HU."""
     clean: Dict[str, float] = {}
     for name, hu in tissue_hu.items():
         t = normalize_tissue(name)
@@ -164,6 +166,36 @@ def fit_internal(tissue_hu: Mapping[str, float], tissue_sd: Optional[Mapping[str
         )
     if np.unique(list(clean.values())).size < 2:
         raise InputError("The reference tissues all have the same HU.", "Check the ROIs: they must lie in different tissues.")
+    return clean
+
+
+def _tissue_points(names: Sequence[str], hu: np.ndarray, mu: np.ndarray, dens: np.ndarray, f_mu: LinearFit,
+                   tissue_sd: Optional[Mapping[str, float]],
+                   points_extra: Optional[Mapping[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """The calibration's points: each tissue's HU, μ/ρ, density, residual and typical HU range."""
+    points = []
+    for i, n in enumerate(names):
+        p: Dict[str, Any] = {"name": n, "mean_hu": float(hu[i]), "mu_rho_cm2_g": float(mu[i]),
+                             "density_g_cm3": float(dens[i]), "residual_mu_rho": float(f_mu.residuals[i]),
+                             "typical_hu": [TISSUE_SANITY[n][0] - TISSUE_SANITY[n][1],
+                                            TISSUE_SANITY[n][0] + TISSUE_SANITY[n][2]]}
+        if tissue_sd and tissue_sd.get(n) is not None:
+            p["sd_hu"] = float(tissue_sd[n])
+        if points_extra and n in points_extra:
+            for k, v in points_extra[n].items():
+                p.setdefault(k, v)
+        points.append(p)
+    return points
+
+
+def fit_internal(tissue_hu: Mapping[str, float], tissue_sd: Optional[Mapping[str, float]] = None,
+                 scanner: Optional[Mapping[str, Any]] = None, source_volume: Optional[str] = None,
+                 command: str = "", points_extra: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Calibration:
+    """Internal calibration from the mean HU of ≥ 3 reference tissues (Michalski et al. 2020).
+
+    Returns a :class:`~OsteoROILib.calibration.Calibration` (kind "internal", unit K2HPO4).
+    """
+    clean = _clean_tissue_hu(tissue_hu)
     energy, r2, _ = effective_energy(clean)
     names = list(clean)
     hu = np.array([clean[n] for n in names])
@@ -189,18 +221,7 @@ def fit_internal(tissue_hu: Mapping[str, float], tissue_sd: Optional[Mapping[str
     if mu_k <= mu_tg:
         raise InputError(f"At {energy:g} keV K2HPO4 does not attenuate more than triglyceride.",
                          "The effective energy is implausible; check the tissue ROIs.")
-    points = []
-    for i, n in enumerate(names):
-        p: Dict[str, Any] = {"name": n, "mean_hu": float(hu[i]), "mu_rho_cm2_g": float(mu[i]),
-                             "density_g_cm3": float(dens[i]), "residual_mu_rho": float(f_mu.residuals[i]),
-                             "typical_hu": [TISSUE_SANITY[n][0] - TISSUE_SANITY[n][1],
-                                            TISSUE_SANITY[n][0] + TISSUE_SANITY[n][2]]}
-        if tissue_sd and tissue_sd.get(n) is not None:
-            p["sd_hu"] = float(tissue_sd[n])
-        if points_extra and n in points_extra:
-            for k, v in points_extra[n].items():
-                p.setdefault(k, v)
-        points.append(p)
+    points = _tissue_points(names, hu, mu, dens, f_mu, tissue_sd, points_extra)
     params = {
         "method": "michalski-2020",
         "effective_energy_kev": energy,
@@ -224,33 +245,9 @@ def fit_internal(tissue_hu: Mapping[str, float], tissue_sd: Optional[Mapping[str
     return cal
 
 
-def internal_vbmd(params: Mapping[str, Any], hu):
-    """mg/cm³ K₂HPO₄ of HU values under an internal calibration's parameters."""
-    h = np.asarray(hu, dtype=float)
-    mu = params["hu_to_mu_rho_slope"] * h + params["hu_to_mu_rho_intercept"]
-    rho = params["hu_to_density_slope"] * h + params["hu_to_density_intercept"]
-    frac = (mu - params["mu_rho_triglyceride"]) / (params["mu_rho_k2hpo4"] - params["mu_rho_triglyceride"])
-    return 1000.0 * rho * frac
-
-
-def internal_vbmd_sd(params: Mapping[str, Any], hu: float) -> Optional[float]:
-    see = params.get("hu_to_mu_rho_see")
-    n = int(params.get("n_tissues") or 0)
-    sxx = params.get("hu_sxx")
-    if see is None or n < 3 or not sxx:
-        return None
-    h = float(hu)
-    se_mu = float(see) * math.sqrt(1.0 / n + (h - float(params["hu_mean"])) ** 2 / float(sxx))
-    rho = params["hu_to_density_slope"] * h + params["hu_to_density_intercept"]
-    return float(1000.0 * abs(rho) * se_mu / (params["mu_rho_k2hpo4"] - params["mu_rho_triglyceride"]))
-
-
-def measure_tissues(volume, points: Mapping[str, Sequence[float]], radius_mm: float = 4.0,
+def measure_tissues(volume: Volume, points: Mapping[str, Sequence[float]], radius_mm: float = 4.0,
                     slab_mm: Optional[float] = None) -> Dict[str, Dict[str, Any]]:
     """Mean/SD HU of a circular ROI (``radius_mm``, ``slab_mm`` thick, axial) at each tissue point."""
-    from .rods import rod_roi
-    from ..roi.stats import roi_statistics
-
     out: Dict[str, Dict[str, Any]] = {}
     slab = float(slab_mm) if slab_mm is not None else max(3.0 * volume.slice_spacing(), 5.0)
     for name, xyz in points.items():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import InputError
+from ..io.outputs import check_output_paths, write_atomically
 from ..resources import resource_path
 
 #: Density units of calibration phantoms (QCT_BRIEF §4: K₂HPO₄ and HA are different units).
@@ -317,8 +318,6 @@ def get_phantom(phantom_id: str, user_dir: Optional[str] = None) -> PhantomDefin
 
 def save_user_phantom(phantom: PhantomDefinition, folder: Optional[str] = None, overwrite: bool = False) -> str:
     """Validate and save a user phantom as ``<folder>/<id>.json`` (atomic); returns the path."""
-    from ..io.outputs import check_output_paths, write_atomically
-
     p = validate_phantom(phantom)
     if p.id in load_builtin():
         raise InputError(f"{p.id} is the id of a built-in phantom.", "Choose another id (e.g. add the serial number).")

@@ -96,7 +96,8 @@ def _print_calibration(cal, out, report: Sequence[str] = ()) -> None:
 
 
 def cmd_calibrate(args, out=None) -> int:
-    from ..calibration.model import fit_phantom, manual_calibration, save_calibration, scanner_facts
+    from ..calibration.model import save_calibration
+    from ..calibration.phantom_fit import fit_phantom, manual_calibration, scanner_facts
     from ..io.outputs import check_output_paths
 
     out = out or sys.stdout

@@ -140,7 +140,7 @@ def _document(measurement, volume, calibration=None, extra=None):
     """Measurement (+ calibration) → the result document."""
     extra = dict(extra or {})
     if calibration is not None:
-        from ..calibration.model import calibrate_measurement
+        from ..calibration.apply import calibrate_measurement
 
         measurement, cal_extra = calibrate_measurement(measurement, calibration, volume.facts)
         extra.update(cal_extra)
@@ -173,7 +173,8 @@ def cmd_demo(args, out=None) -> int:
     out = out or sys.stdout
     import json
 
-    from ..calibration.model import fit_phantom, save_calibration
+    from ..calibration.model import save_calibration
+    from ..calibration.phantom_fit import fit_phantom
     from ..digital_phantom.phantom import make_phantom
     from ..calibration.phantom_library import get_phantom
     from ..calibration.rods import auto_rods

@@ -85,7 +85,6 @@ _POINT_KEYS = ("name", "density", "water_density", "mean_hu", "sd_hu", "n_voxels
 
 def calibration_fit_summary(cal, extra_warnings: Sequence[str] = ()) -> Dict[str, Any]:
     """The fit summary of a ``calibration.Calibration``: what the widget shows and the state stores."""
-    internal = cal.internal or {}
     warnings = list(cal.warnings)
     warnings += [w for w in extra_warnings if w not in warnings]
     return json_safe({
@@ -94,8 +93,8 @@ def calibration_fit_summary(cal, extra_warnings: Sequence[str] = ()) -> Dict[str
         **cal.fit_fields(),
         "see_hu": cal.see,
         "n_points": cal.n_points,
-        "effective_energy_kev": internal.get("effective_energy_kev"),
-        "phantom": (cal.phantom or {}).get("id"),
+        "effective_energy_kev": cal.effective_energy_kev,
+        "phantom": cal.phantom_id,
         "points": [{k: p[k] for k in _POINT_KEYS if k in p} for p in cal.points],
         "uncertainty": cal.uncertainty_note(),
         "warnings": warnings,
@@ -233,7 +232,7 @@ class CalibrationMixin:
 
     def setManualCalibration(self, slope: float, intercept: float, unit: str = "K2HPO4", note: str = ""):
         """HU = intercept + slope × density, typed by the user (``calibration.manual_calibration``)."""
-        from ..calibration.model import manual_calibration
+        from ..calibration.phantom_fit import manual_calibration
 
         cal = manual_calibration(slope, intercept, unit, note=note or "entered in the OsteoROI module")
         self._applyCalibration(cal, {"mode": "manual"})
@@ -352,7 +351,7 @@ class CalibrationMixin:
         return node
 
     def _fitRods(self, pointsNode, definition, volumeNode, slabMm):
-        from ..calibration.model import fit_phantom, scanner_facts
+        from ..calibration.phantom_fit import fit_phantom, scanner_facts
         from ..calibration.rods import measure_rods
 
         volume = self._volumeOf(volumeNode)
@@ -362,7 +361,7 @@ class CalibrationMixin:
                            source_volume=volume.source, command="3D Slicer OsteoROI module")
 
     def _fitTissues(self, pointsNode, volumeNode, radiusMm, slabMm):
-        from ..calibration.model import scanner_facts
+        from ..calibration.phantom_fit import scanner_facts
         from ..calibration.internal import fit_internal, measure_tissues
 
         volume = self._volumeOf(volumeNode)
@@ -375,7 +374,7 @@ class CalibrationMixin:
 
     def _scannerWarnings(self, cal) -> List[str]:
         """A saved calibration applied to this CT: where the scanners differ or cannot be compared."""
-        from ..calibration.model import compare_scanner, scanner_facts
+        from ..calibration.phantom_fit import compare_scanner, scanner_facts
 
         node = self.volumeNode()
         if node is None:

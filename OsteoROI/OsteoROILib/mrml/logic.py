@@ -822,7 +822,7 @@ class OsteoROIMRMLLogic(CalibrationMixin):
             out.append(r)
         cal = self._calibrationFromState(state)
         if cal is not None:
-            from ..calibration.model import apply_calibration
+            from ..calibration.apply import apply_calibration
 
             out = apply_calibration(out, cal)
         return out
@@ -1193,7 +1193,7 @@ class OsteoROIMRMLLogic(CalibrationMixin):
         extra: Dict[str, Any] = {}
         cal = self._calibrationFromState(state)
         if cal is not None:
-            from ..calibration.model import calibration_summary
+            from ..calibration.apply import calibration_summary
 
             extra["calibration"] = calibration_summary(cal)
             for w in (state.get("calibration_fit") or {}).get("warnings", []):
