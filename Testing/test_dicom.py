@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from OsteoROILib.io import dicom_read as dicom
 from OsteoROILib.errors import InputError
-from OsteoROILib.io.volume import read_volume
+from OsteoROILib.io.image_files import read_volume
 
 pydicom = pytest.importorskip("pydicom")  # only the tests write DICOM with pydicom; the reader does not need it
 Dataset = pydicom.dataset.Dataset

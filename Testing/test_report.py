@@ -25,7 +25,7 @@ from OsteoROILib.export.html_report import (IMAGE_PX, SHAPE_COLOURS, WINDOW_LEVE
                                 render_level_image, write_report)
 from OsteoROILib.export.measurement import build_document
 from OsteoROILib.roi.family import SHAPE_NAMES
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.io.image_files import write_volume
 
 
 def read(path) -> str:

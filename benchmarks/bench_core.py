@@ -59,7 +59,8 @@ from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family  # noqa: E402
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
 from OsteoROILib.roi.stats import roi_statistics  # noqa: E402
 from OsteoROILib.io.dicom_read import READ_THREADS_ENV  # noqa: E402
-from OsteoROILib.io.volume import Volume, read_volume  # noqa: E402
+from OsteoROILib.io.volume import Volume  # noqa: E402
+from OsteoROILib.io.image_files import read_volume  # noqa: E402
 
 CACHE_DIR = os.environ.get("OSTEOROI_BENCH_CACHE", os.path.join(tempfile.gettempdir(), "osteoroi-bench-cache"))
 
@@ -429,7 +430,7 @@ mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
 points = json.loads(sys.argv[5])
 import numpy, SimpleITK
 import OsteoROILib.cli.commands as cli
-from OsteoROILib.io.volume import read_volume
+from OsteoROILib.io.image_files import read_volume
 base_rss = peak_rss_kb()
 tracemalloc.start()
 if mode == "read":

@@ -154,7 +154,7 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     if os.path.isfile(os.path.join(TOTALSEG, "ct.nii.gz")):
         import SimpleITK as sitk
 
-        from OsteoROILib.io.volume import read_volume
+        from OsteoROILib.io.image_files import read_volume
 
         ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
         lab = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TOTALSEG, "vertebral_bodies.nii.gz")))
@@ -195,7 +195,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
     import SimpleITK as sitk
 
     from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
-    from OsteoROILib.io.volume import read_volume
+    from OsteoROILib.io.image_files import read_volume
 
     ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
     with open(os.path.join(TOTALSEG, "spine_report.json")) as f:
