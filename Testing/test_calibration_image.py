@@ -15,7 +15,7 @@ import pytest
 from OsteoROILib import cli
 from OsteoROILib.calibration.model import fit_phantom, load_calibration
 from OsteoROILib.errors import InputError, OsteoROIError
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.calibration.phantom_library import (get_phantom, load_library, load_user_phantoms, phantom_from_certificate,
                                   save_user_phantom, validate_phantom)
 from OsteoROILib.calibration.rods import auto_rods, measure_rods, roi_radius_for

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from OsteoROILib import cli
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.io.image_files import write_volume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

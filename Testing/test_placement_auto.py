@@ -18,7 +18,7 @@ from OsteoROILib.placement.click import METHOD_CLICK, place_from_click
 from OsteoROILib.errors import InputError, PlacementError
 from OsteoROILib.roi.geometry import roi_voxels
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, parse_label_map, place_from_labels
 from OsteoROILib.io.volume import Volume
 from OsteoROILib.io.image_files import write_volume

@@ -19,7 +19,7 @@ from OsteoROILib.placement.click import PLANE_VERTEBRA, place_from_click
 from OsteoROILib.errors import InputError
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.roi.family import build_roi_family
 from OsteoROILib.io.image_files import write_volume
 

@@ -18,7 +18,7 @@ data, and their ratio:
 * **Geometry accuracy** — voxelised areas vs analytic areas and voxel counts vs an independent
   brute-force voxel-centre count; mean HU vs the phantom's configured HU.
 
-The data is the digital phantom (``OsteoROILib.digital_phantom.phantom.make_phantom``), cached under
+The data is the digital phantom (``OsteoROILib.digital_phantom.make_phantom``), cached under
 ``CACHE_DIR`` (``$OSTEOROI_BENCH_CACHE`` or ``/tmp/osteoroi-bench-cache``) because a
 512×512×300 phantom takes ~20 s to generate; the cache key includes the phantom options and
 a hash of ``phantom.py``.
@@ -182,7 +182,7 @@ def phantom_ct(size: Sequence[int], spacing: Sequence[float], cache_dir: Optiona
     The phantom is generated once per option set and kept as an uncompressed NRRD plus a
     pickled truth in ``cache_dir`` (a temporary folder when ``cache_dir`` is None).
     """
-    from OsteoROILib.digital_phantom.phantom import make_phantom
+    from OsteoROILib.digital_phantom import make_phantom
 
     opts = dict(PHANTOM_COMMON)
     opts.update(options)

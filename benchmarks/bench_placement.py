@@ -40,7 +40,7 @@ import bench_core as bc  # noqa: E402
 from OsteoROILib.placement.click import place_from_click, to_vertebra_plane  # noqa: E402
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.roi.family import build_roi_family  # noqa: E402
 
 TOTALSEG = os.path.normpath(os.path.join(bc.ROOT, "..", "shared", "data", "totalseg_example"))

@@ -174,7 +174,7 @@ def cmd_demo(args, out=None) -> int:
     import json
 
     from ..calibration.model import fit_phantom, save_calibration
-    from ..digital_phantom.phantom import make_phantom
+    from ..digital_phantom import make_phantom
     from ..calibration.phantom_library import get_phantom
     from ..calibration.rods import auto_rods
     from ..io.image_files import write_volume
