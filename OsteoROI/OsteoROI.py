@@ -657,7 +657,7 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.test_OsteoROI_errors()
 
     def _loadPhantom(self):
-        from OsteoROILib.digital_phantom.phantom import make_phantom
+        from OsteoROILib.digital_phantom import make_phantom
 
         volume, truth = make_phantom(noise_sigma=10.0, seed=1)
         volumeNode = slicer.util.addVolumeFromArray(volume.array, volume.ijk_to_ras, name="OsteoROI phantom")

@@ -16,11 +16,11 @@ from OsteoROILib import cli
 from OsteoROILib.calibration.model import load_calibration
 from OsteoROILib.calibration.phantom_fit import fit_phantom
 from OsteoROILib.errors import InputError, OsteoROIError
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.calibration.phantom_library import (get_phantom, load_library, load_user_phantoms, phantom_from_certificate,
                                   save_user_phantom, validate_phantom)
 from OsteoROILib.calibration.rods import auto_rods, measure_rods, roi_radius_for
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.io.image_files import write_volume
 
 # QCT_BRIEF §4, typed in from the brief (unit, densities, Mindways water densities).
 BRIEF = {

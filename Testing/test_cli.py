@@ -18,8 +18,8 @@ from OsteoROILib import cli
 from OsteoROILib.export import measurement as results
 
 from OsteoROILib.io.markups_file import point_list_document
-from OsteoROILib.digital_phantom.phantom import make_phantom
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.digital_phantom import make_phantom
+from OsteoROILib.io.image_files import write_volume
 
 from test_dicom import stored_values, write_series
 

@@ -16,9 +16,9 @@ from OsteoROILib import cli
 
 from OsteoROILib.io import outputs
 from OsteoROILib.errors import OutputError
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.io.image_files import write_volume
 
 
 def run(argv, capsys):

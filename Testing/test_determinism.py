@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from OsteoROILib import cli
-from OsteoROILib.digital_phantom.phantom import make_phantom
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.digital_phantom import make_phantom
+from OsteoROILib.io.image_files import write_volume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHANTOM = dict(noise_sigma=10.0, seed=5, rotation_deg=(0.0, 8.0, -6.0, 3.0), orientation="LPS")

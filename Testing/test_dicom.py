@@ -13,9 +13,10 @@ import random
 
 import numpy as np
 import pytest
+from OsteoROILib.io import dicom_facts, dicom_series
 from OsteoROILib.io import dicom_read as dicom
 from OsteoROILib.errors import InputError
-from OsteoROILib.io.volume import read_volume
+from OsteoROILib.io.image_files import read_volume
 
 pydicom = pytest.importorskip("pydicom")  # only the tests write DICOM with pydicom; the reader does not need it
 Dataset = pydicom.dataset.Dataset
@@ -249,10 +250,10 @@ def test_facts(tmp_path):
     assert f["series_description"] == "Abdomen venous"
     assert f["series_instance_uid"] == uid
     assert f["rescale_slope"] == 1.0 and f["rescale_intercept"] == -1024.0
-    assert set(f) <= set(dicom.FACT_TAGS)
+    assert set(f) <= set(dicom_facts.FACT_TAGS)
     assert all(isinstance(v, (str, float, int)) for v in f.values())
     # the same facts from one file
-    one = dicom.dicom_facts_from_file(str(next(tmp_path.glob("*.dcm"))))
+    one = dicom_facts.dicom_facts_from_file(str(next(tmp_path.glob("*.dcm"))))
     assert one == f
     # and the volume description carries them (JSON-friendly)
     assert vol.describe()["dicom"]["kvp"] == 100.0
@@ -270,12 +271,12 @@ def test_missing_tags_are_absent_not_none(tmp_path):
 
 
 def test_patient_age_years():
-    assert dicom.patient_age_years("067Y") == 67.0
-    assert dicom.patient_age_years("018M") == 1.5
-    assert dicom.patient_age_years("052W") == pytest.approx(52 * 7 / 365.25)
-    assert dicom.patient_age_years("") is None
-    assert dicom.patient_age_years("abc") is None
-    assert dicom.patient_age_years(None) is None
+    assert dicom_facts.patient_age_years("067Y") == 67.0
+    assert dicom_facts.patient_age_years("018M") == 1.5
+    assert dicom_facts.patient_age_years("052W") == pytest.approx(52 * 7 / 365.25)
+    assert dicom_facts.patient_age_years("") is None
+    assert dicom_facts.patient_age_years("abc") is None
+    assert dicom_facts.patient_age_years(None) is None
 
 
 # --- several series, wrong modality, empty folder -------------------------------------------
@@ -310,7 +311,7 @@ def test_largest_ct_series_is_picked_and_noted(tmp_path):
     with pytest.raises(InputError, match="not in"):
         dicom.read_dicom_directory(str(tmp_path), series_uid="1.2.3.4")
     # listing: largest first
-    listed = dicom.list_dicom_series(str(tmp_path))
+    listed = dicom_series.list_dicom_series(str(tmp_path))
     assert [s.uid for s in listed] == [mr_uid, ct_uid, small_uid, loc_uid]
 
 
@@ -463,7 +464,7 @@ def _count_reads(monkeypatch):
     import SimpleITK as sitk
 
     counts = {"headers": 0, "series_reads": 0}
-    real_header = dicom._read_header
+    real_header = dicom_facts.read_header
     real_execute = sitk.ImageSeriesReader.Execute
 
     def header(path):
@@ -474,7 +475,8 @@ def _count_reads(monkeypatch):
         counts["series_reads"] += 1
         return real_execute(self, *args)
 
-    monkeypatch.setattr(dicom, "_read_header", header)
+    monkeypatch.setattr(dicom_series, "read_header", header)  # choosing the series
+    monkeypatch.setattr(dicom, "read_header", header)  # the careful path: each file's header first
     monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", execute)
     return counts
 
@@ -515,7 +517,7 @@ def test_a_small_second_series_beside_the_ct_is_still_found(tmp_path):
     assert vol.facts["series_instance_uid"] == ct_uid and vol.array.shape[0] == 9
     note = " ".join(vol.notes)
     assert "holds 2 series" in note and other_uid in note
-    assert {s.uid for s in dicom.list_dicom_series(str(tmp_path))} == {ct_uid, other_uid}
+    assert {s.uid for s in dicom_series.list_dicom_series(str(tmp_path))} == {ct_uid, other_uid}
 
 
 @pytest.mark.parametrize("slopes", [None, (1.0, 2.0)])
@@ -528,10 +530,10 @@ def test_one_pass_read_equals_the_careful_path(tmp_path, slopes):
     write_series(tmp_path, stored, stack=stack, origin=(2.0, -3.0, 40.0), tags={"GantryDetectorTilt": "7"},
                  slopes=None if slopes is None else [slopes[k % 2] for k in range(9)])
     one_pass = dicom.read_dicom_directory(str(tmp_path))
-    (series,), _ = dicom._find_series(str(tmp_path))
+    (series,), _ = dicom_series.find_series(str(tmp_path))
     notes = [f"DICOM: read {series.label()}."]
-    plan = dicom._plan_series(series, [(f, dicom._read_header(f)) for f in series.files], notes)
-    careful = dicom._finish_series(series, str(tmp_path), plan, dicom._execute_series(plan), notes)
+    plan = dicom_series.plan_series(series, [(f, dicom_facts.read_header(f)) for f in series.files], notes)
+    careful = dicom.finish_series(series, str(tmp_path), plan, dicom.execute_series(plan), notes)
     assert one_pass.array.dtype == careful.array.dtype
     np.testing.assert_array_equal(one_pass.array, careful.array)
     assert one_pass.ijk_to_ras.tobytes() == careful.ijk_to_ras.tobytes()

@@ -1,4 +1,4 @@
-"""The chunked, multi-threaded DICOM pixel read (OsteoROILib.io.dicom_read._read_chunked) gives exactly the
+"""The chunked, multi-threaded DICOM pixel read (OsteoROILib.io.dicom_read.read_chunked) gives exactly the
 Volume of one ImageSeriesReader.
 
 Every series is read twice: with ``OSTEOROI_READ_THREADS=1`` (one reader: the reference) and with
@@ -16,6 +16,7 @@ import shutil
 
 import numpy as np
 import pytest
+from OsteoROILib.io import dicom_series
 from OsteoROILib.io import dicom_read as dicom
 from OsteoROILib.errors import InputError
 from test_dicom import expected_matrix, rotation, stored_values, write_series
@@ -30,14 +31,14 @@ def chunks(monkeypatch):
     """Small chunks (4 files), and a record of every _read_chunked call: (with_tags, chunked?)."""
     monkeypatch.setattr(dicom, "MIN_FILES_PER_CHUNK", 4)
     calls = []
-    real = dicom._read_chunked
+    real = dicom.read_chunked
 
     def counted(files, float_voxels, with_tags):
         result = real(files, float_voxels, with_tags)
         calls.append((with_tags, result is not None))
         return result
 
-    monkeypatch.setattr(dicom, "_read_chunked", counted)
+    monkeypatch.setattr(dicom, "read_chunked", counted)
     return calls
 
 
@@ -150,17 +151,17 @@ def test_small_series_and_one_thread_stay_single(tmp_path, monkeypatch):
     write_series(tmp_path, stored_values(20, 8, 8))
     monkeypatch.setattr(dicom, "MIN_FILES_PER_CHUNK", 16)  # the default: 20 < 2 × 16 files
     monkeypatch.setenv(dicom.READ_THREADS_ENV, "4")
-    assert dicom._read_chunked(dicom.list_dicom_series(str(tmp_path))[0].files, False, True) is None
+    assert dicom.read_chunked(dicom_series.list_dicom_series(str(tmp_path))[0].files, False, True) is None
     monkeypatch.setattr(dicom, "MIN_FILES_PER_CHUNK", 2)
     monkeypatch.setenv(dicom.READ_THREADS_ENV, "1")
-    assert dicom._read_chunked(dicom.list_dicom_series(str(tmp_path))[0].files, False, True) is None
+    assert dicom.read_chunked(dicom_series.list_dicom_series(str(tmp_path))[0].files, False, True) is None
 
 
 @pytest.mark.parametrize("threads", [2, 3, 4, 8])
 @pytest.mark.parametrize("n_files", [8, 9, 33, 64, 100, 300, 1001])
 def test_chunk_bounds(monkeypatch, threads, n_files):
     monkeypatch.setattr(dicom, "MIN_FILES_PER_CHUNK", 4)
-    bounds = dicom._chunk_bounds(n_files, threads)
+    bounds = dicom.chunk_bounds(n_files, threads)
     assert bounds[0][0] == 0 and bounds[-1][1] == n_files
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, in order
     assert len(bounds) >= 2 and all(stop - start >= 4 for start, stop in bounds)
@@ -172,13 +173,13 @@ def test_chunk_bounds(monkeypatch, threads, n_files):
 
 def test_read_threads_setting(monkeypatch):
     monkeypatch.setenv(dicom.READ_THREADS_ENV, "1")
-    assert dicom._read_threads() == 1
+    assert dicom.read_threads() == 1
     monkeypatch.setenv(dicom.READ_THREADS_ENV, "3")
-    assert dicom._read_threads() == 3
+    assert dicom.read_threads() == 3
     monkeypatch.setenv(dicom.READ_THREADS_ENV, "lots")
-    assert dicom._read_threads() == min(os.cpu_count() or 1, dicom.MAX_READ_THREADS)
+    assert dicom.read_threads() == min(os.cpu_count() or 1, dicom.MAX_READ_THREADS)
     monkeypatch.delenv(dicom.READ_THREADS_ENV)
-    assert dicom._read_threads() == min(os.cpu_count() or 1, dicom.MAX_READ_THREADS)
+    assert dicom.read_threads() == min(os.cpu_count() or 1, dicom.MAX_READ_THREADS)
 
 
 # --- a chunk that fails or disagrees: one reader instead, never a mixed result ----------------
@@ -188,15 +189,15 @@ def test_a_failing_chunk_falls_back_to_one_reader(tmp_path, monkeypatch, chunks)
     stored = stored_values(30, 8, 8, seed=9)
     write_series(tmp_path, stored)
     single = read(tmp_path, 1, monkeypatch)
-    files = dicom.list_dicom_series(str(tmp_path))[0].files
-    real = dicom._read_chunk
+    files = dicom_series.list_dicom_series(str(tmp_path))[0].files
+    real = dicom.read_chunk
 
     def failing(chunk_files, float_voxels, with_tags):
         if files[12] in chunk_files:
             raise RuntimeError("simulated read failure")
         return real(chunk_files, float_voxels, with_tags)
 
-    monkeypatch.setattr(dicom, "_read_chunk", failing)
+    monkeypatch.setattr(dicom, "read_chunk", failing)
     del chunks[:]
     parallel = read(tmp_path, 3, monkeypatch)
     assert chunks == [(True, False)]  # tried in chunks, then read with one reader
@@ -208,8 +209,8 @@ def test_a_chunk_of_another_pixel_type_falls_back_to_one_reader(tmp_path, monkey
 
     write_series(tmp_path, stored_values(30, 8, 8, seed=10))
     single = read(tmp_path, 1, monkeypatch)
-    files = dicom.list_dicom_series(str(tmp_path))[0].files
-    real = dicom._read_chunk
+    files = dicom_series.list_dicom_series(str(tmp_path))[0].files
+    real = dicom.read_chunk
 
     def other_type(chunk_files, float_voxels, with_tags):
         image, headers = real(chunk_files, float_voxels, with_tags)
@@ -217,7 +218,7 @@ def test_a_chunk_of_another_pixel_type_falls_back_to_one_reader(tmp_path, monkey
             image = sitk.Cast(image, sitk.sitkFloat64)
         return image, headers
 
-    monkeypatch.setattr(dicom, "_read_chunk", other_type)
+    monkeypatch.setattr(dicom, "read_chunk", other_type)
     del chunks[:]
     parallel = read(tmp_path, 2, monkeypatch)
     assert chunks == [(True, False)]
@@ -271,18 +272,18 @@ def test_truncated_file_gives_the_same_outcome(tmp_path, monkeypatch, chunks):
 def test_benchmark_series_chunked_equals_one_reader(monkeypatch):
     if not os.path.isdir(BENCH_SERIES):
         pytest.skip("the benchmark DICOM series is not cached (benchmarks/run_benchmarks.py writes it)")
-    (series,) = dicom.list_dicom_series(BENCH_SERIES)  # found once; each read below reads all 300 files
+    (series,) = dicom_series.list_dicom_series(BENCH_SERIES)  # found once; each read below reads all 300 files
 
     def read_series(threads):
         monkeypatch.setenv(dicom.READ_THREADS_ENV, str(threads))
-        return dicom._read_series(series, BENCH_SERIES, ["chosen"])
+        return dicom.read_series(series, BENCH_SERIES, ["chosen"])
 
     single = read_series(1)
     calls = []
-    real = dicom._read_chunked
-    monkeypatch.setattr(dicom, "_read_chunked", lambda *a, **k: calls.append(k["with_tags"]) or real(*a, **k))
+    real = dicom.read_chunked
+    monkeypatch.setattr(dicom, "read_chunked", lambda *a, **k: calls.append(k["with_tags"]) or real(*a, **k))
     parallel = read_series(2)
-    assert calls == [True] and len(dicom._chunk_bounds(len(series.files), 2)) > 2
+    assert calls == [True] and len(dicom.chunk_bounds(len(series.files), 2)) > 2
     assert single.array.shape == (300, 512, 512) and single.array.dtype == parallel.array.dtype
     assert np.array_equal(single.array, parallel.array)
     assert single.ijk_to_ras.tobytes() == parallel.ijk_to_ras.tobytes()

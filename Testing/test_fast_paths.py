@@ -1,10 +1,10 @@
-"""The faster code paths of issue #7 (DICOM → table) give the same answers as the code they replaced.
+"""The faster code paths from DICOM to the result table give the same answers as the code they replaced.
 
 Each ``_reference_*`` function below is the previous (slower) implementation, kept here as a
 test-only oracle; the current functions must agree with it exactly (bit for bit, same notes and
 errors) over many seeded random cases:
 
-* ``dicom._plan_series`` (slice checks: duplicates, orientation groups, positions, tilt, rescale),
+* ``dicom_series.plan_series`` (slice checks: duplicates, orientation groups, positions, tilt, rescale),
   also when only the per-slice tags are read and the rest is completed for the reported slices;
 * ``geometry.roi_voxels`` (all three ROI-frame coordinates broadcast at once);
 * ``volume.check_ct`` (integer volumes scanned block by block until air is found);
@@ -18,13 +18,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
-from OsteoROILib.io import dicom_read as dicom
+from OsteoROILib.io import dicom_facts, dicom_series
 from OsteoROILib.io import outputs
-from OsteoROILib.io.dicom_read import (
-    _HEADER_TAGS,
-    _SLICE_TAGS,
-    ORIENTATION_TOLERANCE,
-    POSITION_TOLERANCE_MM,
+from OsteoROILib.io.dicom_facts import (
+    HEADER_TAGS,
+    SLICE_TAGS,
     TAG_COLUMNS,
     TAG_GANTRY_TILT,
     TAG_IOP,
@@ -32,12 +30,16 @@ from OsteoROILib.io.dicom_read import (
     TAG_PIXEL_SPACING,
     TAG_ROWS,
     TAG_SOP_INSTANCE_UID,
-    DicomSeries,
-    _check_tilt,
-    _clean,
-    _Slice,
-    _to_float,
+    clean_text,
     facts_from_header,
+    tag_float,
+)
+from OsteoROILib.io.dicom_series import (
+    ORIENTATION_TOLERANCE,
+    POSITION_TOLERANCE_MM,
+    DicomSeries,
+    DicomSlice,
+    check_tilt,
 )
 from OsteoROILib.errors import InputError
 from OsteoROILib.roi.geometry import RoiShape, bounding_box_ijk, inside_mask, roi_voxels
@@ -50,7 +52,7 @@ def _reference_floats(text):
     if not text:
         return None
     try:
-        values = np.array([float(v) for v in _clean(text).split("\\") if v.strip()], dtype=float)
+        values = np.array([float(v) for v in clean_text(text).split("\\") if v.strip()], dtype=float)
     except ValueError:
         return None
     return values if np.all(np.isfinite(values)) else None
@@ -85,14 +87,14 @@ def _reference_plan_series(series, headers, notes):
         if header is None:
             unreadable += 1
             continue
-        sop = _clean(header.get(TAG_SOP_INSTANCE_UID, ""))
+        sop = clean_text(header.get(TAG_SOP_INSTANCE_UID, ""))
         if sop and sop in seen_sop:
             duplicates += 1
             continue
         seen_sop.add(sop)
         iop = _reference_floats(header.get(TAG_IOP))
         ipp = _reference_floats(header.get(TAG_IPP))
-        slices.append(_Slice(f, header, ipp if ipp is not None and ipp.size == 3 else None,
+        slices.append(DicomSlice(f, header, ipp if ipp is not None and ipp.size == 3 else None,
                              iop if iop is not None and iop.size == 6 else None))
     if unreadable:
         notes.append(f"DICOM: {unreadable} file(s) of the series could not be read and were left out.")
@@ -135,13 +137,13 @@ def _reference_plan_series(series, headers, notes):
             raise InputError(f"{same} image(s) of {label} lie at the same slice position as another "
                              "image (several acquisitions, phases or echoes mixed in one series), so they do not "
                              "form one volume.", "-")
-        _check_tilt(slices, normal_lps, label, notes)
+        check_tilt(slices, normal_lps, label, notes)
     files = [s.path for s in slices]
     if len(files) == 1:
         notes.append("DICOM: the series is a single (multi-frame) file; its slice geometry is taken from the "
                      "file's header as interpreted by GDCM. Check the slice spacing before measuring.")
-    slopes = {_to_float(s.header.get("0028|1053", "1")) for s in slices}
-    intercepts = {_to_float(s.header.get("0028|1052", "0")) for s in slices}
+    slopes = {tag_float(s.header.get("0028|1053", "1")) for s in slices}
+    intercepts = {tag_float(s.header.get("0028|1052", "0")) for s in slices}
     float_voxels = len(slopes) > 1 or len(intercepts) > 1
     if float_voxels:
         notes.append("DICOM: RescaleSlope/RescaleIntercept differ between slices; each slice was converted to "
@@ -242,7 +244,7 @@ def _random_headers(seed: int) -> List:
         elif kind == "iop5":
             headers[k][1][TAG_IOP] = "1\\0\\0\\0\\1"
         else:  # orientation within / just beyond the tolerance of the first slice
-            iop = [float(x) for x in _clean(headers[k][1].get(TAG_IOP, "1\\0\\0\\0\\1\\0")).split("\\")] + [0.0] * 6
+            iop = [float(x) for x in clean_text(headers[k][1].get(TAG_IOP, "1\\0\\0\\0\\1\\0")).split("\\")] + [0.0] * 6
             iop = iop[:6]
             iop[rng.randrange(6)] += rng.choice([0.5, 1.5, 0.999, 1.001]) * ORIENTATION_TOLERANCE
             headers[k][1][TAG_IOP] = "\\".join(repr(x) for x in iop)
@@ -266,7 +268,7 @@ def _outcome(fn):
 
 def _new_plan(headers, complete=None):
     def run(notes):
-        p = dicom._plan_series(_series(), headers, notes, complete)
+        p = dicom_series.plan_series(_series(), headers, notes, complete)
         return p.files, p.facts, p.positions, p.normal_lps, p.float_voxels, p.label
     return run
 
@@ -295,8 +297,8 @@ def test_plan_series_equals_reference(chunk):
         kinds.add(expected[0])
         _same(_outcome(_new_plan([(f, None if h is None else dict(h)) for f, h in headers])), expected)
         # Only the per-slice tags read up front, the rest completed for the reported slices.
-        full = [None if h is None else {t: h[t] for t in _HEADER_TAGS if t in h} for _, h in headers]
-        partial = [(f, None if h is None else {t: h[t] for t in _SLICE_TAGS if t in h})
+        full = [None if h is None else {t: h[t] for t in HEADER_TAGS if t in h} for _, h in headers]
+        partial = [(f, None if h is None else {t: h[t] for t in SLICE_TAGS if t in h})
                    for (f, _), h in zip(headers, full)]
         asked: List[int] = []
 
@@ -317,7 +319,7 @@ def test_float_list_equals_reference():
         texts.append("\\".join(rng.choice(["1", "-0", " 2.5", "3e2 ", "", " ", "1e999", "nan", "q"])
                                for _ in range(rng.randrange(1, 7))))
     for text in texts:
-        got, want = dicom._floats(text), _reference_floats(text)
+        got, want = dicom_facts.tag_floats(text), _reference_floats(text)
         assert (got is None) == (want is None), text
         if want is not None:
             assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), text

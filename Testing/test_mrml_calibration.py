@@ -24,7 +24,7 @@ from OsteoROILib.errors import InputError, OutputError  # noqa: E402
 from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, calibration_fit_summary, format_calibration_summary  # noqa: E402
 from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ vtk = pytest.importorskip("vtk")
 from OsteoROILib.mrml.logic import OsteoROIMRMLLogic, roi_shape_from_node  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
 from OsteoROILib.mrml.offscreen_view import OffscreenSliceView  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 
 
 def _offscreen_rendering_works() -> bool:

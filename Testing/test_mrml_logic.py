@@ -25,7 +25,7 @@ from OsteoROILib.mrml.logic import (  # noqa: E402
     volume_from_node,
 )
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 
 ROTATIONS = [0.0, 9.0, -7.0, 4.0]
 

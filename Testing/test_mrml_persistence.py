@@ -17,7 +17,7 @@ vtk = pytest.importorskip("vtk")
 from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, ROLE_ROD_POINTS  # noqa: E402
 from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic, roi_shape_from_node  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, load_scene, new_scene, save_scene  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 
 
 @pytest.fixture(scope="module")

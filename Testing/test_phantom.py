@@ -1,4 +1,4 @@
-"""Tests of the digital CT phantom (OsteoROILib.digital_phantom.phantom).
+"""Tests of the digital CT phantom (OsteoROILib.digital_phantom).
 
 Oracles are independent of the generator: the configured numbers (densities, scanner slope and
 intercept, sizes), analytic geometry computed here from the truth's centres/axes/sizes, the
@@ -20,7 +20,7 @@ if _PKG not in sys.path:
     sys.path.insert(0, _PKG)
 
 from OsteoROILib.errors import InputError, OsteoROIError  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import PhantomSpec, generate, make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import PhantomSpec, generate, make_phantom  # noqa: E402
 from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family  # noqa: E402
 from OsteoROILib.roi.stats import roi_statistics  # noqa: E402
 
@@ -482,8 +482,8 @@ def test_bad_options_raise_input_error_with_remedy(options):
     assert isinstance(info.value, OsteoROIError) and info.value.remedy
 
 
-# --- hard-case options (issue #3): wedge fracture, osteophytes, bone islands, tilted column ----
-from OsteoROILib.digital_phantom.phantom import analytic_hu  # noqa: E402
+# --- hard-case options: wedge fracture, osteophytes, bone islands, tilted column ----
+from OsteoROILib.digital_phantom import analytic_hu  # noqa: E402
 
 
 def _rot_x(deg):

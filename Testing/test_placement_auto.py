@@ -18,9 +18,10 @@ from OsteoROILib.placement.click import METHOD_CLICK, place_from_click
 from OsteoROILib.errors import InputError, PlacementError
 from OsteoROILib.roi.geometry import roi_voxels
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, parse_label_map, place_from_labels
-from OsteoROILib.io.volume import Volume, write_volume
+from OsteoROILib.io.volume import Volume
+from OsteoROILib.io.image_files import write_volume
 
 OFFSET = np.array([3.0, 2.0, 4.0])  # a click off-centre in-plane and along S
 SPINE_BOX = ((-75.0, 75.0), (-75.0, 60.0), (-85.0, 85.0))  # RAS box around the column (small, fast images)
@@ -303,7 +304,7 @@ def test_real_ct_from_labels_and_clicks(totalseg_dir):
     import SimpleITK as sitk
 
     from OsteoROILib.placement.labels import read_labels
-    from OsteoROILib.io.volume import read_volume
+    from OsteoROILib.io.image_files import read_volume
 
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
     labels, _ = read_labels(f"{totalseg_dir}/vertebral_bodies.nii.gz", volume)

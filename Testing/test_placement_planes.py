@@ -19,9 +19,9 @@ from OsteoROILib.placement.click import PLANE_VERTEBRA, place_from_click
 from OsteoROILib.errors import InputError
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.roi.family import build_roi_family
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.io.image_files import write_volume
 
 TILT = (12.0, -8.0)
 SPINE_BOX = ((-75.0, 75.0), (-75.0, 60.0), (-85.0, 85.0))
@@ -115,7 +115,7 @@ def test_real_ct_click_placement_is_stable_and_matches_the_labels(totalseg_dir):
     segmentation model's label (which ends about half a voxel inside our outer cortical edge)."""
     import SimpleITK as sitk
 
-    from OsteoROILib.io.volume import read_volume
+    from OsteoROILib.io.image_files import read_volume
 
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
     body = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))

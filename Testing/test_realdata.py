@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.roi.family import BodyOutline
-from OsteoROILib.io.volume import read_volume
+from OsteoROILib.io.image_files import read_volume
 
 BODY_LABELS = {"L1": 20, "L2": 21, "L3": 22, "L4": 23}  # vertebral_bodies.nii.gz (QCT_BRIEF §7)
 #: Lumbar trabecular bone of adults reads roughly 50-300 HU at 120 kV (QCT_BRIEF §2: Pickhardt's

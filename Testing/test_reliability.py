@@ -36,9 +36,10 @@ from OsteoROILib.errors import OsteoROIError, OutputError
 from OsteoROILib.roi.geometry import RoiShape
 from OsteoROILib.io.markups_file import point_list_document, read_point_list
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.roi.family import BodyOutline, build_roi_family
-from OsteoROILib.io.volume import Volume, check_ct, write_volume
+from OsteoROILib.io.volume import Volume, check_ct
+from OsteoROILib.io.image_files import write_volume
 
 # --------------------------------------------------------------------------------------------
 # Shared inputs: a small phantom CT and its points (never modified by any case)

@@ -20,12 +20,12 @@ from OsteoROILib import cli
 from OsteoROILib.diagnosis.verdict import build_diagnosis, validate_diagnosis
 from OsteoROILib.errors import OsteoROIError
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.digital_phantom.phantom import make_phantom
+from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.export.html_report import (IMAGE_PX, SHAPE_COLOURS, WINDOW_LEVEL, WINDOW_WIDTH, build_html, png_bytes,
                                 render_level_image, write_report)
 from OsteoROILib.export.measurement import build_document
 from OsteoROILib.roi.family import SHAPE_NAMES
-from OsteoROILib.io.volume import write_volume
+from OsteoROILib.io.image_files import write_volume
 
 
 def read(path) -> str:

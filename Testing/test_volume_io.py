@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from OsteoROILib.errors import InputError
-from OsteoROILib.io.volume import Volume, read_volume, write_volume
+from OsteoROILib.io.volume import Volume
+from OsteoROILib.io.image_files import read_volume, write_volume
 
 FLIP = np.diag([-1.0, -1.0, 1.0])
 

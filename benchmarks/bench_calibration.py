@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "OsteoROI"))
 from OsteoROILib.calibration.apply import apply_calibration  # noqa: E402
 from OsteoROILib.calibration.phantom_fit import fit_phantom  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.calibration.phantom_library import get_phantom  # noqa: E402
 from OsteoROILib.calibration.rods import auto_rods  # noqa: E402
 

@@ -18,7 +18,7 @@ data, and their ratio:
 * **Geometry accuracy** — voxelised areas vs analytic areas and voxel counts vs an independent
   brute-force voxel-centre count; mean HU vs the phantom's configured HU.
 
-The data is the digital phantom (``OsteoROILib.digital_phantom.phantom.make_phantom``), cached under
+The data is the digital phantom (``OsteoROILib.digital_phantom.make_phantom``), cached under
 ``CACHE_DIR`` (``$OSTEOROI_BENCH_CACHE`` or ``/tmp/osteoroi-bench-cache``) because a
 512×512×300 phantom takes ~20 s to generate; the cache key includes the phantom options and
 a hash of ``phantom.py``.
@@ -59,7 +59,8 @@ from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family  # noqa: E402
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
 from OsteoROILib.roi.stats import roi_statistics  # noqa: E402
 from OsteoROILib.io.dicom_read import READ_THREADS_ENV  # noqa: E402
-from OsteoROILib.io.volume import Volume, read_volume  # noqa: E402
+from OsteoROILib.io.volume import Volume  # noqa: E402
+from OsteoROILib.io.image_files import read_volume  # noqa: E402
 
 CACHE_DIR = os.environ.get("OSTEOROI_BENCH_CACHE", os.path.join(tempfile.gettempdir(), "osteoroi-bench-cache"))
 
@@ -181,7 +182,7 @@ def phantom_ct(size: Sequence[int], spacing: Sequence[float], cache_dir: Optiona
     The phantom is generated once per option set and kept as an uncompressed NRRD plus a
     pickled truth in ``cache_dir`` (a temporary folder when ``cache_dir`` is None).
     """
-    from OsteoROILib.digital_phantom.phantom import make_phantom
+    from OsteoROILib.digital_phantom import make_phantom
 
     opts = dict(PHANTOM_COMMON)
     opts.update(options)
@@ -429,7 +430,7 @@ mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
 points = json.loads(sys.argv[5])
 import numpy, SimpleITK
 import OsteoROILib.cli.commands as cli
-from OsteoROILib.io.volume import read_volume
+from OsteoROILib.io.image_files import read_volume
 base_rss = peak_rss_kb()
 tracemalloc.start()
 if mode == "read":

@@ -40,7 +40,7 @@ import bench_core as bc  # noqa: E402
 from OsteoROILib.placement.click import place_from_click, to_vertebra_plane  # noqa: E402
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.roi.family import build_roi_family  # noqa: E402
 
 TOTALSEG = os.path.normpath(os.path.join(bc.ROOT, "..", "shared", "data", "totalseg_example"))
@@ -154,7 +154,7 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     if os.path.isfile(os.path.join(TOTALSEG, "ct.nii.gz")):
         import SimpleITK as sitk
 
-        from OsteoROILib.io.volume import read_volume
+        from OsteoROILib.io.image_files import read_volume
 
         ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
         lab = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TOTALSEG, "vertebral_bodies.nii.gz")))
@@ -195,7 +195,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
     import SimpleITK as sitk
 
     from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
-    from OsteoROILib.io.volume import read_volume
+    from OsteoROILib.io.image_files import read_volume
 
     ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
     with open(os.path.join(TOTALSEG, "spine_report.json")) as f:

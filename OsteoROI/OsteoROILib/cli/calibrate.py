@@ -116,7 +116,7 @@ def cmd_calibrate(args, out=None) -> int:
     if args.manual:
         cal = manual_calibration(args.slope, args.intercept, args.unit, note=args.note or "", command=_command_line())
     else:
-        from ..io.volume import read_volume
+        from ..io.image_files import read_volume
 
         if args.phantom:
             if bool(args.rod) == bool(args.auto_rods):

@@ -92,7 +92,7 @@ def _placements_from_labels(args, volume):
 
 def cmd_measure(args, out=None) -> int:
     out = out or sys.stdout
-    from ..io.volume import read_volume
+    from ..io.image_files import read_volume
 
     outputs = check_output_paths([args.json, args.csv, args.report], overwrite=args.overwrite,
                                  inputs=[args.volume, args.points, args.labels, args.calibration])
@@ -175,10 +175,10 @@ def cmd_demo(args, out=None) -> int:
 
     from ..calibration.model import save_calibration
     from ..calibration.phantom_fit import fit_phantom
-    from ..digital_phantom.phantom import make_phantom
+    from ..digital_phantom import make_phantom
     from ..calibration.phantom_library import get_phantom
     from ..calibration.rods import auto_rods
-    from ..io.volume import write_volume
+    from ..io.image_files import write_volume
 
     folder = os.path.abspath(args.out)
     try:

@@ -25,7 +25,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import __version__
 from .criteria import KNOWN_LEVELS, KNOWN_SHAPES, QUANTITIES, band_text, classify, load_criteria
-from ..io.dicom_read import patient_age_years
+from ..io.dicom_facts import patient_age_years
 from ..errors import InputError
 from ..io.outputs import json_safe
 

@@ -183,7 +183,8 @@ def render_level_image(volume, result_doc: Mapping[str, object], level: str, row
 
 def load_volume_for_report(result_doc: Mapping[str, object], volume=None, result_path: str = ""):
     """(Volume or None, note): the given Volume/path, else the result's ``volume.file``."""
-    from ..io.volume import Volume, read_volume
+    from ..io.volume import Volume
+    from ..io.image_files import read_volume
 
     if isinstance(volume, Volume):
         return volume, ""
