@@ -17,7 +17,8 @@ import pytest
 import SimpleITK as sitk
 
 from OsteoROILib import cli
-from OsteoROILib.diagnosis.verdict import build_diagnosis, validate_diagnosis
+from OsteoROILib.diagnosis.document import validate_diagnosis
+from OsteoROILib.diagnosis.verdict import build_diagnosis
 from OsteoROILib.errors import OsteoROIError
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.digital_phantom.phantom import make_phantom

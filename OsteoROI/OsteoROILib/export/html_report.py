@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..diagnosis.verdict import LEVEL_COLUMNS, VERDICT_COLUMNS, to_table_text, verdict_rows
+from ..diagnosis.document import LEVEL_COLUMNS, VERDICT_COLUMNS, to_table_text, verdict_rows
 from ..errors import InputError, OsteoROIError
 from ..io.outputs import check_output_paths, write_atomically
 from .measurement import to_json_text
