@@ -22,9 +22,10 @@ from OsteoROILib.diagnosis.verdict import build_diagnosis
 from OsteoROILib.errors import OsteoROIError
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.digital_phantom.phantom import make_phantom
-from OsteoROILib.export.html_report import (IMAGE_PX, SHAPE_COLOURS, WINDOW_LEVEL, WINDOW_WIDTH, build_html, png_bytes,
-                                render_level_image, write_report)
+from OsteoROILib.export.html_report import build_html, write_report
+from OsteoROILib.export.images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, png_bytes, render_level_image
 from OsteoROILib.export.measurement import build_document
+from OsteoROILib.export.style import SHAPE_COLOURS
 from OsteoROILib.roi.family import SHAPE_NAMES
 from OsteoROILib.io.volume import write_volume
 

@@ -21,7 +21,8 @@ import pytest
 import SimpleITK as sitk
 
 from OsteoROILib.diagnosis.verdict import build_diagnosis
-from OsteoROILib.export.html_report import SHAPE_COLOURS, write_report
+from OsteoROILib.export.html_report import write_report
+from OsteoROILib.export.style import SHAPE_COLOURS
 
 from test_report import _calibrated, measured
 
