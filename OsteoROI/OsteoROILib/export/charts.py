@@ -5,7 +5,7 @@ Inline SVG keeps the report self-contained (no external resource, prints from an
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .style import BAND_FILL, esc
 
@@ -29,6 +29,56 @@ def _nice_step(span: float) -> float:
     return 10 * mag
 
 
+def _ticks(lo: float, hi: float, slack: float = 0.0) -> Iterator[float]:
+    """Axis tick values: multiples of a round step from ``lo`` up to ``hi`` (+ ``slack``)."""
+    step = _nice_step(hi - lo)
+    t = math.ceil(lo / step) * step
+    while t <= hi + slack:
+        yield t
+        t += step
+
+
+def _band_areas(bands: Sequence[Mapping[str, object]], lo: float, hi: float, y, ml: float, pw: float) -> List[str]:
+    """The criterion's bands as coloured areas, each labelled at the right of the plot."""
+    out: List[str] = []
+    for band in bands:
+        b_lo = lo if band["lower"] is None else max(lo, band["lower"])
+        b_hi = hi if band["upper"] is None else min(hi, band["upper"])
+        if b_hi <= b_lo:
+            continue
+        fill = BAND_FILL.get(str(band["class"]), "#eee")
+        out.append(f'<rect x="{ml}" y="{y(b_hi):.1f}" width="{pw}" height="{y(b_lo) - y(b_hi):.1f}" fill="{fill}"/>')
+        lines = _wrap(str(band["label"]), 24)[:3]
+        y0 = (y(b_lo) + y(b_hi)) / 2 + 4 - 6.5 * (len(lines) - 1)
+        out.append(f'<text x="{ml + pw + 6}" y="{y0:.1f}" class="svg-band">' + "".join(
+            f'<tspan x="{ml + pw + 6}" dy="{0 if i == 0 else 13}">{esc(t)}</tspan>' for i, t in enumerate(lines))
+            + "</text>")
+    return out
+
+
+def _bars(levels: Sequence[Tuple[str, Optional[float], str]], y, ml: float, mt: float, pw: float,
+          ph: float) -> List[str]:
+    """One bar per level with its value; an excluded level hatched, a missing value said."""
+    out: List[str] = []
+    n = max(1, len(levels))
+    slot = pw / n
+    bw = min(60.0, slot * 0.6)
+    for idx, (lv, v, excl) in enumerate(levels):
+        cx = ml + slot * (idx + 0.5)
+        out.append(f'<text x="{cx:.1f}" y="{mt + ph + 16}" text-anchor="middle" class="svg-tick">{esc(lv)}</text>')
+        if v is None:
+            out.append(f'<text x="{cx:.1f}" y="{y(0) - 6:.1f}" text-anchor="middle" class="svg-note">no value</text>')
+            continue
+        top, base = (y(v), y(0)) if v >= 0 else (y(0), y(v))
+        fill = 'url(#hatch)' if excl else "#2b4c7e"
+        out.append(f'<rect x="{cx - bw / 2:.1f}" y="{top:.1f}" width="{bw:.1f}" height="{max(base - top, 0.5):.1f}" '
+                   f'fill="{fill}" stroke="#1b2c4e" stroke-width="0.8"/>')
+        out.append(f'<text x="{cx:.1f}" y="{top - 4:.1f}" text-anchor="middle" class="svg-val">{v:.1f}</text>')
+        if excl:
+            out.append(f'<text x="{cx:.1f}" y="{mt + ph + 29}" text-anchor="middle" class="svg-note">excluded</text>')
+    return out
+
+
 def bar_chart_svg(levels: Sequence[Tuple[str, Optional[float], str]], bands: Sequence[Mapping[str, object]],
                   unit: str, title: str, summary: Optional[Tuple[float, str]] = None,
                   width: int = 600, height: int = 318) -> str:
@@ -49,43 +99,14 @@ def bar_chart_svg(levels: Sequence[Tuple[str, Optional[float], str]], bands: Seq
            '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
            'patternTransform="rotate(45)"><rect width="6" height="6" fill="#ddd"/>'
            '<line x1="0" y1="0" x2="0" y2="6" stroke="#999" stroke-width="2"/></pattern></defs>']
-    for band in bands:
-        b_lo = lo if band["lower"] is None else max(lo, band["lower"])
-        b_hi = hi if band["upper"] is None else min(hi, band["upper"])
-        if b_hi <= b_lo:
-            continue
-        fill = BAND_FILL.get(str(band["class"]), "#eee")
-        out.append(f'<rect x="{ml}" y="{y(b_hi):.1f}" width="{pw}" height="{y(b_lo) - y(b_hi):.1f}" fill="{fill}"/>')
-        lines = _wrap(str(band["label"]), 24)[:3]
-        y0 = (y(b_lo) + y(b_hi)) / 2 + 4 - 6.5 * (len(lines) - 1)
-        out.append(f'<text x="{ml + pw + 6}" y="{y0:.1f}" class="svg-band">' + "".join(
-            f'<tspan x="{ml + pw + 6}" dy="{0 if i == 0 else 13}">{esc(t)}</tspan>' for i, t in enumerate(lines))
-            + "</text>")
-    step = _nice_step(hi - lo)
-    t = math.ceil(lo / step) * step
-    while t <= hi + 1e-9:
+    out += _band_areas(bands, lo, hi, y, ml, pw)
+    for t in _ticks(lo, hi, slack=1e-9):
         out.append(f'<line x1="{ml - 4}" x2="{ml + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#0002"/>'
                    f'<text x="{ml - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="svg-tick">{t:g}</text>')
-        t += step
     for band in bands[:-1]:
         out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y(band["upper"]):.1f}" y2="{y(band["upper"]):.1f}" '
                    f'stroke="#555" stroke-width="1"/>')
-    n = max(1, len(levels))
-    slot = pw / n
-    bw = min(60.0, slot * 0.6)
-    for idx, (lv, v, excl) in enumerate(levels):
-        cx = ml + slot * (idx + 0.5)
-        out.append(f'<text x="{cx:.1f}" y="{mt + ph + 16}" text-anchor="middle" class="svg-tick">{esc(lv)}</text>')
-        if v is None:
-            out.append(f'<text x="{cx:.1f}" y="{y(0) - 6:.1f}" text-anchor="middle" class="svg-note">no value</text>')
-            continue
-        top, base = (y(v), y(0)) if v >= 0 else (y(0), y(v))
-        fill = 'url(#hatch)' if excl else "#2b4c7e"
-        out.append(f'<rect x="{cx - bw / 2:.1f}" y="{top:.1f}" width="{bw:.1f}" height="{max(base - top, 0.5):.1f}" '
-                   f'fill="{fill}" stroke="#1b2c4e" stroke-width="0.8"/>')
-        out.append(f'<text x="{cx:.1f}" y="{top - 4:.1f}" text-anchor="middle" class="svg-val">{v:.1f}</text>')
-        if excl:
-            out.append(f'<text x="{cx:.1f}" y="{mt + ph + 29}" text-anchor="middle" class="svg-note">excluded</text>')
+    out += _bars(levels, y, ml, mt, pw, ph)
     if summary is not None:
         sv, label = summary
         out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y(sv):.1f}" y2="{y(sv):.1f}" stroke="#000" '
@@ -168,18 +189,12 @@ def calibration_svg(cal: Mapping[str, object], width: int = 420, height: int = 3
            f'viewBox="0 0 {width} {height}" role="img" aria-label="calibration fit">',
            f'<text x="{ml}" y="16" class="svg-title">Calibration: rod mean HU vs density</text>',
            f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>']
-    step = _nice_step(x_hi - x_lo)
-    t = math.ceil(x_lo / step) * step
-    while t <= x_hi:
+    for t in _ticks(x_lo, x_hi):
         out.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{mt}" y2="{mt + ph}" stroke="#0001"/>'
                    f'<text x="{X(t):.1f}" y="{mt + ph + 14}" text-anchor="middle" class="svg-tick">{t:g}</text>')
-        t += step
-    step = _nice_step(y_hi - y_lo)
-    t = math.ceil(y_lo / step) * step
-    while t <= y_hi:
+    for t in _ticks(y_lo, y_hi):
         out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#0001"/>'
                    f'<text x="{ml - 5}" y="{Y(t) + 4:.1f}" text-anchor="end" class="svg-tick">{t:g}</text>')
-        t += step
     if isinstance(slope, (int, float)) and isinstance(icpt, (int, float)):
         out.append(f'<line x1="{X(x_lo):.1f}" y1="{Y(icpt + slope * x_lo):.1f}" x2="{X(x_hi):.1f}" '
                    f'y2="{Y(icpt + slope * x_hi):.1f}" stroke="#c0392b" stroke-width="1.5"/>')
