@@ -10,8 +10,10 @@ import json
 import pytest
 
 from OsteoROILib.diagnosis import criteria as C
-from OsteoROILib.diagnosis.verdict import (build_diagnosis, normalize_exclusions, parse_exclusion, resolve_patient,
-                                   validate_diagnosis, verdict_rows)
+from OsteoROILib.diagnosis.document import validate_diagnosis, verdict_rows
+from OsteoROILib.diagnosis.exclusions import normalize_exclusions, parse_exclusion
+from OsteoROILib.diagnosis.patient import resolve_patient
+from OsteoROILib.diagnosis.verdict import build_diagnosis
 from OsteoROILib.errors import InputError
 
 # Seed 002 Table 3 (QCT_BRIEF §2), typed by hand: ROI -> (osteoporosis if <=, sens, spec, normal if >, sens, spec, AUC)

@@ -109,3 +109,27 @@ def test_nonpositive_prior_has_no_percent():
     s = summary(dx, "seed002-hu")
     assert s["prior"] == 0.0 and s["change"] == 15.0 and s["change_pct"] is None and s["verdict"] is None
     assert "not positive" in s["note"]
+
+
+def test_mixed_vbmd_units_refused_by_the_diagnosis_and_compared_as_hu_in_follow_up():
+    # K2HPO4 and HA densities cannot be averaged (QCT_BRIEF §4): one exam in both units
+    prior = make_doc({"L1": 100.0, "L2": 110.0})
+    prior["rows"][1]["vbmd_unit"] = "mg/cm3 K2HPO4"
+    with pytest.raises(InputError, match="different units"):
+        build_diagnosis(prior, patient=ADULT_MAN)
+    dx = build_diagnosis(make_doc({"L1": 90.0, "L2": 99.0}), prior=prior, patient=ADULT_MAN)
+    f = dx["followup"]
+    assert any("vBMD units differ" in w for w in f["warnings"])
+    assert {x["quantity"] for x in f["levels"]} == {"hu"}
+    assert summary(dx, "qct-acr2018")["note"] == "the prior exam has no comparable vBMD"
+
+
+def test_rows_without_a_unit_take_the_calibration_unit_in_follow_up_as_in_the_diagnosis():
+    prior = make_doc({"L1": 100.0, "L2": 110.0}, calibration={"unit": "mg/cm3 HA"})
+    for row in prior["rows"]:
+        del row["vbmd_unit"]
+    assert verdict(build_diagnosis(prior, patient=ADULT_MAN), "qct-acr2018")["unit"] == "mg/cm3 HA"
+    dx = build_diagnosis(make_doc({"L1": 90.0, "L2": 99.0}), prior=prior, patient=ADULT_MAN)
+    # L1+L2: prior 105, current 94.5 (rows in mg/cm3 HA): -10 %
+    assert summary(dx, "qct-acr2018")["change_pct"] == pytest.approx(-10.0)
+    assert not dx["followup"]["warnings"]

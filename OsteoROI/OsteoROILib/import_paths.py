@@ -39,7 +39,7 @@ MOVED: Dict[str, Sequence[str]] = {
     "internalcal": ("calibration.internal", "calibration.model"),
     "rods": ("calibration.rods", "calibration.rod_finder", "roi.disc"),
     "criteria": ("diagnosis.criteria",),
-    "followup": ("diagnosis.followup",),
+    "followup": ("diagnosis.followup", "diagnosis.values"),
     "report": ("export.html_report", "export.images", "export.charts", "export.style"),
     "phantom": ("digital_phantom", "digital_phantom.spec", "digital_phantom.truth", "digital_phantom.column",
                 "digital_phantom.anatomy", "digital_phantom.render"),
@@ -54,7 +54,8 @@ MOVED: Dict[str, Sequence[str]] = {
 #: Old flat modules whose name is now a stage package: the package answers their names.
 MOVED_INTO_PACKAGE: Dict[str, Sequence[str]] = {
     "calibration": ("calibration.model", "calibration.phantom_fit", "calibration.apply"),
-    "diagnosis": ("diagnosis.verdict", "diagnosis.values", "diagnosis.patient", "diagnosis.document"),
+    "diagnosis": ("diagnosis.verdict", "diagnosis.values", "diagnosis.exclusions", "diagnosis.patient",
+                  "diagnosis.document"),
     "placement": ("placement.probe",),
     "cli": ("cli.commands",),
 }

@@ -19,7 +19,7 @@ from ..io.jsonfile import read_json
 def read_result(path: str, what: str = "result") -> Mapping[str, object]:
     """A measurement result JSON, with a clear error for anything else."""
     doc = read_json(path, f"{what} file", "Give the JSON written by 'osteoroi measure --json' or 'osteoroi demo'.")
-    from ..diagnosis.verdict import check_result_doc
+    from ..diagnosis.values import check_result_doc
 
     try:
         check_result_doc(doc)

@@ -22,7 +22,7 @@ value printed in the table.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import InputError
 from ..io.jsonfile import read_json
@@ -102,8 +102,8 @@ def validate_bands(bands, where: str) -> List[Dict[str, object]]:
     return out
 
 
-def validate_criterion(doc, where: str = "file") -> Dict[str, object]:
-    """Validate a criterion document; return a normalised copy (``bands_by_shape`` always filled)."""
+def _check_header(doc, where: str) -> Tuple[str, str]:
+    """id, title, quantity, unit, source and decimals; returns (where with the id, title)."""
     if not isinstance(doc, dict):
         raise _bad(where, "the file must hold a JSON object")
     if doc.get("format") != FORMAT_ID:
@@ -126,11 +126,11 @@ def validate_criterion(doc, where: str = "file") -> Dict[str, object]:
     source = doc.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("citation"), str) or not source["citation"].strip():
         raise _bad(where, 'needs "source": {"citation": "..."} naming where the numbers come from')
-    decimals = doc.get("value_decimals", 2)
-    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 6:
-        raise _bad(where, '"value_decimals" must be an integer 0-6')
+    return where, title
 
-    rule = doc.get("level_rule")
+
+def _check_level_rule(rule, where: str) -> Dict[str, object]:
+    """The level rule: method, distinct known levels, and its count (first_valid) or min_count."""
     if not isinstance(rule, dict) or rule.get("method") not in LEVEL_METHODS:
         raise _bad(where, f'"level_rule.method" must be one of {", ".join(LEVEL_METHODS)}')
     levels = rule.get("levels")
@@ -147,7 +147,53 @@ def validate_criterion(doc, where: str = "file") -> Dict[str, object]:
         if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= len(levels):
             raise _bad(where, '"level_rule.min_count" must be an integer between 1 and the number of levels')
         rule["min_count"] = mc
+    return rule
 
+
+def _check_bands_by_shape(doc, shapes: List[str], where: str) -> Dict[str, List[Dict[str, object]]]:
+    """Exactly one of ``bands`` (every ROI type) or ``bands_by_shape`` (each listed ROI type)."""
+    by_shape = doc.get("bands_by_shape")
+    bands = doc.get("bands")
+    if (by_shape is None) == (bands is None):
+        raise _bad(where, 'give exactly one of "bands" (all ROI types) or "bands_by_shape"')
+    if by_shape is None:
+        common = validate_bands(bands, where)
+        return {s: common for s in shapes}
+    if not isinstance(by_shape, dict):
+        raise _bad(where, '"bands_by_shape" must map ROI types to band lists')
+    for s in shapes:
+        if s not in by_shape:
+            raise _bad(where, f'"bands_by_shape" has no bands for ROI type {s!r}')
+    norm_by_shape: Dict[str, List[Dict[str, object]]] = {}
+    for s in by_shape:
+        if s not in shapes:
+            raise _bad(where, f'"bands_by_shape" has bands for {s!r}, which is not in "shapes"')
+        norm_by_shape[s] = validate_bands(by_shape[s], f"{where} {s}")
+    return norm_by_shape
+
+
+def _check_severe(severe, where: str) -> Optional[Dict[str, object]]:
+    """The severe category: a label given to a band class with a fracture of at least a Genant grade."""
+    if severe is None:
+        return None
+    if not isinstance(severe, dict) or not isinstance(severe.get("label"), str):
+        raise _bad(where, '"severe" needs a "label"')
+    if severe.get("when_class", "osteoporosis") not in BAND_CLASSES:
+        raise _bad(where, '"severe.when_class" must be a band class')
+    g = severe.get("min_fracture_grade", 1)
+    if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 3:
+        raise _bad(where, '"severe.min_fracture_grade" must be 1, 2 or 3 (Genant)')
+    return {"label": severe["label"], "when_class": severe.get("when_class", "osteoporosis"),
+            "min_fracture_grade": g, "description": severe.get("description", "")}
+
+
+def validate_criterion(doc, where: str = "file") -> Dict[str, object]:
+    """Validate a criterion document; return a normalised copy (``bands_by_shape`` always filled)."""
+    where, title = _check_header(doc, where)
+    decimals = doc.get("value_decimals", 2)
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 6:
+        raise _bad(where, '"value_decimals" must be an integer 0-6')
+    rule = _check_level_rule(doc.get("level_rule"), where)
     shapes = doc.get("shapes")
     if not isinstance(shapes, list) or not shapes or any(s not in KNOWN_SHAPES for s in shapes) \
             or len(set(shapes)) != len(shapes):
@@ -155,37 +201,8 @@ def validate_criterion(doc, where: str = "file") -> Dict[str, object]:
     mode = doc.get("shape_mode", "first_available")
     if mode not in SHAPE_MODES:
         raise _bad(where, f'"shape_mode" must be one of {", ".join(SHAPE_MODES)}')
-    by_shape = doc.get("bands_by_shape")
-    bands = doc.get("bands")
-    if (by_shape is None) == (bands is None):
-        raise _bad(where, 'give exactly one of "bands" (all ROI types) or "bands_by_shape"')
-    norm_by_shape: Dict[str, List[Dict[str, object]]] = {}
-    if by_shape is not None:
-        if not isinstance(by_shape, dict):
-            raise _bad(where, '"bands_by_shape" must map ROI types to band lists')
-        for s in shapes:
-            if s not in by_shape:
-                raise _bad(where, f'"bands_by_shape" has no bands for ROI type {s!r}')
-        for s in by_shape:
-            if s not in shapes:
-                raise _bad(where, f'"bands_by_shape" has bands for {s!r}, which is not in "shapes"')
-            norm_by_shape[s] = validate_bands(by_shape[s], f"{where} {s}")
-    else:
-        common = validate_bands(bands, where)
-        norm_by_shape = {s: common for s in shapes}
-
-    severe = doc.get("severe")
-    if severe is not None:
-        if not isinstance(severe, dict) or not isinstance(severe.get("label"), str):
-            raise _bad(where, '"severe" needs a "label"')
-        if severe.get("when_class", "osteoporosis") not in BAND_CLASSES:
-            raise _bad(where, '"severe.when_class" must be a band class')
-        g = severe.get("min_fracture_grade", 1)
-        if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 3:
-            raise _bad(where, '"severe.min_fracture_grade" must be 1, 2 or 3 (Genant)')
-        severe = {"label": severe["label"], "when_class": severe.get("when_class", "osteoporosis"),
-                  "min_fracture_grade": g, "description": severe.get("description", "")}
-
+    norm_by_shape = _check_bands_by_shape(doc, shapes, where)
+    severe = _check_severe(doc.get("severe"), where)
     out = dict(doc)
     out.update({"level_rule": rule, "shape_mode": mode, "bands_by_shape": norm_by_shape, "severe": severe,
                 "value_decimals": decimals, "short_title": doc.get("short_title") or title})

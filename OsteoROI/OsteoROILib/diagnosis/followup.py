@@ -15,8 +15,9 @@ import math
 from datetime import date
 from typing import Dict, List, Mapping, Optional
 
-from .criteria import QUANTITIES
 from ..errors import InputError
+from .criteria import QUANTITIES
+from .values import MIXED_UNITS, check_result_doc, finite_number, value_table, vbmd_unit
 
 LSC_FACTOR = 2.77
 DEFAULT_PRECISION_PCT = 3.0
@@ -61,13 +62,6 @@ def change(prior: Optional[float], current: Optional[float], lsc: float) -> Dict
     return out
 
 
-def _num(v) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
 def _parse_date(text) -> Optional[date]:
     if not text:
         return None
@@ -78,28 +72,8 @@ def _parse_date(text) -> Optional[date]:
         return None
 
 
-def _vbmd_unit(doc) -> Optional[str]:
-    units = {str(r.get("vbmd_unit") or "") for r in doc.get("rows") or [] if _num(r.get("vbmd_mg_cm3")) is not None}
-    units.discard("")
-    return units.pop() if len(units) == 1 else (None if not units else "mixed")
-
-
-def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], diagnosis: Mapping[str, object],
-            precision_pct: float = DEFAULT_PRECISION_PCT, prior_file: str = "") -> Dict[str, object]:
-    """The follow-up block of a diagnosis: per level × ROI type and per verdict, with warnings."""
-    from .verdict import check_result_doc, value_table
-
-    try:
-        check_result_doc(prior_doc)
-    except InputError as exc:
-        raise InputError(f"Prior exam: {exc.problem}", exc.remedy) from None
-    lsc = lsc_pct(precision_pct)
-    cur_t, pri_t = value_table(current_doc), value_table(prior_doc)
-    warnings: List[str] = []
-    notes: List[str] = []
-
-    cf = (current_doc.get("volume") or {}).get("dicom") or {}
-    pf = (prior_doc.get("volume") or {}).get("dicom") or {}
+def _check_same_scanner(cf, pf, cc, pc, warnings: List[str], notes: List[str]) -> None:
+    """Warn when scanner, kVp, kernel or calibration differ between the exams (QCT_BRIEF §4, §5)."""
     unknown = []
     for key, name in SCANNER_FACTS:
         a, b = cf.get(key), pf.get(key)
@@ -113,61 +87,92 @@ def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], 
     if unknown:
         notes.append("Cannot check that both exams used the same " + ", ".join(unknown)
                      + " (not recorded in one or both results).")
-    cc, pc = current_doc.get("calibration") or {}, prior_doc.get("calibration") or {}
     for key, name in (("kind", "calibration kind"), ("method", "calibration method")):
         if cc and pc and cc.get(key) and pc.get(key) and cc.get(key) != pc.get(key):
             warnings.append(f"The {name} differs (prior {pc.get(key)}, current {cc.get(key)}): vBMD may not be comparable.")
 
+
+def _interval_days(cf, pf, warnings: List[str]) -> Optional[int]:
     d_cur, d_pri = _parse_date(cf.get("study_date")), _parse_date(pf.get("study_date"))
     interval = (d_cur - d_pri).days if d_cur and d_pri else None
     if interval is not None and interval < 0:
         warnings.append("The 'prior' exam is dated after the current one: check the order of the files.")
+    return interval
 
-    # Which quantities can be compared.
-    u_cur, u_pri = _vbmd_unit(current_doc), _vbmd_unit(prior_doc)
-    vbmd_ok = bool(u_cur) and bool(u_pri) and u_cur == u_pri and u_cur != "mixed"
+
+def _comparable_vbmd_unit(current_doc, prior_doc, warnings: List[str], notes: List[str]) -> Optional[str]:
+    """The vBMD unit both exams share, or None when vBMD cannot be compared (then HU are)."""
+    u_cur = vbmd_unit(current_doc, refuse_mixed=False)
+    u_pri = vbmd_unit(prior_doc, refuse_mixed=False)
+    vbmd_ok = bool(u_cur) and bool(u_pri) and u_cur == u_pri and u_cur != MIXED_UNITS
     if u_cur and u_pri and u_cur != u_pri:
         warnings.append(f"vBMD units differ (prior {u_pri}, current {u_cur}): vBMD is not compared; HU are.")
     elif bool(u_cur) != bool(u_pri):
         notes.append("Only one exam has vBMD: the follow-up compares HU.")
+    return u_cur if vbmd_ok else None
 
+
+def _level_changes(cur_t, pri_t, unit: Optional[str], lsc: float) -> List[Dict[str, object]]:
+    """Change per level × ROI type measured in both exams, vBMD (when comparable) then HU."""
     levels = []
-    for quantity in (("vbmd", "hu") if vbmd_ok else ("hu",)):
+    for quantity in (("vbmd", "hu") if unit else ("hu",)):
         field = QUANTITIES[quantity]
         for key in cur_t:
             if key not in pri_t:
                 continue
-            c, p = _num(cur_t[key].get(field)), _num(pri_t[key].get(field))
+            c, p = finite_number(cur_t[key].get(field)), finite_number(pri_t[key].get(field))
             if c is None and p is None:
                 continue
             row = {"level": key[0], "shape": key[1], "quantity": quantity,
-                   "unit": u_cur if quantity == "vbmd" else "HU"}
+                   "unit": unit if quantity == "vbmd" else "HU"}
             row.update(change(p, c, lsc))
             levels.append(row)
+    return levels
 
-    summary = []
-    for v in diagnosis.get("verdicts") or []:
-        q = v["quantity"]
-        entry = {"criterion_id": v["criterion_id"], "shape": v["shape"], "quantity": q, "unit": v["unit"],
-                 "levels": list(v["levels_used"])}
-        if v["status"] != "ok" or not v["levels_used"]:
-            entry.update(change(None, None, lsc))
-            entry["note"] = "no current value"
-        elif q == "vbmd" and not vbmd_ok:
+
+def _verdict_change(v: Mapping[str, object], pri_t, vbmd_ok: bool, lsc: float) -> Dict[str, object]:
+    """Change of one verdict's value, the prior taken over the same levels and ROI type."""
+    q = v["quantity"]
+    entry = {"criterion_id": v["criterion_id"], "shape": v["shape"], "quantity": q, "unit": v["unit"],
+             "levels": list(v["levels_used"])}
+    if v["status"] != "ok" or not v["levels_used"]:
+        entry.update(change(None, None, lsc))
+        entry["note"] = "no current value"
+    elif q == "vbmd" and not vbmd_ok:
+        entry.update(change(None, v["value_exact"], lsc))
+        entry["note"] = "the prior exam has no comparable vBMD"
+    else:
+        field = QUANTITIES[q]
+        vals = [finite_number((pri_t.get((lv, v["shape"])) or {}).get(field)) for lv in v["levels_used"]]
+        missing = [lv for lv, x in zip(v["levels_used"], vals) if x is None]
+        if missing:
             entry.update(change(None, v["value_exact"], lsc))
-            entry["note"] = "the prior exam has no comparable vBMD"
+            entry["note"] = f"the prior exam has no value at {', '.join(missing)}"
         else:
-            field = QUANTITIES[q]
-            vals = [_num((pri_t.get((lv, v["shape"])) or {}).get(field)) for lv in v["levels_used"]]
-            missing = [lv for lv, x in zip(v["levels_used"], vals) if x is None]
-            if missing:
-                entry.update(change(None, v["value_exact"], lsc))
-                entry["note"] = f"the prior exam has no value at {', '.join(missing)}"
-            else:
-                entry.update(change(math.fsum(vals) / len(vals), v["value_exact"], lsc))
-                entry["note"] = "; ".join(x for x in ("same levels and ROI type in both exams", entry["note"]) if x)
-        summary.append(entry)
+            entry.update(change(math.fsum(vals) / len(vals), v["value_exact"], lsc))
+            entry["note"] = "; ".join(x for x in ("same levels and ROI type in both exams", entry["note"]) if x)
+    return entry
 
+
+def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], diagnosis: Mapping[str, object],
+            precision_pct: float = DEFAULT_PRECISION_PCT, prior_file: str = "") -> Dict[str, object]:
+    """The follow-up block of a diagnosis: per level × ROI type and per verdict, with warnings."""
+    try:
+        check_result_doc(prior_doc)
+    except InputError as exc:
+        raise InputError(f"Prior exam: {exc.problem}", exc.remedy) from None
+    lsc = lsc_pct(precision_pct)
+    cur_t, pri_t = value_table(current_doc), value_table(prior_doc)
+    warnings: List[str] = []
+    notes: List[str] = []
+    cf = (current_doc.get("volume") or {}).get("dicom") or {}
+    pf = (prior_doc.get("volume") or {}).get("dicom") or {}
+    _check_same_scanner(cf, pf, current_doc.get("calibration") or {}, prior_doc.get("calibration") or {},
+                        warnings, notes)
+    interval = _interval_days(cf, pf, warnings)
+    unit = _comparable_vbmd_unit(current_doc, prior_doc, warnings, notes)
+    levels = _level_changes(cur_t, pri_t, unit, lsc)
+    summary = [_verdict_change(v, pri_t, unit is not None, lsc) for v in diagnosis.get("verdicts") or []]
     prior_vol = prior_doc.get("volume") or {}
     return {
         "prior": {"file": prior_file or prior_vol.get("file", ""), "created": prior_doc.get("created"),

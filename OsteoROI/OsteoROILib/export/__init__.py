@@ -1,4 +1,9 @@
-"""Export: the versioned measurement document (JSON/CSV) and the printable HTML report."""
+"""Export: the versioned measurement document (JSON/CSV) and the printable HTML report.
+
+Modules: ``measurement`` (the measurement document); ``style`` (colours, CSS, cell formats),
+``images`` (per-level PNG images), ``charts`` (SVG charts) and ``html_report`` (the report built
+section by section, and its tables written). Export imports ``io``, ``roi`` and ``diagnosis``.
+"""
 from ..import_paths import stage_getattr
 
 __all__ = ["build_document", "to_json_text", "to_csv_text", "write_report"]

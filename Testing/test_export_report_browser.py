@@ -21,9 +21,10 @@ import pytest
 import SimpleITK as sitk
 
 from OsteoROILib.diagnosis.verdict import build_diagnosis
-from OsteoROILib.export.html_report import SHAPE_COLOURS, write_report
+from OsteoROILib.export.html_report import write_report
+from OsteoROILib.export.style import SHAPE_COLOURS
 
-from test_report import _calibrated, measured
+from test_export_report import _calibrated, measured
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and os.path.exists(p)), None)
 WIDTH = 1200

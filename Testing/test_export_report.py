@@ -17,13 +17,15 @@ import pytest
 import SimpleITK as sitk
 
 from OsteoROILib import cli
-from OsteoROILib.diagnosis.verdict import build_diagnosis, validate_diagnosis
+from OsteoROILib.diagnosis.document import validate_diagnosis
+from OsteoROILib.diagnosis.verdict import build_diagnosis
 from OsteoROILib.errors import OsteoROIError
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.digital_phantom import make_phantom
-from OsteoROILib.export.html_report import (IMAGE_PX, SHAPE_COLOURS, WINDOW_LEVEL, WINDOW_WIDTH, build_html, png_bytes,
-                                render_level_image, write_report)
+from OsteoROILib.export.html_report import build_html, write_report
+from OsteoROILib.export.images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, png_bytes, render_level_image
 from OsteoROILib.export.measurement import build_document
+from OsteoROILib.export.style import SHAPE_COLOURS
 from OsteoROILib.roi.family import SHAPE_NAMES
 from OsteoROILib.io.image_files import write_volume
 
