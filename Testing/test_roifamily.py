@@ -8,7 +8,8 @@ Every expectation below is derived analytically or by brute force written here.
 
 import numpy as np
 import pytest
-from OsteoROILib.roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
+from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family
+from OsteoROILib.roi.outline import BodyOutline
 from OsteoROILib.roi.stats import roi_statistics
 from OsteoROILib.io.volume import Volume
 

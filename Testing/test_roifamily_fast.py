@@ -1,4 +1,4 @@
-"""The fast roifamily (issue 7 speed work) against the former implementation, kept here as the oracle.
+"""The fast ROI family (roi.family) against the former implementation, kept here as the oracle.
 
 Everything below ``# ---- reference`` up to ``# ---- tests`` is the previous ``roifamily`` code
 (``polygon_intervals`` evaluating every (line, edge) pair, the closure-based ``_tabulated``,
@@ -22,10 +22,9 @@ from OsteoROILib.roi.family import (
     ROUND_EXCESS_TOLERANCE_MM,
     SHAPE_NAMES,
     ZONES,
-    BodyOutline,
-    IntervalFn,
     build_roi_family,
 )
+from OsteoROILib.roi.outline import BodyOutline, IntervalFn, polygon_intervals
 
 # ---- reference (the former implementation) -------------------------------------------------
 def _reference_inner_intervals(outline, margin_mm=0.0):
@@ -477,9 +476,9 @@ def test_polygon_intervals_match():
             t = np.concatenate([t, poly[:, 1], [np.nan, np.inf, -np.inf, 0.0, -0.0]])
         if k % 4 == 0:
             t = np.sort(t)
-        got, want = rf.polygon_intervals(poly)(t), _reference_polygon_intervals(poly)(t)
+        got, want = polygon_intervals(poly)(t), _reference_polygon_intervals(poly)(t)
         assert same(got[0], want[0]) and same(got[1], want[1]), k
-    f, g = rf.polygon_intervals(poly), _reference_polygon_intervals(poly)
+    f, g = polygon_intervals(poly), _reference_polygon_intervals(poly)
     for t in (0.5, np.array(0.5), np.array([]), [1.0, 2.0]):
         assert all(same(x, y) for x, y in zip(f(t), g(t)))
     # lines of any shape get the answer of each line (the reference only took 1-D lines)

@@ -92,7 +92,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..roi.family import BodyOutline
+from ..roi.outline import BodyOutline
 from ..io.volume import LPS_TO_RAS, Volume
 
 __all__ = [

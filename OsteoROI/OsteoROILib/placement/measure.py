@@ -2,7 +2,7 @@
 
 ``measure_levels`` is the one entry point the command line, the Slicer module's logic and
 scripts share. It returns plain dicts (one row per level × ROI shape) ready for the table
-writers in ``results``.
+writers in ``export.measurement``.
 """
 from __future__ import annotations
 
@@ -11,44 +11,14 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError, PlacementError
-from .probe import default_outline, outline_from_probe, probe_shell
-from ..roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
-from ..roi.stats import median_of, roi_statistics_and_values
 from ..io.volume import Volume
-
-#: Levels a point may be labelled with. The product targets L1–L4 (QCT_BRIEF §1, §3);
-#: T12 and L5 are accepted so that an unsuitable level can be replaced by a neighbour.
-LEVEL_NAMES = ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
-
-
-def normalise_level(label: str) -> str:
-    name = str(label).strip().upper()
-    if name not in LEVEL_NAMES:
-        raise InputError(
-            f"Unknown vertebral level label {label!r}.",
-            f"Label each point with one of {', '.join(LEVEL_NAMES)} (e.g. L1).",
-        )
-    return name
-
-
-def parse_shapes(shapes) -> List[str]:
-    if shapes is None:
-        return list(SHAPE_NAMES)
-    if isinstance(shapes, str):
-        shapes = [s for s in shapes.split(",")]
-    out = []
-    for s in shapes:
-        name = str(s).strip().lower()
-        if not name:
-            continue
-        if name not in SHAPE_NAMES:
-            raise InputError(f"Unknown ROI shape {s!r}.", f"Choose from {', '.join(SHAPE_NAMES)}.")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise InputError("No ROI shape was chosen.", f"Choose one or more of {', '.join(SHAPE_NAMES)}.")
-    return out
-
+from ..roi.family import build_roi_family
+from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
+from ..roi.outline import BodyOutline
+from ..roi.stats import median_of, roi_statistics_and_values
+from .click import place_from_click
+from .probe import default_outline, outline_from_probe, probe_shell
+from .tilted import to_vertebra_plane
 
 def check_points(volume: Volume, points: Mapping[str, Sequence[float]]) -> Dict[str, np.ndarray]:
     """Validate level labels and that every point lies inside the image."""
@@ -110,7 +80,7 @@ PLANE_CHOICES = ("image", "vertebra")
 
 def check_plane(plane) -> str:
     """``"image"`` (the image's axial slice nearest mid-height, as seed 002) or ``"vertebra"``
-    (the plane perpendicular to the vertebra's own axis, for tilted spines; issue #3)."""
+    (the plane perpendicular to the vertebra's own axis, for tilted spines)."""
     key = str(plane or "image").strip().lower()
     if key not in PLANE_CHOICES:
         raise InputError(f"Unknown ROI plane {plane!r}.", f"Choose one of {', '.join(PLANE_CHOICES)}.")
@@ -124,8 +94,6 @@ def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, 
         outline, source, margin, pl, warnings = _place(volume, level, point, outlines, placements, auto, force)
         if pl is None:
             return outline, source, margin, pl, warnings
-        from .click import to_vertebra_plane
-
         pl = to_vertebra_plane(volume, pl, level)
         return pl.outline, pl.method, margin, pl, list(pl.warnings)
     warnings: List[str] = []
@@ -139,8 +107,6 @@ def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, 
         pl = placements[level]
         return pl.outline, pl.method, partial_volume_margin_mm(volume), pl, list(pl.warnings)
     if auto:
-        from .click import place_from_click
-
         try:
             pl = place_from_click(volume, point, level)
         except PlacementError as exc:
@@ -185,14 +151,14 @@ def measure_levels(
     ``points`` maps level labels (L1…) to RAS points inside the vertebral bodies. Per level:
 
     * an entry in ``outlines`` is used as given (e.g. the digital phantom's truth);
-    * an entry in ``placements`` (``autoplace.Placement``, e.g. from ``segplacement``) is used
+    * an entry in ``placements`` (``landmarks.Placement``, e.g. from ``labels.place_from_labels``) is used
       as placed (its point is the level's point when ``points`` lacks it);
-    * otherwise, with ``auto`` (default), ``autoplace.place_from_click`` finds the body in 3-D,
+    * otherwise, with ``auto`` (default), ``click.place_from_click`` finds the body in 3-D,
       the mid-vertebral slice and the outline; without ``auto`` the foundation's shell probe
-      (``placement.probe_shell``) outlines the body on the point's own slice.
+      (``probe.probe_shell``) outlines the body on the point's own slice.
 
     ``plane="vertebra"`` re-fits every automatic placement (click or label) on the plane
-    perpendicular to the vertebra's own axis (``autoplace.to_vertebra_plane``); the ROIs then lie
+    perpendicular to the vertebra's own axis (``tilted.to_vertebra_plane``); the ROIs then lie
     in that plane with their slab along the axis. It needs automatic placement.
 
     A point with no vertebral body around it is refused (``PlacementError``) unless ``force``
