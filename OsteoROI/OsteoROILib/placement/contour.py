@@ -121,7 +121,7 @@ def fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
 
 def _fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
                  prior_r: Optional[np.ndarray] = None, prior_window=(6.0, 4.0),
-                 canal: Optional["Canal"] = None) -> Contour:
+                 canal: Optional[Canal] = None) -> Contour:
     u = box.u0 if u is None else u
     u, v, _ = in_plane_frame(box.normal, u)
     angles = np.linspace(0.0, 2.0 * np.pi, N_RAYS, endpoint=False)
@@ -134,6 +134,25 @@ def _fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
     prof = bilinear(plane, x, y)
     in_plane_max = max(box.dx, box.dy)
     h = max(1, int(round(max(1.0, 0.5 * in_plane_max) / RAY_STEP_MM)))
+    g, score = _edge_scores(prof, radii, h)
+    if prior_r is not None:
+        lo = prior_r[:, None] - prior_window[0]
+        hi = prior_r[:, None] + prior_window[1]
+        score[(radii[None, :] < lo) | (radii[None, :] > hi)] = -1e3
+    cap = None
+    if canal is not None:
+        cap = canal.caps(box, np.array([cx, cy]), dirs, radii, prof)
+        score[radii[None, :] > cap[:, None]] = -1e3
+    path = dp_contour(score, RAY_STEP_MM)
+    r_out = _refined_radii(g, radii, path)
+    interior, r_in, shell, drop, outside = _shell_per_ray(prof, g, radii, path, r_out, h, cap)
+    return Contour(np.array([cx, cy]), int(s), angles, r_out, r_in, shell, interior, drop, outside, u, v)
+
+
+def _edge_scores(prof: np.ndarray, radii: np.ndarray, h: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per ray and radius: the HU drop across ±``h`` samples (the edge strength ``g``) and the
+    dynamic programming's score (the drop, less a stronger edge met earlier, scaled by the
+    typical edge, less the radius cost and a penalty behind a long low-HU gap)."""
     filled = np.where(np.isfinite(prof), prof, np.nan)
     g = np.full(prof.shape, np.nan)
     g[:, h:-h] = filled[:, :-2 * h] - filled[:, 2 * h:]
@@ -166,19 +185,14 @@ def _fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
         score[after] -= 2.0
     score[:, radii < MIN_RAY_MM] = -1e3
     score[~valid] = np.minimum(score[~valid], -0.5)
-    if prior_r is not None:
-        lo = prior_r[:, None] - prior_window[0]
-        hi = prior_r[:, None] + prior_window[1]
-        score[(radii[None, :] < lo) | (radii[None, :] > hi)] = -1e3
-    cap = None
-    if canal is not None:
-        cap = canal.caps(box, np.array([cx, cy]), dirs, radii, prof)
-        score[radii[None, :] > cap[:, None]] = -1e3
-    path = dp_contour(score, RAY_STEP_MM)
-    r_out = radii[path].astype(float)
+    return g, score
+
+
+def _refined_radii(g: np.ndarray, radii: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """The outer edge radius per ray (mm): the path's radius refined to sub-step by the parabola
+    through the edge strength."""
     rows = np.arange(N_RAYS)
     n_r = len(radii)
-    # sub-step refinement (parabola through the edge strength)
     i = np.clip(path, 1, n_r - 2)
     ga, gb, gc = g[rows, i - 1], g[rows, i], g[rows, i + 1]
     den = ga - 2 * gb + gc
@@ -186,7 +200,16 @@ def _fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
     with np.errstate(invalid="ignore", divide="ignore"):
         shift = np.where(ok, np.clip(0.5 * (ga - gc) / np.where(ok, den, -1.0), -0.5, 0.5), 0.0)
     r_out = radii[path].astype(float) + RAY_STEP_MM * shift
-    # interior and shell per ray
+    return r_out
+
+
+def _shell_per_ray(prof: np.ndarray, g: np.ndarray, radii: np.ndarray, path: np.ndarray, r_out: np.ndarray,
+                   h: int, cap: Optional[np.ndarray]):
+    """The interior HU, and per ray: the shell's inner rise (mm, NaN without a shell), whether a
+    cortical shell (rise and drop, or the drop into the spinal canal) ends the ray, the drop at
+    the edge, and whether the ray left the image before its edge."""
+    rows = np.arange(N_RAYS)
+    n_r = len(radii)
     inner = radii[None, :] <= 0.5 * r_out[:, None]
     vals = prof[inner & np.isfinite(prof)]
     interior = fast_median(vals) if vals.size else float("nan")
@@ -213,7 +236,7 @@ def _fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
         frac = np.where(pb != pa, (half - pa) / (pb - pa), 0.0)
     r_in = np.where(has, radii[j] + np.clip(frac, 0, 1) * RAY_STEP_MM, 0.0)
     r_in = np.where(rise_shell, r_in, np.nan)
-    return Contour(np.array([cx, cy]), int(s), angles, r_out, r_in, shell, interior, drop, outside, u, v)
+    return interior, r_in, shell, drop, outside
 
 
 def fit_centred(box: Box, plane: np.ndarray, s: int, start_xy, u=None, iterations: int = 4,

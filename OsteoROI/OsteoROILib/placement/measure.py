@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError, PlacementError
 from ..io.volume import Volume
-from ..roi.family import build_roi_family
+from ..roi.family import RoiFamily, build_roi_family
 from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.outline import BodyOutline
 from ..roi.stats import median_of, roi_statistics_and_values
@@ -178,71 +178,93 @@ def measure_levels(
         merged.setdefault(level, pl.point_ras)
     pts = check_points(volume, merged)
     placements = {normalise_level(k): v for k, v in placements.items()}
+    slab_mm = _check_slab(volume, slab_mm)
+    outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
+    rows: List[Dict[str, object]] = []
+    levels: Dict[str, Dict[str, object]] = {}
+    all_warnings: List[str] = list(warnings or [])
+    for level in sorted(pts, key=LEVEL_NAMES.index):
+        point = pts[level]
+        outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
+                                                                 auto, force, plane_choice)
+        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
+        level_warnings.extend(family.warnings)
+        levels[level] = _level_entry(volume, point, outline, source, placed, level_warnings)
+        all_warnings.extend(w for w in level_warnings if w not in all_warnings)
+        for row in _level_rows(volume, level, family, source, levels[level], slab_mm):
+            all_warnings.extend(w for w in row["warnings"] if w not in all_warnings)
+            rows.append(row)
+    return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
+
+
+def _check_slab(volume: Volume, slab_mm: Optional[float]) -> float:
+    """The ROIs' slab thickness (mm): one slice when not given; refused unless positive."""
     if slab_mm is None:
         slab_mm = default_slab_mm(volume)
     slab_mm = float(slab_mm)
     if not np.isfinite(slab_mm) or slab_mm <= 0:
         raise InputError(f"The slab thickness must be a positive number of mm, got {slab_mm:g}.",
                          "Give e.g. --slab-mm 3, or leave it out for one slice.")
-    outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
-    rows: List[Dict[str, object]] = []
-    levels: Dict[str, Dict[str, object]] = {}
-    all_warnings: List[str] = list(warnings or [])
-    order = sorted(pts, key=LEVEL_NAMES.index)
-    for level in order:
-        point = pts[level]
-        outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
-                                                                 auto, force, plane_choice)
-        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
-        level_warnings.extend(family.warnings)
-        slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
-        plane = placed.plane if placed is not None else PLANE_FOUNDATION
-        fit_quality = None if placed is None else round(float(placed.fit_quality), 3)
-        if placed is None and source == "shell rays":
-            fit_quality = outline.meta.get("hit_fraction")
-        level_entry: Dict[str, object] = {
-            "point_ras": [round(float(x), 4) for x in point],
-            "outline": outline.to_dict(),
-            "placement": source,
-            "slice_index": slice_index,
-            "plane": plane,
-            "fit_quality": fit_quality,
-            "warnings": list(level_warnings),
-        }
-        if placed is not None:
-            level_entry["auto"] = placed.to_dict()
-        levels[level] = level_entry
-        all_warnings.extend(w for w in level_warnings if w not in all_warnings)
-        common = {
-            "fit_quality": fit_quality,
-            "body_depth_mm": round(float(outline.depth_mm), 3),
-            "body_width_mm": round(float(outline.width_mm), 3),
-            "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
-            "plane": plane,
-        }
-        for name, shape in family.shapes.items():
-            stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
-            row_warnings = list(level_warnings) + [f"{level}: {w}" for w in stats.pop("warnings")]
-            high = high_hu_fraction(values)
-            if high is not None and high > HIGH_HU_WARN_FRACTION:
-                row_warnings.append(
-                    f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
-                    "sclerosis, osteophyte or cortex?); check the ROI or move it.")
-            row: Dict[str, object] = {"level": level, "shape": name}
-            row.update(stats)
-            row.update(
-                {
-                    "center_ras": [round(float(x), 4) for x in shape.center],
-                    "slice_index": volume.nearest_slice_index(shape.center),
-                    "slab_mm": round(slab_mm, 4),
-                    "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
-                    "placement": source,
-                    "high_hu_fraction": None if high is None else round(high, 5),
-                }
-            )
-            row.update(common)
-            row["roi"] = shape.to_dict()
-            row["warnings"] = row_warnings
-            all_warnings.extend(w for w in row_warnings if w not in all_warnings)
-            rows.append(row)
-    return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
+    return slab_mm
+
+
+def _level_entry(volume: Volume, point: np.ndarray, outline: BodyOutline, source: str, placed,
+                 level_warnings: List[str]) -> Dict[str, object]:
+    """The result's entry for one level: its point, outline, how it was placed and its warnings."""
+    slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
+    plane = placed.plane if placed is not None else PLANE_FOUNDATION
+    fit_quality = None if placed is None else round(float(placed.fit_quality), 3)
+    if placed is None and source == "shell rays":
+        fit_quality = outline.meta.get("hit_fraction")
+    entry: Dict[str, object] = {
+        "point_ras": [round(float(x), 4) for x in point],
+        "outline": outline.to_dict(),
+        "placement": source,
+        "slice_index": slice_index,
+        "plane": plane,
+        "fit_quality": fit_quality,
+        "warnings": list(level_warnings),
+    }
+    if placed is not None:
+        entry["auto"] = placed.to_dict()
+    return entry
+
+
+def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entry: Dict[str, object],
+                slab_mm: float) -> List[Dict[str, object]]:
+    """One row per ROI of the level: its HU statistics, where it lies, and its warnings (the
+    level's, the statistics', and a dense-voxel check: bone island, sclerosis, cortex)."""
+    outline = family.outline
+    common = {
+        "fit_quality": entry["fit_quality"],
+        "body_depth_mm": round(float(outline.depth_mm), 3),
+        "body_width_mm": round(float(outline.width_mm), 3),
+        "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
+        "plane": entry["plane"],
+    }
+    rows = []
+    for name, shape in family.shapes.items():
+        stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
+        row_warnings = list(entry["warnings"]) + [f"{level}: {w}" for w in stats.pop("warnings")]
+        high = high_hu_fraction(values)
+        if high is not None and high > HIGH_HU_WARN_FRACTION:
+            row_warnings.append(
+                f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
+                "sclerosis, osteophyte or cortex?); check the ROI or move it.")
+        row: Dict[str, object] = {"level": level, "shape": name}
+        row.update(stats)
+        row.update(
+            {
+                "center_ras": [round(float(x), 4) for x in shape.center],
+                "slice_index": volume.nearest_slice_index(shape.center),
+                "slab_mm": round(slab_mm, 4),
+                "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
+                "placement": source,
+                "high_hu_fraction": None if high is None else round(high, 5),
+            }
+        )
+        row.update(common)
+        row["roi"] = shape.to_dict()
+        row["warnings"] = row_warnings
+        rows.append(row)
+    return rows
