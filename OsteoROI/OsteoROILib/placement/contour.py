@@ -101,7 +101,8 @@ def dp_contour(score: np.ndarray, step_mm: float) -> np.ndarray:
 def fit_contour(box: Box, plane: np.ndarray, s: int, center_xy, u=None,
                 prior_r: Optional[np.ndarray] = None, prior_window=(6.0, 4.0),
                 canal: Optional["Canal"] = None) -> Contour:
-    """Outer cortical contour on ``plane`` around ``center_xy`` (see module docstring, step 1).
+    """Outer cortical contour on ``plane`` around ``center_xy`` (method overview in
+    ``OsteoROILib.placement``, step 1).
 
     ``prior_r`` (mm per ray) restricts each ray's edge to ``[prior − window[0], prior + window[1]]``
     (used with a segmentation label and for the smoothness prior). With a ``canal``, rays that

@@ -31,6 +31,9 @@ FIT_HALF_SLAB_MM = 3.0
 # A box of the image around a point, as [s, y, x] (s = slice axis)
 # ----------------------------------------------------------------------------------------------
 class Box:
+    """The image around a point as [s, y, x] (s = the slice axis, x and y the in-plane IJK axes),
+    read without copying; slabs are smoothed (``plane``) and converted to float32 only when used."""
+
     def __init__(self, volume: Volume, center_ras, half_inplane_mm: float, half_axial_mm: float):
         self.volume = volume
         self.axis = volume.slice_axis()
