@@ -149,7 +149,3 @@ def plate_intervals(box: Box, m: np.ndarray, m_trim: Optional[np.ndarray] = None
     for a, b in zip(edges[:-1], edges[1:]):
         out.append(PlateInterval(a, b, lo_edge=a is None and box.at_fov_edge[0], hi_edge=b is None and box.at_fov_edge[1]))
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Outline from a contour
