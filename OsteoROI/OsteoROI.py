@@ -30,9 +30,10 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from OsteoROILib import __version__
-from OsteoROILib.placement.measure import LEVEL_NAMES, measure_levels
+from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.mrml.logic import KEEP_CALIBRATION, OsteoROIMRMLLogic, level_points_from_node, volume_from_node
 from OsteoROILib.roi.family import SHAPE_NAMES
+from OsteoROILib.roi.levels import LEVEL_NAMES
 
 #
 # OsteoROI

@@ -1,5 +1,5 @@
 """Parts of the contour search checked against plain oracles written here: its circular dynamic
-programming (``autoplace._dp_contour``) against a Python loop written from its specification (rays
+programming (``placement.contour.dp_contour``) against a Python loop written from its specification (rays
 unrolled three times round, each step taking for every radius the best predecessor within ±jump
 indices, first best on ties by offset from −jump up, the middle lap of the back-traced path being
 the answer); the slab median against numpy's median; the canal search's run finder against a plain loop; the
@@ -11,8 +11,10 @@ import math
 import numpy as np
 import pytest
 
-from OsteoROILib.placement import click as autoplace
-from OsteoROILib.placement.click import JUMP_COST, MAX_JUMP_MM, _dp_contour
+from OsteoROILib.placement.canal import first_long_runs
+from OsteoROILib.placement.contour import JUMP_COST, MAX_JUMP_MM, dp_contour
+from OsteoROILib.placement.outline_fit import rays_in_runs
+from OsteoROILib.placement.sampling import MAX_RAY_MM, N_RAYS, RAY_STEP_MM, slab_median
 
 
 def _oracle(score, step_mm):
@@ -61,7 +63,7 @@ def test_dp_equals_the_plain_oracle(seed):
     if seed % 4 == 1:
         score[:, : min(2, n_r)] = -1e3  # forbidden radii, as below MIN_RAY_MM
     step = (0.5, 1.0, 0.25)[seed % 3]
-    got = _dp_contour(score, step)
+    got = dp_contour(score, step)
     want, full, acc = _oracle(score.tolist(), step)
     assert got.tolist() == want
     # the unrolled path is optimal: its objective equals the best accumulated score
@@ -74,9 +76,9 @@ def test_dp_equals_the_plain_oracle(seed):
 def test_dp_on_the_contour_search_sizes_with_ties():
     """The real sizes (72 rays, 0–40 mm in 0.5 mm steps) with a constant score: every path ties,
     and the first-best rule must pick the same one as the oracle."""
-    n_r = int(round(autoplace.MAX_RAY_MM / autoplace.RAY_STEP_MM)) + 1
-    for score in (np.zeros((autoplace.N_RAYS, n_r)), np.tile(np.linspace(0, 1, n_r) % 0.3, (autoplace.N_RAYS, 1))):
-        assert _dp_contour(score, autoplace.RAY_STEP_MM).tolist() == _oracle(score.tolist(), autoplace.RAY_STEP_MM)[0]
+    n_r = int(round(MAX_RAY_MM / RAY_STEP_MM)) + 1
+    for score in (np.zeros((N_RAYS, n_r)), np.tile(np.linspace(0, 1, n_r) % 0.3, (N_RAYS, 1))):
+        assert dp_contour(score, RAY_STEP_MM).tolist() == _oracle(score.tolist(), RAY_STEP_MM)[0]
 
 
 @pytest.mark.parametrize("n", range(1, 19))
@@ -87,7 +89,7 @@ def test_slab_median_equals_numpy_median(n):
     for dtype in (np.float32, np.float64):
         for slab in (rng.normal(size=(n, 6, 5)), rng.integers(-3, 3, size=(n, 6, 5))):
             slab = slab.astype(dtype)
-            got = autoplace._slab_median(slab)
+            got = slab_median(slab)
             assert got.dtype == dtype
             assert np.array_equal(got, np.median(slab, axis=0).astype(dtype))
 
@@ -119,19 +121,19 @@ def test_canal_run_search_equals_the_plain_scan(seed):
     start = rng.integers(0, n, size=rays)
     stop_at = rng.uniform(-2, n + 5, size=rays)
     n_min = int(rng.integers(1, 14))
-    got = autoplace._first_long_runs(is_low, start, stop_at, n_min)
+    got = first_long_runs(is_low, start, stop_at, n_min)
     assert got == _runs_oracle(is_low.tolist(), start, stop_at, n_min)
 
 
 def test_spur_rays_count_only_runs():
     """Osteophyte rays are counted only in runs of neighbours (circularly), never scattered singles."""
     f = np.zeros(12, dtype=bool)
-    assert autoplace._rays_in_runs(f, 3) == 0
+    assert rays_in_runs(f, 3) == 0
     f[[0, 1, 11]] = True  # a run of 3 across the cut
-    assert autoplace._rays_in_runs(f, 3) == 3
+    assert rays_in_runs(f, 3) == 3
     f[[5, 7]] = True  # singles
-    assert autoplace._rays_in_runs(f, 3) == 3
+    assert rays_in_runs(f, 3) == 3
     f[[6]] = True  # 5, 6, 7 now a run
-    assert autoplace._rays_in_runs(f, 3) == 6
-    assert autoplace._rays_in_runs(np.ones(12, dtype=bool), 3) == 12
-    assert autoplace._rays_in_runs(f, 1) == int(f.sum())
+    assert rays_in_runs(f, 3) == 6
+    assert rays_in_runs(np.ones(12, dtype=bool), 3) == 12
+    assert rays_in_runs(f, 1) == int(f.sum())

@@ -1,4 +1,4 @@
-"""Automatic placement (issue #3): click → 3-D body → mid-vertebral slice → outline → five ROIs.
+"""Automatic placement: click → 3-D body → mid-vertebral slice → outline → five ROIs.
 
 Oracles are the phantom's configured truth (mid slice, size, AP axis, trabecular HU) and, for
 "no cortex in any ROI", the noise-free phantom itself: without partial volume every voxel whose

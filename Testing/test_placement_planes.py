@@ -1,4 +1,4 @@
-"""ROIs on the plane perpendicular to the vertebra's own axis (issue #3 option for tilted spines),
+"""ROIs on the plane perpendicular to the vertebra's own axis (the option for tilted spines),
 and the click placement on a real 3 mm CT.
 
 Oracles: the phantom's configured tilt (its truth normal and AP axis are the configured rotation
@@ -15,7 +15,8 @@ from OsteoROILib import cli
 
 from OsteoROILib.export import measurement as results
 
-from OsteoROILib.placement.click import PLANE_VERTEBRA, place_from_click
+from OsteoROILib.placement.click import place_from_click
+from OsteoROILib.placement.tilted import PLANE_VERTEBRA
 from OsteoROILib.errors import InputError
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels
 from OsteoROILib.placement.measure import measure_levels

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from OsteoROILib.roi.geometry import RoiShape, inside_mask, roi_voxels
 from OsteoROILib.digital_phantom import superellipse_polygon
-from OsteoROILib.roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
+from OsteoROILib.roi.family import SHAPE_NAMES, build_roi_family
+from OsteoROILib.roi.outline import BodyOutline
 from OsteoROILib.roi.stats import roi_statistics, statistics_of_values
 from OsteoROILib.io.volume import Volume
 

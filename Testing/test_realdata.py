@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.roi.family import BodyOutline
+from OsteoROILib.roi.outline import BodyOutline
 from OsteoROILib.io.image_files import read_volume
 
 BODY_LABELS = {"L1": 20, "L2": 21, "L3": 22, "L4": 23}  # vertebral_bodies.nii.gz (QCT_BRIEF §7)

@@ -37,7 +37,8 @@ from OsteoROILib.roi.geometry import RoiShape
 from OsteoROILib.io.markups_file import point_list_document, read_point_list
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.digital_phantom import make_phantom
-from OsteoROILib.roi.family import BodyOutline, build_roi_family
+from OsteoROILib.roi.family import build_roi_family
+from OsteoROILib.roi.outline import BodyOutline
 from OsteoROILib.io.volume import Volume, check_ct
 from OsteoROILib.io.image_files import write_volume
 

@@ -8,7 +8,9 @@ Every expectation below is derived analytically or by brute force written here.
 
 import numpy as np
 import pytest
-from OsteoROILib.roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
+from OsteoROILib.roi.family import SHAPE_NAMES, anterior_region, build_roi_family
+from OsteoROILib.roi.inscribed import ELLIPSE_PHI, largest_p, tabulated
+from OsteoROILib.roi.outline import BodyOutline
 from OsteoROILib.roi.stats import roi_statistics
 from OsteoROILib.io.volume import Volume
 
@@ -281,16 +283,14 @@ def wavy_outline(depth, width, cortical, seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_largest_p_equals_the_pair_minimum(seed):
-    from OsteoROILib.roi import family as rf
-
     outline = wavy_outline(30.0, 44.0, 1.5, seed)
-    region = rf._tabulated(rf._region(outline, 0.4), outline.width_mm / 2 + 1)
-    c, sin = np.cos(rf._ELLIPSE_PHI), np.sin(rf._ELLIPSE_PHI)
+    region = tabulated(anterior_region(outline, 0.4), outline.width_mm / 2 + 1)
+    c, sin = np.cos(ELLIPSE_PHI), np.sin(ELLIPSE_PHI)
     qs = np.linspace(0.3, 24.0, 40)  # the last ones are wider than the body: no ellipse fits
     ts = np.multiply.outer(qs, sin)
     lo, hi = region(ts.ravel())
     lo, hi = lo.reshape(ts.shape), hi.reshape(ts.shape)
-    p, s0 = rf._largest_p(lo, hi)
+    p, s0 = largest_p(lo, hi)
     n_fit = 0
     for k in range(qs.size):
         want = pair_matrix_p(lo[k], hi[k], c)
@@ -307,15 +307,13 @@ def test_largest_p_equals_the_pair_minimum(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_oval_is_the_largest_over_a_dense_scan_of_widths(seed):
     """The oval's area p·q is the maximum of a dense scan over q (brute-force p per q, same samples)."""
-    from OsteoROILib.roi import family as rf
-
     outline = wavy_outline(28.0 + 2 * seed, 40.0 + 3 * seed, 1.5, seed)
     margin = 0.4
     fam = build_roi_family(outline, 1.0, ["oval"], edge_margin_mm=margin)
     oval = fam.shapes["oval"]
     limit = outline.width_mm / 2 + 1
-    region = rf._tabulated(rf._region(outline, margin), limit)
-    c, sin = np.cos(rf._ELLIPSE_PHI), np.sin(rf._ELLIPSE_PHI)
+    region = tabulated(anterior_region(outline, margin), limit)
+    c, sin = np.cos(ELLIPSE_PHI), np.sin(ELLIPSE_PHI)
     best = 0.0
     for q in np.linspace(0.05, limit, 3000):
         lo, hi = region(q * sin)

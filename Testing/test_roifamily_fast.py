@@ -1,4 +1,4 @@
-"""The fast roifamily (issue 7 speed work) against the former implementation, kept here as the oracle.
+"""The fast ROI family (roi.family) against the former implementation, kept here as the oracle.
 
 Everything below ``# ---- reference`` up to ``# ---- tests`` is the previous ``roifamily`` code
 (``polygon_intervals`` evaluating every (line, edge) pair, the closure-based ``_tabulated``,
@@ -15,17 +15,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
-from OsteoROILib.roi import family as rf
 from OsteoROILib.errors import PlacementError
 from OsteoROILib.roi.geometry import RoiShape
 from OsteoROILib.roi.family import (
     ROUND_EXCESS_TOLERANCE_MM,
     SHAPE_NAMES,
     ZONES,
-    BodyOutline,
-    IntervalFn,
+    anterior_region,
     build_roi_family,
 )
+from OsteoROILib.roi.inscribed import ELLIPSE_SIN, largest_p, lateral_extent, linspace, tabulated
+from OsteoROILib.roi.outline import BodyOutline, IntervalFn, polygon_intervals
 
 # ---- reference (the former implementation) -------------------------------------------------
 def _reference_inner_intervals(outline, margin_mm=0.0):
@@ -477,9 +477,9 @@ def test_polygon_intervals_match():
             t = np.concatenate([t, poly[:, 1], [np.nan, np.inf, -np.inf, 0.0, -0.0]])
         if k % 4 == 0:
             t = np.sort(t)
-        got, want = rf.polygon_intervals(poly)(t), _reference_polygon_intervals(poly)(t)
+        got, want = polygon_intervals(poly)(t), _reference_polygon_intervals(poly)(t)
         assert same(got[0], want[0]) and same(got[1], want[1]), k
-    f, g = rf.polygon_intervals(poly), _reference_polygon_intervals(poly)
+    f, g = polygon_intervals(poly), _reference_polygon_intervals(poly)
     for t in (0.5, np.array(0.5), np.array([]), [1.0, 2.0]):
         assert all(same(x, y) for x, y in zip(f(t), g(t)))
     # lines of any shape get the answer of each line (the reference only took 1-D lines)
@@ -498,7 +498,7 @@ def test_tabulated_region_matches():
             base = _reference_region(outline, margin)
         except PlacementError:
             continue
-        new, ref = rf._tabulated(rf._region(outline, margin), limit), _reference_tabulated(base, limit)
+        new, ref = tabulated(anterior_region(outline, margin), limit), _reference_tabulated(base, limit)
         samples = [rng.uniform(-1.2 * limit, 1.2 * limit, 500), rng.uniform(-0.5 * limit, 0.5 * limit, (7, 9)),
                    np.array([-limit, limit, np.nan, 0.0]), np.array(0.3), np.array([]), new.grid]
         for t in samples:
@@ -507,8 +507,8 @@ def test_tabulated_region_matches():
             both = new.lo_neg_hi(t) if np.ndim(t) else None
             if both is not None:
                 assert same(both[0], want[0]) and same(-both[1], want[1])
-        qs = rf._linspace(limit / 32, 0.98 * limit, 32)
-        ts = np.multiply.outer(qs, rf._ELLIPSE_SIN)
+        qs = linspace(limit / 32, 0.98 * limit, 32)
+        ts = np.multiply.outer(qs, ELLIPSE_SIN)
         if new.in_range(float(qs.max())):
             fast = new.lo_neg_hi(ts, in_range=True)
             want = ref(ts.ravel())
@@ -517,9 +517,9 @@ def test_tabulated_region_matches():
             want_ext = _reference_lateral_extent(ref, limit)
         except PlacementError as err:
             with pytest.raises(PlacementError, match=str(err.args[0])[:30]):
-                rf._lateral_extent(new, limit)
+                lateral_extent(new, limit)
         else:
-            assert rf._lateral_extent(new, limit) == want_ext
+            assert lateral_extent(new, limit) == want_ext
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -537,7 +537,7 @@ def test_largest_p_matches():
         if k % 7 == 0:
             lo[rng.integers(0, m), rng.integers(0, 151)] = np.nan
             hi[rng.integers(0, m), rng.integers(0, 151)] = np.inf
-        p, s0 = rf._largest_p(lo, hi)
+        p, s0 = largest_p(lo, hi)
         p_ref, s0_ref = _reference_largest_p(lo, hi)
         assert same(p, p_ref) and same(s0, s0_ref), k
     assert (p_ref > 0).any()
@@ -548,6 +548,6 @@ def test_linspace_matches_numpy():
     for n in (2, 17, 32, 151, 161, 481, 4001):
         for _ in range(30):
             a, b = rng.uniform(-40, 40, 2) * rng.choice([1.0, 1e-9, 1e6])
-            assert np.array_equal(rf._linspace(a, b, n), np.linspace(a, b, n))
-    assert np.array_equal(rf._linspace(3.0, 3.0, 5), np.linspace(3.0, 3.0, 5))
-    assert np.array_equal(rf._linspace(3.0, 4.0, 1), np.linspace(3.0, 4.0, 1))
+            assert np.array_equal(linspace(a, b, n), np.linspace(a, b, n))
+    assert np.array_equal(linspace(3.0, 3.0, 5), np.linspace(3.0, 3.0, 5))
+    assert np.array_equal(linspace(3.0, 4.0, 1), np.linspace(3.0, 4.0, 1))

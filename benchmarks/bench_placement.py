@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_core as bc  # noqa: E402
 
-from OsteoROILib.placement.click import place_from_click, to_vertebra_plane  # noqa: E402
+from OsteoROILib.placement.click import place_from_click  # noqa: E402
+from OsteoROILib.placement.tilted import to_vertebra_plane  # noqa: E402
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402

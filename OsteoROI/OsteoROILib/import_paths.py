@@ -30,7 +30,7 @@ MOVED: Dict[str, Sequence[str]] = {
     "results": ("export.measurement", "io.outputs"),
     "geometry": ("roi.geometry",),
     "stats": ("roi.stats",),
-    "roifamily": ("roi.family", "roi.outline"),
+    "roifamily": ("roi.family", "roi.outline", "roi.inscribed"),
     "autoplace": ("placement.click", "placement.landmarks", "placement.sampling", "placement.canal",
                   "placement.contour", "placement.endplates", "placement.outline_fit", "placement.tilted"),
     "segplacement": ("placement.labels",),

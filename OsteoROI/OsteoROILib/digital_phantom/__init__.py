@@ -12,7 +12,7 @@ Quick use::
     volume, truth = make_phantom()                     # small, noise-free, < 1 s
     volume, truth = make_phantom(noise_sigma=15, seed=3, supersample=3, orientation="LPS")
     l1 = truth.level("L1")
-    outline = l1.outline()                             # roi.family.BodyOutline of L1's mid plane
+    outline = l1.outline()                             # roi.outline.BodyOutline of L1's mid plane
     truth.to_dict()                                    # JSON-friendly ground truth
 
 Modules: ``spec`` (the options), ``column`` (the vertebral column), ``anatomy`` (the whole analytic
@@ -29,7 +29,7 @@ Anatomy (all sizes settable, see :class:`~.spec.PhantomSpec`)
   ``t`` (towards the patient's left). The body spans ``|z − z_c| ≤ height/2``.
 * **Cortical shell**: the **trabecular** interior is the superellipse with semi-axes
   ``a − cortical_mm`` and ``b − cortical_mm`` (exactly the inner boundary that
-  :class:`~OsteoROILib.roi.family.BodyOutline` assumes), between the endplates shrunk by
+  :class:`~OsteoROILib.roi.outline.BodyOutline` assumes), between the endplates shrunk by
   ``endplate_mm``; the rest of the body is cortex (``cortical_hu``).
 * **Axial rotation** ``rotation_deg`` per level, about +S (right-hand rule, seen from the head):
   a positive angle turns the anterior direction from +A towards the patient's **left** (−R);

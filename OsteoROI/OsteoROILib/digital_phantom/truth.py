@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..roi.family import BodyOutline
+from ..roi.outline import BodyOutline
 from .spec import PhantomSpec, jsonable
 
 @dataclass

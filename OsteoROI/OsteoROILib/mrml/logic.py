@@ -74,7 +74,7 @@ from ..errors import InputError, OsteoROIError, OutputError
 from ..roi.geometry import RoiShape
 from ..io.markups_file import points_by_label
 from .scene import placed_points
-from ..placement.measure import LEVEL_NAMES, measure_levels, normalise_level, parse_shapes
+from ..placement.measure import measure_levels
 from .calibration import (
     CALIBRATION_MODES,
     KEEP_CALIBRATION,
@@ -86,6 +86,7 @@ from .calibration import (
     format_calibration_summary,
 )
 from ..roi.family import SHAPE_NAMES
+from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.stats import roi_statistics
 from ..io.volume import Volume, check_ct
 
@@ -121,7 +122,7 @@ ROLE_PLOT_TABLE = "OsteoROI.plotTable"
 ROLE_THRESHOLD_TABLE = "OsteoROI.thresholdTable"
 ROLE_SEG_POINTS = "OsteoROI.segmentationPoints"
 
-#: The ROI kind of each seed-002 shape (roifamily.build_roi_family).
+#: The ROI kind of each seed-002 shape (roi.family.build_roi_family).
 SHAPE_KINDS = {"oval": "ellipse", "round": "ellipse", "front": "rectangle", "left": "rectangle", "right": "rectangle"}
 #: Display colours (RGB 0..1) of the shapes, shared by ROIs, outlines and plot bars.
 SHAPE_COLORS = {
@@ -524,7 +525,7 @@ class OsteoROIMRMLLogic(CalibrationMixin):
         :meth:`calibrateFromRods`, :meth:`autoDetectRods` or :meth:`calibrateFromTissues`); ``criteria`` — a
         criterion id or dict (``criteria.load_criterion``) whose thresholds the plot shows;
         ``tableNode`` — a table to fill instead of the module's own; ``placements`` —
-        ``autoplace.Placement`` per level (from a segmentation) used instead of placing from the
+        ``placement.landmarks.Placement`` per level (from a segmentation) used instead of placing from the
         points. Returns the table node.
         Re-running reuses the module's nodes; the inputs are only read.
         """
@@ -579,7 +580,7 @@ class OsteoROIMRMLLogic(CalibrationMixin):
                             force: bool = False):
         """Place every level that has a segment (named e.g. "L1", "vertebrae_L1", "L2 vertebra") and measure.
 
-        The mid-vertebral slice and outline come from ``segplacement.place_from_labels``; the
+        The mid-vertebral slice and outline come from ``placement.labels.place_from_labels``; the
         levels' points go into the module's own point list "OsteoROI levels" (moving one later
         re-places that level from the click). Returns the table node.
         """

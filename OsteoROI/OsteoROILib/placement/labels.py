@@ -4,11 +4,11 @@ The label gives what is hard to find from the image alone — which voxels belon
 vertebral body in 3-D — so the mid-vertebral slice is the image's axial slice nearest the middle
 of the label's extent along the slice axis (only slices where the label covers at least half its
 largest cross-section count, so a model's stray voxels do not move it). The outline on that slice
-is still fitted to the image (``autoplace.fit_contour``), restricted to a few mm around the
+is still fitted to the image (``contour.fit_centred``), restricted to a few mm around the
 label's boundary, so the ROIs exclude the cortex even where a model's label includes it; where
 the image shows no clear shell the label's own boundary is used, with a lower fit quality.
 
-Built-in label maps (QCT_BRIEF §7; issue #3):
+Built-in label maps (QCT_BRIEF §7):
 
 * ``total`` — TotalSegmentator v2 "total" task: T12 = 32, L1 = 31, L2 = 30, L3 = 29, L4 = 28;
 * ``bodies`` — its vertebral-body map: L1 = 20, L2 = 21, L3 = 22, L4 = 23;
@@ -18,13 +18,23 @@ A level whose label is absent is reported, never invented.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import click as ap
 from ..errors import InputError, PlacementError
 from ..io.volume import Volume
+from ..roi.geometry import in_plane_frame
+from ..roi.levels import normalise_level
+from .canal import find_canal
+from .contour import fit_centred
+from .endplates import central_profile, plate_intervals
+from .landmarks import (FALLBACK_SCALE, LOW_QUALITY, METHOD_LABEL, MIN_BODY_HEIGHT_MM, PLANE_AXIAL, Canal, Contour,
+                        Placement)
+from .outline_fit import outline_from_contour, outline_quality
+from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, MAX_RAY_MM, N_RAYS, RAY_STEP_MM, Box
 
 BUILTIN_LABEL_MAPS: Dict[str, Dict[str, int]] = {
     "total": {"T12": 32, "L1": 31, "L2": 30, "L3": 29, "L4": 28},
@@ -46,8 +56,6 @@ PLATE_DISC_MM = 6.0
 
 def parse_label_map(text) -> Tuple[str, Dict[str, int]]:
     """``"total"``, ``"bodies"`` or ``"L1=31,L2=30"`` → (description, {level: label value})."""
-    from .measure import normalise_level
-
     if isinstance(text, Mapping):
         return "custom", {normalise_level(k): int(v) for k, v in text.items()}
     key = str(text or "").strip()
@@ -78,8 +86,6 @@ def parse_label_map(text) -> Tuple[str, Dict[str, int]]:
 
 def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
     """Read a label image and bring it onto the CT's voxel grid (nearest neighbour if needed)."""
-    import os
-
     import SimpleITK as sitk
 
     if not os.path.isfile(path):
@@ -115,7 +121,7 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
     return sitk.GetArrayFromImage(resampled), notes
 
 
-def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str = "") -> ap.Placement:
+def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str = "") -> Placement:
     """Placement of one level from its label (see module docstring)."""
     if labels.shape != volume.array.shape:
         raise InputError("The label array does not match the CT's size.", "Resample the labels onto the CT grid.")
@@ -140,16 +146,68 @@ def _body_part(volume: Volume, in_label: np.ndarray) -> np.ndarray:
     return body
 
 
-def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: str = "") -> ap.Placement:
-    """``place_from_label`` given the label's voxels (``labels == value``, on the CT's grid).
-
-    The label's voxels are counted per slice (one pass over the mask), not listed: a full-size
-    label map holds millions of voxels."""
+def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: str = "") -> Placement:
+    """``place_from_label`` given the label's voxels (``labels == value``, on the CT's grid):
+    the label's axial extent → the mid-vertebral slice (moved to the endplates' midpoint where the
+    image shows them) → the outline fitted near the label's boundary → its fit quality."""
     prefix = f"{level}: " if level else ""
     axis = volume.slice_axis()
-    arr_axis = 2 - axis
-    in_arr = [a for a in (0, 1, 2) if a != arr_axis]
     body = _body_part(volume, in_label)  # sets the axial extent and the seed; the contour prior uses the label
+    extent = _axial_extent(volume, body, value, prefix)
+    warnings: List[str] = [f"{prefix}{r}; the mid-vertebral slice is estimated from the visible part."
+                           for r in extent.reasons]
+    seed = _seed_on_slice(volume, body, extent.mid)
+    box = Box(volume, seed, CROP_HALF_INPLANE_MM, CROP_HALF_AXIAL_MM)
+    seed_xy = box.to_box(seed)[0][:2]
+    mid = _mid_between_endplates(box, seed_xy, extent)
+    s_mid = mid - int(box.lo[axis])
+    label_radii = _label_radii_on(box, _box_slice_of(box, in_label, s_mid))
+    plane = box.plane(s_mid, min(FIT_HALF_SLAB_MM, 0.2 * (extent.hi - extent.lo + 1) * box.ds))
+    contour, canal, ring = _fit_near_label(box, plane, s_mid, seed_xy, label_radii)
+    reasons = list(extent.reasons)
+    plates_q = extent.plates_q
+    if ring:
+        reasons.append(f"the image shows no clear cortical shell ({'; '.join(ring)}); the label's boundary is used")
+        plates_q = min(plates_q, LOW_QUALITY)
+    outline, metrics = outline_from_contour(box, contour, METHOD_LABEL, cortical_min_mm=1.5, canal=canal)
+    quality, q_reasons = outline_quality(contour, metrics, plates_q, None, outline.depth_mm, outline.width_mm)
+    q_reasons = reasons + [r for r in q_reasons if r not in reasons]
+    if ring:
+        quality = min(quality, LOW_QUALITY)
+    fallback = False
+    if quality < LOW_QUALITY or ring:
+        outline, metrics = outline_from_contour(box, contour, METHOD_LABEL + ", conservative",
+                                                cortical_min_mm=2.0, scale=FALLBACK_SCALE, canal=canal)
+        fallback = True
+        warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
+                        f"{FALLBACK_SCALE:.0%} of the trabecular region — check them.")
+    elif q_reasons:
+        warnings.append(f"{prefix}fit quality {quality:.2f}: {'; '.join(q_reasons)}.")
+    outline.meta.update({"fit_quality": round(quality, 3), "label": int(value)})
+    ends = [float(volume.ijk_to_ras_points(np.where(np.arange(3) == axis, q, 0.0))[0] @ box.normal)
+            for q in (extent.lo - 0.5, extent.hi + 0.5)]
+    return Placement(outline=outline, method=METHOD_LABEL, plane=PLANE_AXIAL, slice_index=mid,
+                     fit_quality=quality, point_ras=seed, reasons=q_reasons, warnings=warnings,
+                     endplates_s=(max(ends), min(ends)), fallback=fallback)
+
+
+@dataclass
+class _Extent:
+    """The body's axial extent from its label: first and last counted slice (image slice indices),
+    the slice midway, and the endplate quality and reasons when the label reaches the image's end."""
+
+    lo: int
+    hi: int
+    mid: int
+    plates_q: float
+    reasons: List[str]
+
+
+def _axial_extent(volume: Volume, body: np.ndarray, value: int, prefix: str) -> _Extent:
+    """The slices where the body's label covers at least ``EXTENT_AREA_FRACTION`` of its largest
+    cross-section. The label's voxels are counted per slice (one pass over the mask), not listed:
+    a full-size label map holds millions of voxels."""
+    arr_axis = 2 - volume.slice_axis()
     per_slice = np.array([np.count_nonzero(q) for q in np.moveaxis(body, arr_axis, 0)], dtype=np.intp)
     if not per_slice.any():
         raise PlacementError(f"{prefix}label {value} is not present in the segmentation.",
@@ -159,43 +217,53 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
     keep = slices[counts >= EXTENT_AREA_FRACTION * counts.max()]
     lo, hi = int(keep.min()), int(keep.max())
     mid = int(np.floor(0.5 * (lo + hi) + 0.5))
-    warnings: List[str] = []
-    reasons: List[str] = []
-    plates_q = 1.0
-    n_slices = volume.array.shape[arr_axis]
-    if slices.min() == 0 or slices.max() == n_slices - 1:
-        plates_q = 0.6
-        reasons.append("the vertebra is partly outside the image: its label reaches the first or last slice")
-        warnings.append(f"{prefix}{reasons[-1]}; the mid-vertebral slice is estimated from the visible part.")
+    if slices.min() == 0 or slices.max() == volume.array.shape[arr_axis] - 1:
+        return _Extent(lo, hi, mid, 0.6,
+                       ["the vertebra is partly outside the image: its label reaches the first or last slice"])
+    return _Extent(lo, hi, mid, 1.0, [])
+
+
+def _seed_on_slice(volume: Volume, body: np.ndarray, mid: int) -> np.ndarray:
+    """RAS of the body label's centre on image slice ``mid``."""
+    arr_axis = 2 - volume.slice_axis()
+    in_arr = [a for a in (0, 1, 2) if a != arr_axis]
     on_mid = np.argwhere(np.take(body, mid, axis=arr_axis))  # in-plane indices, in C order
     centre_kji = np.zeros(3)
     centre_kji[arr_axis] = mid
     centre_kji[in_arr] = on_mid.mean(axis=0)
-    seed = volume.ijk_to_ras_points(centre_kji[::-1])[0]
-    box = ap._Box(volume, seed, ap.CROP_HALF_INPLANE_MM, ap.CROP_HALF_AXIAL_MM)
-    seed_xy = box.to_box(seed)[0][:2]
-    # A model's label often holds the endplates unevenly; where the image shows both endplates
-    # inside the label's extent, their midpoint is the mid-height.
-    lo_b, hi_b = lo - int(box.lo[axis]), hi - int(box.lo[axis])
-    prof = ap.central_profile(box, seed_xy, PLATE_DISC_MM)
-    for iv in ap._intervals(box, prof):
+    return volume.ijk_to_ras_points(centre_kji[::-1])[0]
+
+
+def _mid_between_endplates(box: Box, seed_xy, extent: _Extent) -> int:
+    """The mid-vertebral image slice: a model's label often holds the endplates unevenly; where the
+    image shows both endplates inside the label's extent, their midpoint is the mid-height."""
+    axis = box.axis
+    mid = extent.mid
+    lo_b, hi_b = extent.lo - int(box.lo[axis]), extent.hi - int(box.lo[axis])
+    prof = central_profile(box, seed_xy, PLATE_DISC_MM)
+    for iv in plate_intervals(box, prof):
         if (iv.lo is not None and iv.hi is not None and lo_b - 1 <= iv.lo <= iv.hi <= hi_b + 1
-                and ap.MIN_BODY_HEIGHT_MM <= (iv.hi - iv.lo) * box.ds and iv.lo <= mid - box.lo[axis] <= iv.hi):
-            mid = int(np.floor(0.5 * (iv.lo + iv.hi) + 0.5)) + int(box.lo[axis])
-            break
-    s_mid = mid - int(box.lo[axis])
-    # the label's mask on the box's mid slice, as [y, x]
+                and MIN_BODY_HEIGHT_MM <= (iv.hi - iv.lo) * box.ds and iv.lo <= mid - box.lo[axis] <= iv.hi):
+            return int(np.floor(0.5 * (iv.lo + iv.hi) + 0.5)) + int(box.lo[axis])
+    return mid
+
+
+def _box_slice_of(box: Box, in_label: np.ndarray, s: int) -> np.ndarray:
+    """The label's mask on box slice ``s``, as [y, x]."""
     sl = [slice(None)] * 3
     for a in range(3):
         sl[2 - a] = slice(int(box.lo[a]), int(box.hi[a]) + 1)
     sub = in_label[tuple(sl)]
     order = [2 - box.axis, 2 - box.in_axes[1], 2 - box.in_axes[0]]
-    mask = np.transpose(sub, order)[s_mid]
+    return np.transpose(sub, order)[s]
 
+
+def _label_radii_on(box: Box, mask: np.ndarray) -> Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]:
+    """``radii(center_xy, u)``: per contour ray, the distance (mm) to the label's boundary on ``mask``."""
     def label_radii(center_xy, u):
-        uu, vv, _ = ap.in_plane_frame(box.normal, box.u0 if u is None else u)
-        angles = np.linspace(0.0, 2.0 * np.pi, ap.N_RAYS, endpoint=False)
-        radii = np.arange(0.0, ap.MAX_RAY_MM + 1e-9, ap.RAY_STEP_MM)
+        uu, vv, _ = in_plane_frame(box.normal, box.u0 if u is None else u)
+        angles = np.linspace(0.0, 2.0 * np.pi, N_RAYS, endpoint=False)
+        radii = np.arange(0.0, MAX_RAY_MM + 1e-9, RAY_STEP_MM)
         dirs = np.outer(np.cos(angles), uu) + np.outer(np.sin(angles), vv)
         dxy = box.direction_xy(dirs)
         x = np.rint(center_xy[0] + radii[None, :] * dxy[:, 0:1]).astype(int)
@@ -208,50 +276,33 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
         half_voxel = 0.5 * max(box.dx, box.dy)
         return radii[np.maximum(first_out - 1, 0)] + half_voxel
 
-    plane = box.plane(s_mid, min(ap.FIT_HALF_SLAB_MM, 0.2 * (hi - lo + 1) * box.ds))
-    contour = ap._fit_centred(box, plane, s_mid, seed_xy, iterations=2,
-                              prior_fn=lambda c, u: label_radii(c, u))
-    # the spinal canal behind the body fixes the posterior wall (invisible at the basivertebral
-    # foramen on thick slices) and the AP axis, as for a click
-    canal = ap.find_canal(box, plane, contour)
+    return label_radii
+
+
+def _fit_near_label(box: Box, plane: np.ndarray, s: int, seed_xy, label_radii
+                    ) -> Tuple[Contour, Optional[Canal], List[str]]:
+    """The body's contour fitted to the image within a few mm of the label's boundary; the spinal
+    canal behind the body fixes the posterior wall (invisible at the basivertebral foramen on thick
+    slices) and the AP axis, as for a click. Where the image shows no clear shell the label's
+    boundary itself is the contour (the ring's reasons are returned)."""
+    contour = fit_centred(box, plane, s, seed_xy, iterations=2, prior_fn=lambda c, u: label_radii(c, u))
+    canal = find_canal(box, plane, contour)
     if canal is not None:
-        contour = ap._fit_centred(box, plane, s_mid, contour.center_xy, iterations=2,
-                                  prior_fn=lambda c, u: label_radii(c, u), canal=canal)
+        contour = fit_centred(box, plane, s, contour.center_xy, iterations=2,
+                              prior_fn=lambda c, u: label_radii(c, u), canal=canal)
     ring = contour.ring_reasons()
     if ring:
-        # the image shows no clear shell here: use the label's boundary
         r_lab = label_radii(contour.center_xy, None)
-        contour = ap.Contour(contour.center_xy, contour.s, contour.angles, r_lab, np.full(r_lab.size, np.nan),
-                             np.zeros(r_lab.size, dtype=bool), contour.interior_hu, np.zeros(r_lab.size),
-                             np.zeros(r_lab.size, dtype=bool), contour.u, contour.v)
-        reasons.append(f"the image shows no clear cortical shell ({'; '.join(ring)}); the label's boundary is used")
-        plates_q = min(plates_q, ap.LOW_QUALITY)
-    outline, metrics = ap.outline_from_contour(box, contour, ap.METHOD_LABEL, cortical_min_mm=1.5, canal=canal)
-    quality, q_reasons = ap._quality(contour, metrics, plates_q, None, outline.depth_mm, outline.width_mm)
-    q_reasons = reasons + [r for r in q_reasons if r not in reasons]
-    if ring:
-        quality = min(quality, ap.LOW_QUALITY)
-    fallback = False
-    if quality < ap.LOW_QUALITY or ring:
-        outline, metrics = ap.outline_from_contour(box, contour, ap.METHOD_LABEL + ", conservative",
-                                                   cortical_min_mm=2.0, scale=ap.FALLBACK_SCALE, canal=canal)
-        fallback = True
-        warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
-                        f"{ap.FALLBACK_SCALE:.0%} of the trabecular region — check them.")
-    elif q_reasons:
-        warnings.append(f"{prefix}fit quality {quality:.2f}: {'; '.join(q_reasons)}.")
-    outline.meta.update({"fit_quality": round(quality, 3), "label": int(value)})
-    ends = [float(volume.ijk_to_ras_points(np.where(np.arange(3) == axis, q, 0.0))[0] @ box.normal)
-            for q in (lo - 0.5, hi + 0.5)]
-    return ap.Placement(outline=outline, method=ap.METHOD_LABEL, plane=ap.PLANE_AXIAL, slice_index=mid,
-                        fit_quality=quality, point_ras=seed, reasons=q_reasons, warnings=warnings,
-                        endplates_s=(max(ends), min(ends)), fallback=fallback)
+        contour = Contour(contour.center_xy, contour.s, contour.angles, r_lab, np.full(r_lab.size, np.nan),
+                          np.zeros(r_lab.size, dtype=bool), contour.interior_hu, np.zeros(r_lab.size),
+                          np.zeros(r_lab.size, dtype=bool), contour.u, contour.v)
+    return contour, canal, ring
 
 
 def place_from_labels(volume: Volume, labels: np.ndarray, label_map: Mapping[str, int]
-                      ) -> Tuple[Dict[str, ap.Placement], List[str]]:
+                      ) -> Tuple[Dict[str, Placement], List[str]]:
     """Placements for every level of ``label_map`` present in ``labels``; and the missing levels."""
-    placements: Dict[str, ap.Placement] = {}
+    placements: Dict[str, Placement] = {}
     missing: List[str] = []
     if not np.issubdtype(labels.dtype, np.integer):
         # float label images: "present" as an integer label value, as read

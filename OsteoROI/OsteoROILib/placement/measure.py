@@ -2,7 +2,7 @@
 
 ``measure_levels`` is the one entry point the command line, the Slicer module's logic and
 scripts share. It returns plain dicts (one row per level × ROI shape) ready for the table
-writers in ``results``.
+writers in ``export.measurement``.
 """
 from __future__ import annotations
 
@@ -11,44 +11,14 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError, PlacementError
-from .probe import default_outline, outline_from_probe, probe_shell
-from ..roi.family import SHAPE_NAMES, BodyOutline, build_roi_family
-from ..roi.stats import median_of, roi_statistics_and_values
 from ..io.volume import Volume
-
-#: Levels a point may be labelled with. The product targets L1–L4 (QCT_BRIEF §1, §3);
-#: T12 and L5 are accepted so that an unsuitable level can be replaced by a neighbour.
-LEVEL_NAMES = ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
-
-
-def normalise_level(label: str) -> str:
-    name = str(label).strip().upper()
-    if name not in LEVEL_NAMES:
-        raise InputError(
-            f"Unknown vertebral level label {label!r}.",
-            f"Label each point with one of {', '.join(LEVEL_NAMES)} (e.g. L1).",
-        )
-    return name
-
-
-def parse_shapes(shapes) -> List[str]:
-    if shapes is None:
-        return list(SHAPE_NAMES)
-    if isinstance(shapes, str):
-        shapes = [s for s in shapes.split(",")]
-    out = []
-    for s in shapes:
-        name = str(s).strip().lower()
-        if not name:
-            continue
-        if name not in SHAPE_NAMES:
-            raise InputError(f"Unknown ROI shape {s!r}.", f"Choose from {', '.join(SHAPE_NAMES)}.")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise InputError("No ROI shape was chosen.", f"Choose one or more of {', '.join(SHAPE_NAMES)}.")
-    return out
-
+from ..roi.family import RoiFamily, build_roi_family
+from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
+from ..roi.outline import BodyOutline
+from ..roi.stats import median_of, roi_statistics_and_values
+from .click import place_from_click
+from .probe import default_outline, outline_from_probe, probe_shell
+from .tilted import to_vertebra_plane
 
 def check_points(volume: Volume, points: Mapping[str, Sequence[float]]) -> Dict[str, np.ndarray]:
     """Validate level labels and that every point lies inside the image."""
@@ -110,7 +80,7 @@ PLANE_CHOICES = ("image", "vertebra")
 
 def check_plane(plane) -> str:
     """``"image"`` (the image's axial slice nearest mid-height, as seed 002) or ``"vertebra"``
-    (the plane perpendicular to the vertebra's own axis, for tilted spines; issue #3)."""
+    (the plane perpendicular to the vertebra's own axis, for tilted spines)."""
     key = str(plane or "image").strip().lower()
     if key not in PLANE_CHOICES:
         raise InputError(f"Unknown ROI plane {plane!r}.", f"Choose one of {', '.join(PLANE_CHOICES)}.")
@@ -124,8 +94,6 @@ def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, 
         outline, source, margin, pl, warnings = _place(volume, level, point, outlines, placements, auto, force)
         if pl is None:
             return outline, source, margin, pl, warnings
-        from .click import to_vertebra_plane
-
         pl = to_vertebra_plane(volume, pl, level)
         return pl.outline, pl.method, margin, pl, list(pl.warnings)
     warnings: List[str] = []
@@ -139,8 +107,6 @@ def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, 
         pl = placements[level]
         return pl.outline, pl.method, partial_volume_margin_mm(volume), pl, list(pl.warnings)
     if auto:
-        from .click import place_from_click
-
         try:
             pl = place_from_click(volume, point, level)
         except PlacementError as exc:
@@ -185,14 +151,14 @@ def measure_levels(
     ``points`` maps level labels (L1…) to RAS points inside the vertebral bodies. Per level:
 
     * an entry in ``outlines`` is used as given (e.g. the digital phantom's truth);
-    * an entry in ``placements`` (``autoplace.Placement``, e.g. from ``segplacement``) is used
+    * an entry in ``placements`` (``landmarks.Placement``, e.g. from ``labels.place_from_labels``) is used
       as placed (its point is the level's point when ``points`` lacks it);
-    * otherwise, with ``auto`` (default), ``autoplace.place_from_click`` finds the body in 3-D,
+    * otherwise, with ``auto`` (default), ``click.place_from_click`` finds the body in 3-D,
       the mid-vertebral slice and the outline; without ``auto`` the foundation's shell probe
-      (``placement.probe_shell``) outlines the body on the point's own slice.
+      (``probe.probe_shell``) outlines the body on the point's own slice.
 
     ``plane="vertebra"`` re-fits every automatic placement (click or label) on the plane
-    perpendicular to the vertebra's own axis (``autoplace.to_vertebra_plane``); the ROIs then lie
+    perpendicular to the vertebra's own axis (``tilted.to_vertebra_plane``); the ROIs then lie
     in that plane with their slab along the axis. It needs automatic placement.
 
     A point with no vertebral body around it is refused (``PlacementError``) unless ``force``
@@ -212,71 +178,93 @@ def measure_levels(
         merged.setdefault(level, pl.point_ras)
     pts = check_points(volume, merged)
     placements = {normalise_level(k): v for k, v in placements.items()}
+    slab_mm = _check_slab(volume, slab_mm)
+    outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
+    rows: List[Dict[str, object]] = []
+    levels: Dict[str, Dict[str, object]] = {}
+    all_warnings: List[str] = list(warnings or [])
+    for level in sorted(pts, key=LEVEL_NAMES.index):
+        point = pts[level]
+        outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
+                                                                 auto, force, plane_choice)
+        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
+        level_warnings.extend(family.warnings)
+        levels[level] = _level_entry(volume, point, outline, source, placed, level_warnings)
+        all_warnings.extend(w for w in level_warnings if w not in all_warnings)
+        for row in _level_rows(volume, level, family, source, levels[level], slab_mm):
+            all_warnings.extend(w for w in row["warnings"] if w not in all_warnings)
+            rows.append(row)
+    return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
+
+
+def _check_slab(volume: Volume, slab_mm: Optional[float]) -> float:
+    """The ROIs' slab thickness (mm): one slice when not given; refused unless positive."""
     if slab_mm is None:
         slab_mm = default_slab_mm(volume)
     slab_mm = float(slab_mm)
     if not np.isfinite(slab_mm) or slab_mm <= 0:
         raise InputError(f"The slab thickness must be a positive number of mm, got {slab_mm:g}.",
                          "Give e.g. --slab-mm 3, or leave it out for one slice.")
-    outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
-    rows: List[Dict[str, object]] = []
-    levels: Dict[str, Dict[str, object]] = {}
-    all_warnings: List[str] = list(warnings or [])
-    order = sorted(pts, key=LEVEL_NAMES.index)
-    for level in order:
-        point = pts[level]
-        outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
-                                                                 auto, force, plane_choice)
-        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
-        level_warnings.extend(family.warnings)
-        slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
-        plane = placed.plane if placed is not None else PLANE_FOUNDATION
-        fit_quality = None if placed is None else round(float(placed.fit_quality), 3)
-        if placed is None and source == "shell rays":
-            fit_quality = outline.meta.get("hit_fraction")
-        level_entry: Dict[str, object] = {
-            "point_ras": [round(float(x), 4) for x in point],
-            "outline": outline.to_dict(),
-            "placement": source,
-            "slice_index": slice_index,
-            "plane": plane,
-            "fit_quality": fit_quality,
-            "warnings": list(level_warnings),
-        }
-        if placed is not None:
-            level_entry["auto"] = placed.to_dict()
-        levels[level] = level_entry
-        all_warnings.extend(w for w in level_warnings if w not in all_warnings)
-        common = {
-            "fit_quality": fit_quality,
-            "body_depth_mm": round(float(outline.depth_mm), 3),
-            "body_width_mm": round(float(outline.width_mm), 3),
-            "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
-            "plane": plane,
-        }
-        for name, shape in family.shapes.items():
-            stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
-            row_warnings = list(level_warnings) + [f"{level}: {w}" for w in stats.pop("warnings")]
-            high = high_hu_fraction(values)
-            if high is not None and high > HIGH_HU_WARN_FRACTION:
-                row_warnings.append(
-                    f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
-                    "sclerosis, osteophyte or cortex?); check the ROI or move it.")
-            row: Dict[str, object] = {"level": level, "shape": name}
-            row.update(stats)
-            row.update(
-                {
-                    "center_ras": [round(float(x), 4) for x in shape.center],
-                    "slice_index": volume.nearest_slice_index(shape.center),
-                    "slab_mm": round(slab_mm, 4),
-                    "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
-                    "placement": source,
-                    "high_hu_fraction": None if high is None else round(high, 5),
-                }
-            )
-            row.update(common)
-            row["roi"] = shape.to_dict()
-            row["warnings"] = row_warnings
-            all_warnings.extend(w for w in row_warnings if w not in all_warnings)
-            rows.append(row)
-    return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
+    return slab_mm
+
+
+def _level_entry(volume: Volume, point: np.ndarray, outline: BodyOutline, source: str, placed,
+                 level_warnings: List[str]) -> Dict[str, object]:
+    """The result's entry for one level: its point, outline, how it was placed and its warnings."""
+    slice_index = placed.slice_index if placed is not None else volume.nearest_slice_index(outline.center)
+    plane = placed.plane if placed is not None else PLANE_FOUNDATION
+    fit_quality = None if placed is None else round(float(placed.fit_quality), 3)
+    if placed is None and source == "shell rays":
+        fit_quality = outline.meta.get("hit_fraction")
+    entry: Dict[str, object] = {
+        "point_ras": [round(float(x), 4) for x in point],
+        "outline": outline.to_dict(),
+        "placement": source,
+        "slice_index": slice_index,
+        "plane": plane,
+        "fit_quality": fit_quality,
+        "warnings": list(level_warnings),
+    }
+    if placed is not None:
+        entry["auto"] = placed.to_dict()
+    return entry
+
+
+def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entry: Dict[str, object],
+                slab_mm: float) -> List[Dict[str, object]]:
+    """One row per ROI of the level: its HU statistics, where it lies, and its warnings (the
+    level's, the statistics', and a dense-voxel check: bone island, sclerosis, cortex)."""
+    outline = family.outline
+    common = {
+        "fit_quality": entry["fit_quality"],
+        "body_depth_mm": round(float(outline.depth_mm), 3),
+        "body_width_mm": round(float(outline.width_mm), 3),
+        "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
+        "plane": entry["plane"],
+    }
+    rows = []
+    for name, shape in family.shapes.items():
+        stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
+        row_warnings = list(entry["warnings"]) + [f"{level}: {w}" for w in stats.pop("warnings")]
+        high = high_hu_fraction(values)
+        if high is not None and high > HIGH_HU_WARN_FRACTION:
+            row_warnings.append(
+                f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
+                "sclerosis, osteophyte or cortex?); check the ROI or move it.")
+        row: Dict[str, object] = {"level": level, "shape": name}
+        row.update(stats)
+        row.update(
+            {
+                "center_ras": [round(float(x), 4) for x in shape.center],
+                "slice_index": volume.nearest_slice_index(shape.center),
+                "slab_mm": round(slab_mm, 4),
+                "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
+                "placement": source,
+                "high_hu_fraction": None if high is None else round(high, 5),
+            }
+        )
+        row.update(common)
+        row["roi"] = shape.to_dict()
+        row["warnings"] = row_warnings
+        rows.append(row)
+    return rows

@@ -12,7 +12,7 @@ AP-axis fitting come later). On the image's axial slice through the point it cas
 
 Whether the point is inside a vertebral body is judged by this shell — a closed ring of
 cortex around the point — **never by the HU at the point**: osteoporotic trabecular bone reads
-30–80 HU, like muscle, and those are the patients the tool exists for (issue #2).
+30–80 HU, like muscle, and those are the patients the tool exists for.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..roi.geometry import in_plane_frame
-from ..roi.family import BodyOutline
+from ..roi.outline import BodyOutline
 from ..io.volume import Volume
 
 N_RAYS = 36
@@ -106,7 +106,7 @@ def _slice_sampler(volume: Volume, point_ras: np.ndarray):
     ks = [kk for kk in range(k - reach, k + reach + 1) if 0 <= kk < volume.dimensions[axis]]
     plane = np.mean([np.take(volume.array, kk, axis=2 - axis).astype(np.float32) for kk in ks], axis=0)
     in_axes = [a for a in (0, 1, 2) if a != axis]  # IJK axes spanning the slice, ascending
-    plane = _smooth(plane, volume.spacing[in_axes[1]], volume.spacing[in_axes[0]])
+    plane = smooth_plane(plane, volume.spacing[in_axes[1]], volume.spacing[in_axes[0]])
     inv = volume.ras_to_ijk
 
     def sample(ras_points: np.ndarray) -> np.ndarray:
@@ -136,7 +136,7 @@ def _slice_sampler(volume: Volume, point_ras: np.ndarray):
     return sample, on_slice, k
 
 
-def _smooth(plane: np.ndarray, spacing_y: float, spacing_x: float) -> np.ndarray:
+def smooth_plane(plane: np.ndarray, spacing_y: float, spacing_x: float) -> np.ndarray:
     """Gaussian smoothing (σ = ``SMOOTH_SIGMA_MM``) so single trabecular spikes do not read as cortex."""
     out = plane
     for axis, spacing in ((0, spacing_y), (1, spacing_x)):
