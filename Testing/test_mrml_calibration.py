@@ -17,8 +17,9 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not inst
 vtk = pytest.importorskip("vtk")
 
 from OsteoROILib.errors import InputError, OutputError  # noqa: E402
-from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, format_calibration_summary  # noqa: E402
-from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.calibration_state import format_calibration_summary  # noqa: E402
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.nodes import ROLE_ATTRIBUTE, ROLE_OWN_RODS  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
 from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
 
