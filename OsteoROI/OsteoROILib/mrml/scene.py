@@ -22,8 +22,10 @@ import shutil
 import tempfile
 from typing import List, Optional
 
+import numpy as np
 import slicer
 import vtk
+from vtk.util import numpy_support
 
 __all__ = ["HeadlessScene", "new_scene", "save_scene", "load_scene", "add_volume_from_array"]
 
@@ -77,9 +79,6 @@ def new_scene() -> HeadlessScene:
 
 def add_volume_from_array(scene, array, ijk_to_ras, name: str = "CT"):
     """A scalar volume node (with display node) holding a copy of ``array[k, j, i]``."""
-    import numpy as np
-    from vtk.util import numpy_support
-
     array = np.ascontiguousarray(array)
     image = vtk.vtkImageData()
     nk, nj, ni = array.shape
