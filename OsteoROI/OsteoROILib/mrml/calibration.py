@@ -12,8 +12,8 @@ Sources ("modes") of the calibration, stored in the parameter node's state
 * ``none`` — HU only;
 * ``phantom`` — a point list whose control points are labelled by rod name (e.g. R0 … R800 for
   qrm-bdc-6, A … E for the Mindways phantom; a rod's density as listed also works). Each point
-  lies inside its rod; the rod ROI is refined around it (``rods.measure_rod``). "Auto-detect"
-  (``autoDetectRods``) finds the rods (``rods.auto_rods``) and writes them into the module's own
+  lies inside its rod; the rod ROI is refined around it (``calibration.rods.measure_rod``). "Auto-detect"
+  (``autoDetectRods``) finds the rods (``calibration.rods.auto_rods``) and writes them into the module's own
   point list "OsteoROI rods", which the user can then edit;
 * ``internal`` — a point list labelled air / adipose / muscle / blood / cortical_bone (at least 3);
 * ``manual`` — a slope and an intercept typed by the user;
@@ -83,7 +83,7 @@ __all__ = [
     "store_calibration",
 ]
 
-#: Reference tissues of an internal calibration, as labels of the tissue point list (internalcal).
+#: Reference tissues of an internal calibration, as labels of the tissue point list (``calibration.internal``).
 TISSUE_LABELS = ("air", "adipose", "muscle", "blood", "cortical_bone")
 #: Default tissue ROI radius (mm): a small uniform disc, as ``osteoroi calibrate --internal``.
 TISSUE_RADIUS_MM = 4.0

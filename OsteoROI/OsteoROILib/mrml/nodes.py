@@ -56,7 +56,7 @@ ROLE_OWN_RODS = "OsteoROI.ownRods"  # the module's own rod list ("Auto-detect", 
 ROLE_OWN_TISSUES = "OsteoROI.ownTissues"  # the module's own tissue list
 ROLE_CAL_VOLUME = "OsteoROI.calibrationVolume"  # the CT the rods/tissues are measured in
 
-#: The ROI kind of each seed-002 shape (roifamily.build_roi_family).
+#: The ROI kind of each seed-002 shape (``roi.family.build_roi_family``).
 SHAPE_KINDS = {"oval": "ellipse", "round": "ellipse", "front": "rectangle", "left": "rectangle", "right": "rectangle"}
 #: Display colours (RGB 0..1) of the shapes, shared by ROIs, outlines and plot bars.
 SHAPE_COLORS = {

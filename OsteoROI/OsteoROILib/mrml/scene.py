@@ -3,7 +3,7 @@
 Inside 3D Slicer the application builds the scene (``slicer.mrmlScene``) with its application
 logic and module logics, and saves/loads scenes through its I/O manager. Outside Slicer
 (``pip install slicer-core``: MRML, VTK and the module logics, no Qt) this module does the
-same minimum so that OsteoROI's MRML logic (``mrmllogic``) runs unchanged:
+same minimum so that OsteoROI's MRML logic (``mrml.logic``) runs unchanged:
 
 * :func:`new_scene` — a ``vtkMRMLScene`` with a ``vtkSlicerApplicationLogic`` (selection and
   interaction singletons, colour tables) and the Markups logic registered under "Markups", so
