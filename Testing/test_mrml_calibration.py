@@ -21,8 +21,9 @@ from OsteoROILib.calibration.internal import fit_internal  # noqa: E402
 from OsteoROILib.calibration.phantom_fit import fit_phantom  # noqa: E402
 from OsteoROILib.calibration.phantom_library import get_phantom  # noqa: E402
 from OsteoROILib.errors import InputError, OutputError  # noqa: E402
-from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, calibration_fit_summary, format_calibration_summary  # noqa: E402
-from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.calibration_state import calibration_fit_summary, format_calibration_summary  # noqa: E402
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.nodes import ROLE_ATTRIBUTE, ROLE_OWN_RODS  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 

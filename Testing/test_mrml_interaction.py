@@ -13,7 +13,8 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 vtk = pytest.importorskip("vtk")
 
-from OsteoROILib.mrml.logic import OsteoROIMRMLLogic, roi_shape_from_node  # noqa: E402
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.nodes import roi_shape_from_node  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
 from OsteoROILib.mrml.offscreen_view import OffscreenSliceView  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402

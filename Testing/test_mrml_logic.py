@@ -16,14 +16,10 @@ vtk = pytest.importorskip("vtk")
 
 from OsteoROILib.errors import InputError, OsteoROIError  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
-from OsteoROILib.mrml.logic import (  # noqa: E402
-    CALIBRATION_COLUMNS,
-    TABLE_COLUMNS,
-    OsteoROIMRMLLogic,
-    get_parameter_node,
-    roi_shape_from_node,
-    volume_from_node,
-)
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.nodes import roi_shape_from_node, set_roi_node_geometry, volume_from_node  # noqa: E402
+from OsteoROILib.mrml.persistence import get_parameter_node  # noqa: E402
+from OsteoROILib.mrml.results_table import CALIBRATION_COLUMNS, TABLE_COLUMNS  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 
@@ -478,7 +474,6 @@ def test_undefined_values_are_empty_cells_never_nan(headless, tmp_path):
     table, in Slicer's saved table file and in the CSV export."""
     from OsteoROILib.calibration.phantom_fit import manual_calibration
     from OsteoROILib.roi.geometry import RoiShape
-    from OsteoROILib.mrml.logic import set_roi_node_geometry
 
     logic = OsteoROIMRMLLogic(headless.scene)
     table = logic.run(headless.volumeNode, headless.pointsNode, shapes=["oval"],

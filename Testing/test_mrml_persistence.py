@@ -14,8 +14,8 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 vtk = pytest.importorskip("vtk")
 
-from OsteoROILib.mrml.calibration import ROLE_OWN_RODS, ROLE_ROD_POINTS  # noqa: E402
-from OsteoROILib.mrml.logic import ROLE_ATTRIBUTE, OsteoROIMRMLLogic, roi_shape_from_node  # noqa: E402
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.nodes import ROLE_ATTRIBUTE, ROLE_OWN_RODS, ROLE_ROD_POINTS, roi_shape_from_node  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, load_scene, new_scene, save_scene  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 
@@ -120,13 +120,13 @@ def test_round_trip_restores_everything(saved, kind):
                 for r in range(table.GetNumberOfRows())] == expected["table"]
         # Re-measuring the restored ROIs reproduces the stored statistics exactly.
         stored = {(r["level"], r["shape"]): r for r in state["rows"]}
-        again = logic._measure(logic.state())
+        again = logic.measure(logic.state())
         for row in again:
             old = stored[(row["level"], row["shape"])]
             for key in ("n_voxels", "mean_hu", "sd_hu", "median_hu", "vbmd_mg_cm3", "excluded", "placement"):
                 assert row[key] == old[key], (row["level"], row["shape"], key)
         # Re-fitting the restored rods reproduces the stored calibration.
-        logic._refitCalibration()
+        logic.refitCalibration()
         assert logic.state()["calibration"]["slope_hu_per_mg_cm3"] == state["calibration"]["slope_hu_per_mg_cm3"]
         assert logic.state()["calibration_fit"]["points"] == state["calibration_fit"]["points"]
         # Live updates work in the loaded scene: a rod point dragged off its rod re-fits ...

@@ -1154,11 +1154,9 @@ def _bind(fn: ast.FunctionDef, call: ast.Call, where: str) -> None:
 
 def test_module_calls_into_the_mrml_logic_match_its_methods():
     """Every ``<x>.mrml.<method>(...)`` in OsteoROI.py (widget, console logic and the self-test) names a
-    method of OsteoROIMRMLLogic (or its calibration mixin) and passes arguments it accepts; every
+    method of OsteoROIMRMLLogic (the front that delegates to the mrml parts) and passes arguments it accepts; every
     ``logic.<method>(...)`` / ``self.logic.<method>(...)`` names a method of OsteoROILogic."""
     mrml_methods = _class_methods(os.path.join(LIB_DIR, "mrml", "logic.py"), {"OsteoROIMRMLLogic"})
-    mrml_methods.update({k: v for k, v in _class_methods(os.path.join(LIB_DIR, "mrml", "calibration.py"),
-                                                         {"CalibrationMixin"}).items() if k not in mrml_methods})
     module_logic = _class_methods(MODULE_PY, {"OsteoROILogic"})
     inherited = {"getParameterNode", "createParameterNode", "isValidInputOutputData"}
     assert {"calibrateFromRods", "autoDetectRods", "calibrateFromTissues", "setManualCalibration",

@@ -45,8 +45,9 @@ MOVED: Dict[str, Sequence[str]] = {
                 "digital_phantom.anatomy", "digital_phantom.render"),
     "mrmlscene": ("mrml.scene",),
     "mrmlview": ("mrml.offscreen_view",),
-    "mrmlcalibration": ("mrml.calibration",),
-    "mrmllogic": ("mrml.logic",),
+    "mrmlcalibration": ("mrml.calibration", "mrml.calibration_state", "mrml.nodes", "mrml.persistence"),
+    "mrmllogic": ("mrml.logic", "mrml.nodes", "mrml.persistence", "mrml.results_table", "mrml.rows",
+                  "mrml.roi_markups", "mrml.calibration", "mrml.calibration_state"),
     "cli_calibration": ("cli.calibrate",),
     "cli_report": ("cli.report",),
 }

@@ -20,6 +20,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import slicer
 import vtk
+from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 
 __all__ = ["OffscreenSliceView"]
 
@@ -131,8 +132,6 @@ class OffscreenSliceView:
     # --- pixels -------------------------------------------------------------------------------
     def capture(self) -> np.ndarray:
         """The rendered view as an RGB array [row, column, 3] (row 0 at the top)."""
-        from vtk.util.numpy_support import vtk_to_numpy
-
         self.render()
         grab = vtk.vtkWindowToImageFilter()
         grab.SetInput(self.render_window)
@@ -149,8 +148,6 @@ class OffscreenSliceView:
         image = vtk.vtkImageData()
         h, w, _ = rgb.shape
         image.SetDimensions(w, h, 1)
-        from vtk.util.numpy_support import numpy_to_vtk
-
         image.GetPointData().SetScalars(numpy_to_vtk(rgb[::-1].reshape(-1, 3), deep=True))
         writer = vtk.vtkPNGWriter()
         writer.SetFileName(str(path))

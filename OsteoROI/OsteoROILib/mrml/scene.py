@@ -3,7 +3,7 @@
 Inside 3D Slicer the application builds the scene (``slicer.mrmlScene``) with its application
 logic and module logics, and saves/loads scenes through its I/O manager. Outside Slicer
 (``pip install slicer-core``: MRML, VTK and the module logics, no Qt) this module does the
-same minimum so that OsteoROI's MRML logic (``mrmllogic``) runs unchanged:
+same minimum so that OsteoROI's MRML logic (``mrml.logic``) runs unchanged:
 
 * :func:`new_scene` — a ``vtkMRMLScene`` with a ``vtkSlicerApplicationLogic`` (selection and
   interaction singletons, colour tables) and the Markups logic registered under "Markups", so
@@ -22,8 +22,10 @@ import shutil
 import tempfile
 from typing import List, Optional
 
+import numpy as np
 import slicer
 import vtk
+from vtk.util import numpy_support
 
 __all__ = ["HeadlessScene", "new_scene", "save_scene", "load_scene", "add_volume_from_array"]
 
@@ -77,9 +79,6 @@ def new_scene() -> HeadlessScene:
 
 def add_volume_from_array(scene, array, ijk_to_ras, name: str = "CT"):
     """A scalar volume node (with display node) holding a copy of ``array[k, j, i]``."""
-    import numpy as np
-    from vtk.util import numpy_support
-
     array = np.ascontiguousarray(array)
     image = vtk.vtkImageData()
     nk, nj, ni = array.shape
