@@ -1,4 +1,4 @@
-"""The `osteoroi` command line: demo, measure, and every bad-input case of issue #2.
+"""The `osteoroi` command line: demo, measure, and every bad-input case of the command line.
 
 Every failure must exit non-zero with a message naming the problem and leave no output file.
 Expected HU come from the phantom's configuration (its truth), never from a measurement run.
@@ -150,7 +150,7 @@ def test_measure_points_and_markups_agree(phantom_files, tmp_path, capsys):
     assert [r["mean_hu"] for r in a["rows"]] == [r["mean_hu"] for r in b["rows"]]
     for r in a["rows"]:
         assert abs(r["mean_hu"] - phantom_files["truth"].level(r["level"]).trabecular_hu) <= 1.0
-        assert r["placement"] == "auto (click)"  # issue #3: automatic placement is the default
+        assert r["placement"] == "auto (click)"  # automatic placement is the default
     assert a["volume"]["size"] == list(phantom_files["volume"].dimensions)
 
 
@@ -244,7 +244,7 @@ def test_point_not_in_a_vertebral_body_is_refused_unless_forced(phantom_files, t
 
 
 def test_osteoporotic_body_is_accepted_although_its_hu_is_like_muscle(tmp_path, capsys):
-    """Judged by the cortical shell, not by the HU at the point (issue #2)."""
+    """Judged by the cortical shell, not by the HU at the point (osteoporotic bone reads like muscle)."""
     volume, truth = make_phantom(trabecular_hu=(45, 40, 35, 30))
     path = str(tmp_path / "osteo.nrrd")
     write_volume(volume, path)

@@ -1,4 +1,4 @@
-"""Determinism (issue 7): the same input gives byte-identical results.
+"""Determinism: the same input gives byte-identical results.
 
 The result JSON may differ only in its ``created`` timestamp; the CSV not at all. Checked within one
 process, across two fresh interpreter processes (hash seeds differ, so any dependence on set or

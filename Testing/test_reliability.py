@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 7): every way a user can feed OsteoROI something unusable.
+"""The bad-input catalogue: every way a user can feed OsteoROI something unusable.
 
 One table, one test: each case builds its bad input in a fresh folder, runs it through the command
 line (``OsteoROILib.cli.commands.main``) or the Python API, and asserts that
@@ -376,7 +376,7 @@ CASES = [
     Case("json-and-csv-same-file", "cli",
          lambda c: ["measure", S(c)["ct"], *c.point(), "--json", os.path.join(c.out, "r.txt"),
                     "--csv", os.path.join(c.out, "r.txt")], ["same|both"]),
-    # --- calibration (issue 4; skipped until the command/option exists) -----------------------
+    # --- calibration (skipped where the command/option does not exist) -----------------------
     Case("calibrate-unknown-phantom", "cli", unknown_phantom, ["no-such-phantom-xyz"],
          requires=("calibrate", None)),
     Case("calibrate-degenerate-rods", "cli", degenerate_rods, ["slope|distinct|same|degenerate"],

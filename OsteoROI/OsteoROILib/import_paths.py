@@ -111,7 +111,12 @@ class _LegacyModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         old = spec.name.rpartition(".")[2]
         module = types.ModuleType(spec.name, f"Deprecated path: use {PACKAGE}.{MOVED[old][0]}.")
-        module.__getattr__ = lambda name: _find(name, MOVED[old], old)
+        def forward(name: str):
+            if name.startswith("__"):  # module machinery (inspect, pickle, ...) asks for __file__ and the like
+                raise AttributeError(name)
+            return _find(name, MOVED[old], old)
+
+        module.__getattr__ = forward
         return module
 
     def exec_module(self, module):
