@@ -32,7 +32,7 @@ DISPLAYABLE_MANAGERS = (
 
 
 class OffscreenSliceView:
-    """A slice view (default axial, "Red") of ``headless`` (``mrmlscene.HeadlessScene``)."""
+    """A slice view (default axial, "Red") of ``headless`` (``scene.HeadlessScene``)."""
 
     def __init__(self, headless, name: str = "Red", size: Tuple[int, int] = (400, 400), orientation: str = "Axial"):
         self.headless = headless
