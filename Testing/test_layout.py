@@ -317,3 +317,13 @@ def test_old_import_path_warns_and_finds_the_same_object(old, name):
     assert new_home.startswith("OsteoROILib.") and new_home != f"OsteoROILib.{old}"
     assert getattr(importlib.import_module(new_home), name) is value
     assert OsteoROILib.__version__
+
+
+def test_every_subpackage_is_packaged():
+    """pip installs only the packages pyproject.toml names: a new stage folder must be listed there."""
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        text = f.read()
+    listed = set(re.findall(r'"(OsteoROILib(?:\.\w+)*)"', text.split("packages = [", 1)[1].split("]", 1)[0]))
+    folders = {PACKAGE + ("." + os.path.relpath(d, LIB_DIR).replace(os.sep, ".") if d != LIB_DIR else "")
+               for d, _, files in os.walk(LIB_DIR) if "__init__.py" in files}
+    assert folders - listed == set()
