@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Annotated, List, Optional, Sequence
 
 import numpy as np
@@ -17,10 +18,10 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,9 +31,37 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from OsteoROILib import __version__
+from OsteoROILib.calibration.phantom_library import UNITS
+from OsteoROILib.errors import InputError, OsteoROIError
+from OsteoROILib.mrml.logic import (
+    CALIBRATION_MODES,
+    KEEP_CALIBRATION,
+    OsteoROIMRMLLogic,
+    level_points_from_node,
+    volume_from_node,
+)
 from OsteoROILib.placement.measure import LEVEL_NAMES, measure_levels
-from OsteoROILib.mrml.logic import KEEP_CALIBRATION, OsteoROIMRMLLogic, level_points_from_node, volume_from_node
 from OsteoROILib.roi.family import SHAPE_NAMES
+
+#: Criteria offered in the panel (ids of ``Resources/Criteria``); the first is the default.
+CRITERIA_CHOICES = ("seed002-hu", "qct-acr2018", "pickhardt2013-l1")
+
+
+def moduleResourcePath(relativePath: str) -> str:
+    """A file of the extension's ``Resources/`` folder, e.g. ``"UI/OsteoROI.ui"``.
+
+    Installed, ``Resources/`` is beside ``OsteoROI.py`` (where Slicer's ``resourcePath`` looks);
+    in the source tree it is one level up, at the top of the repository.
+    """
+    moduleDir = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(moduleDir, "Resources"), os.path.join(moduleDir, os.pardir, "Resources")):
+        path = os.path.normpath(os.path.join(folder, *relativePath.split("/")))
+        if os.path.exists(path):
+            return path
+    raise OsteoROIError(f"OsteoROI resource {relativePath} is missing next to {moduleDir}.",
+                        "Reinstall the OsteoROI extension, or add the OsteoROI folder of a complete clone "
+                        "to Slicer's additional module paths.")
+
 
 #
 # OsteoROI
@@ -47,6 +76,8 @@ class OsteoROI(ScriptedLoadableModule):
         self.parent.title = _("OsteoROI")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
+        # Slicer sets the icon only from <folder of OsteoROI.py>/Resources/Icons (the installed layout).
+        self.parent.icon = qt.QIcon(moduleResourcePath("Icons/OsteoROI.png"))
         self.parent.contributors = ["OsteoROI contributors (https://github.com/osteoroi/SlicerOsteoROI)"]
         self.parent.helpText = _("""
 <p>OsteoROI measures the trabecular attenuation (Hounsfield units) of the lumbar vertebrae L1&ndash;L4
@@ -107,13 +138,15 @@ class OsteoROIParameterNode:
 
     inputVolume - the CT volume (HU).
     inputPoints - point list, one point inside each vertebral body, labelled L1, L2, ...
-    inputSegmentation - optional vertebra segmentation for "Place from segmentation".
+    inputSegmentation - vertebra segmentation (segments named by level) for "Place from segmentation".
     slabMm - ROI thickness along the slice normal in mm; 0 means one slice (the slice spacing).
     shapeOval ... shapeRight - which ROI shapes to measure.
     outputTable - table to fill with the results (the module's own table when empty).
-    criteria - id of the diagnostic criterion whose thresholds the plot shows ("" for none).
+    criteria - id of the diagnostic criterion whose thresholds the plot shows.
     calibrationMode - none, saved, manual, phantom or internal (OsteoROILib.mrml.calibration).
-    calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities).
+    calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities). Not
+        bound to its combo box (a combo box needs a fixed Choice, and user phantoms are added at run
+        time): the widget keeps the two in sync.
     rodPoints - point list labelled by rod name for the "phantom" mode (or the module's auto-detected list).
     tissuePoints - point list labelled air, adipose, muscle, blood, cortical_bone for the "internal" mode.
     calibrationFile - a saved calibration (.json) for the "saved" mode.
@@ -125,6 +158,7 @@ class OsteoROIParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputPoints: vtkMRMLMarkupsFiducialNode
+    inputSegmentation: vtkMRMLSegmentationNode
     slabMm: Annotated[float, WithinRange(0.0, 50.0)] = 0.0
     shapeOval: bool = True
     shapeRound: bool = True
@@ -132,15 +166,15 @@ class OsteoROIParameterNode:
     shapeLeft: bool = True
     shapeRight: bool = True
     outputTable: vtkMRMLTableNode
-    criteria: str = "seed002-hu"
-    calibrationMode: str = "none"
+    criteria: Annotated[str, Choice(CRITERIA_CHOICES)] = "seed002-hu"
+    calibrationMode: Annotated[str, Choice(CALIBRATION_MODES)] = "none"
     calibrationPhantom: str = "qrm-bdc-6"
     rodPoints: vtkMRMLMarkupsFiducialNode
     tissuePoints: vtkMRMLMarkupsFiducialNode
     calibrationFile: str = ""
     manualSlope: Annotated[float, WithinRange(0.01, 10.0)] = 1.0
     manualIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0
-    manualUnit: str = "K2HPO4"
+    manualUnit: Annotated[str, Choice(UNITS)] = "K2HPO4"
 
 
 #: Parameter-node member for each ROI shape of ``OsteoROILib.roi.family.SHAPE_NAMES``.
@@ -179,8 +213,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
 
-        # The .ui file is in the extension's Resources/UI folder, copied to <module dir>/Resources/UI.
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoROI.ui"))
+        uiWidget = slicer.util.loadUI(moduleResourcePath("UI/OsteoROI.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
 
@@ -215,6 +248,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyCalibrationButton.connect("clicked(bool)", self.onApplyCalibration)
         self.ui.saveCalibrationButton.connect("clicked(bool)", self.onSaveCalibration)
         self._addUserPhantoms()
+        self.ui.phantomComboBox.connect("currentTextChanged(QString)", self.onPhantomChosen)
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
         self.ui.exportCsvButton.connect("clicked(bool)", lambda checked: self.onExport("csv"))
         self.ui.exportJsonButton.connect("clicked(bool)", lambda checked: self.onExport("json"))
@@ -223,22 +257,32 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
         if self.logic is not None:
             self.logic.mrml.detach()
 
     def enter(self) -> None:
+        """Called each time the user opens this module."""
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        """Called each time the user opens a different module: disconnect the GUI, end placing."""
+        self._stopPlacingList()
+        self.setParameterNode(None)
+
+    def onReload(self) -> None:
+        """Developer's Reload: Slicer re-executes only OsteoROI.py, so drop OsteoROILib's modules
+        first; the re-executed file imports the edited library."""
+        for name in [n for n in sys.modules if n == "OsteoROILib" or n.startswith("OsteoROILib.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.logic.mrml.detach()
+        """The scene is closing: forget its nodes, including the cached copy of the CT's voxels."""
+        self._stopPlacingList()
         self.setParameterNode(None)
+        self.logic.forgetScene()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -260,14 +304,26 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode: Optional[OsteoROIParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # Widgets carry a "SlicerParameterName" dynamic property in the .ui file.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # connectParametersToGui returns its tag in every Slicer 5.6-5.10 (connectGui only
+            # from 5.10), so that disconnectGui really disconnects when the module is left.
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self._boundWidgets())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
             self._updateGui()
+
+    def _boundWidgets(self) -> dict:
+        """``{parameter name: widget}`` of the widgets with a "SlicerParameterName" property in the .ui."""
+        widgets = {}
+        for widget in self.ui.__dict__.values():
+            name = widget.property("SlicerParameterName")
+            if name:
+                widgets[name] = widget
+        return widgets
 
     # --- GUI state ------------------------------------------------------------------------------
     def _updateGui(self, caller=None, event=None) -> None:
@@ -283,7 +339,8 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.applyButton.toolTip = _("Place the ROIs and measure every labelled level.")
             self.ui.applyButton.enabled = True
-        self.ui.placeFromSegmentationButton.enabled = bool(p.inputVolume and self.ui.segmentationSelector.currentNode())
+        self.ui.placeFromSegmentationButton.enabled = bool(p.inputVolume and p.inputSegmentation)
+        self._showPhantom(p.calibrationPhantom)
         mode = p.calibrationMode
         for widget in (self.ui.phantomComboBox, self.ui.rodPointsSelector, self.ui.placeRodsButton):
             widget.enabled = mode == "phantom"
@@ -377,7 +434,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             self.logic.applyCalibrationFromParameterNode(p)
             tableNode = self.logic.mrml.runFromSegmentation(
-                p.inputVolume, self.ui.segmentationSelector.currentNode(), calibration=KEEP_CALIBRATION,
+                p.inputVolume, p.inputSegmentation, calibration=KEEP_CALIBRATION,
                 shapes=self.logic.shapesFromParameterNode(p), criteria=p.criteria or None, slabMm=p.slabMm)
             p.inputPoints = self.logic.mrml.pointsNode()
             p.outputTable = tableNode
@@ -397,6 +454,18 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for phantomId in library:
             if self.ui.phantomComboBox.findText(phantomId) < 0:
                 self.ui.phantomComboBox.addItem(phantomId)
+
+    def _showPhantom(self, phantomId: str) -> None:
+        combo = self.ui.phantomComboBox
+        if combo.findText(phantomId) < 0:
+            combo.addItem(phantomId)
+        wasBlocked = combo.blockSignals(True)
+        combo.setCurrentIndex(combo.findText(phantomId))
+        combo.blockSignals(wasBlocked)
+
+    def onPhantomChosen(self, phantomId: str) -> None:
+        if self._parameterNode is not None and phantomId:
+            self._parameterNode.calibrationPhantom = phantomId
 
     def onApplyCalibration(self) -> None:
         """Fit or set the calibration the panel selects; vBMD columns follow."""
@@ -431,20 +500,24 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _startPlacingList(self, pointsNode) -> None:
         """Place the list's unplaced points one click each; when none is left, stop and fit."""
-        if self._placingList is not None:
-            self.removeObserver(self._placingList, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
+        self._stopPlacingList()
         self._placingList = pointsNode
         self.addObserver(pointsNode, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
         self.logic.startPlacingList(pointsNode)
+
+    def _stopPlacingList(self) -> None:
+        """End the persistent place mode a rod/tissue placement started (if any)."""
+        if self._placingList is None:
+            return
+        self.removeObserver(self._placingList, self._placingList.PointPositionDefinedEvent, self._onListPointPlaced)
+        self._placingList = None
+        self.logic.stopPlacing()
 
     def _onListPointPlaced(self, caller, event) -> None:
         if any(caller.GetNthControlPointPositionStatus(i) != caller.PositionDefined
                for i in range(caller.GetNumberOfControlPoints())):
             return
-        self.removeObserver(caller, caller.PointPositionDefinedEvent, self._onListPointPlaced)
-        self._placingList = None
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+        self._stopPlacingList()
         self.onApplyCalibration()
 
     def onBrowseCalibrationFile(self) -> None:
@@ -524,6 +597,13 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
             self._mrml = OsteoROIMRMLLogic(slicer.mrmlScene, scheduler=self._scheduler, onUpdate=self._onUpdate)
         return self._mrml
 
+    def forgetScene(self) -> None:
+        """Stop observing the scene's nodes and drop the MRML logic with its cached volume copy
+        (called when the scene closes; the next use starts a fresh one)."""
+        if self._mrml is not None:
+            self._mrml.detach()
+        self._mrml = None
+
     def setLiveUpdate(self, scheduler, onUpdate) -> None:
         """Throttle live updates with ``scheduler(callback)`` and report them to ``onUpdate(mrmlLogic)``."""
         self._scheduler, self._onUpdate = scheduler, onUpdate
@@ -543,8 +623,6 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         from the rod point list (labelled by rod name) of the chosen phantom; internal: fit from
         the tissue point list. Phantom and internal calibrations then re-fit when a point moves.
         """
-        from OsteoROILib.errors import InputError
-
         p = parameterNode
         mode = p.calibrationMode
         mrml = self.mrml
@@ -616,7 +694,10 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
                       if pointsNode.GetNthControlPointLabel(i).strip().upper() == level), None)
         if index is None:
             index = pointsNode.AddControlPoint(vtk.vtkVector3d(0, 0, 0), level)
-        pointsNode.ResetNthControlPointPosition(index)  # unplaced: the next click places it
+        # Undefined (not Preview, which a click elsewhere in the list would take first) and the
+        # placement start: the next click in a view places exactly this level (Slicer markups).
+        pointsNode.UnsetNthControlPointPosition(index)
+        pointsNode.SetControlPointPlacementStartIndex(index)
         slicer.modules.markups.logic().SetActiveList(pointsNode)
         interaction = slicer.app.applicationLogic().GetInteractionNode()
         interaction.SetPlaceModePersistence(False)
@@ -629,6 +710,13 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         interaction = slicer.app.applicationLogic().GetInteractionNode()
         interaction.SetPlaceModePersistence(True)
         interaction.SetCurrentInteractionMode(interaction.Place)
+
+    @staticmethod
+    def stopPlacing() -> None:
+        """Back to view mode, with place-mode persistence off (Slicer's default)."""
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetPlaceModePersistence(False)
+        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
 
 
 #
@@ -684,7 +772,7 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(logic.mrml.plotChartNode())
         # Re-running reuses the module's nodes; user nodes are untouched.
         nodes = slicer.mrmlScene.GetNumberOfNodes()
-        self.assertIs(logic.run(volumeNode, pointsNode, shapes=shapes), tableNode)
+        self.assertIs(logic.run(volumeNode, pointsNode, shapes=shapes, criteria="seed002-hu"), tableNode)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.assertEqual([volumeNode.GetName(), pointsNode.GetName()], nodeNames)
         self.delayDisplay("Phantom test passed")
@@ -776,8 +864,6 @@ class OsteoROITest(ScriptedLoadableModuleTest):
 
     def test_OsteoROI_errors(self):
         """Bad input raises an error that says what to do, and adds no node."""
-        from OsteoROILib.errors import OsteoROIError
-
         volumeNode, _points, _truth = self._loadPhantom()
         emptyPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Empty")
         logic = OsteoROILogic()

@@ -631,6 +631,7 @@ class OsteoROIMRMLLogic(CalibrationMixin):
         if not label_map:
             raise InputError(f"No segment of {segmentationNode.GetName()!r} is named by a vertebral level.",
                              "Name the segments L1, L2, ... or vertebrae_L1, ... (TotalSegmentator names work).")
+        colorsBefore = set(self._colorTableIds())
         labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__OsteoROI_labels__")
         try:
             if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
@@ -643,11 +644,18 @@ class OsteoROIMRMLLogic(CalibrationMixin):
             self.scene.RemoveNode(labelmap)
             if display is not None and display.GetScene() is not None:
                 self.scene.RemoveNode(display)
+            # The export adds a colour table ("<segmentation>_ColorTable") for the temporary label map.
+            for colorId in set(self._colorTableIds()) - colorsBefore:
+                self.scene.RemoveNode(self.scene.GetNodeByID(colorId))
         volume_shape = slicer.util.arrayFromVolume(volumeNode).shape
         if labels.shape != volume_shape:
             raise InputError("The segmentation could not be resampled to the CT's grid.",
                              "Check the segmentation's geometry.")
         return labels, label_map
+
+    def _colorTableIds(self) -> List[str]:
+        nodes = self.scene.GetNodesByClass("vtkMRMLColorTableNode")
+        return [nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())]
 
     def watch(self, volumeNode, pointsNode, calibration=KEEP_CALIBRATION, shapes: Optional[Sequence[str]] = None,
               criteria=None, slabMm: Optional[float] = None, force: bool = False):
