@@ -43,8 +43,8 @@ from OsteoROILib.mrml.logic import (
 from OsteoROILib.placement.measure import LEVEL_NAMES, measure_levels
 from OsteoROILib.roi.family import SHAPE_NAMES
 
-#: Criteria offered in the panel (ids of ``Resources/Criteria``); the first is the default.
-CRITERIA_CHOICES = ("seed002-hu", "qct-acr2018", "pickhardt2013-l1")
+#: Criteria offered in the panel (ids of ``Resources/Criteria``; "" = none, the plot shows no thresholds).
+CRITERIA_CHOICES = ("seed002-hu", "qct-acr2018", "pickhardt2013-l1", "")
 
 
 def moduleResourcePath(relativePath: str) -> str:
@@ -142,7 +142,7 @@ class OsteoROIParameterNode:
     slabMm - ROI thickness along the slice normal in mm; 0 means one slice (the slice spacing).
     shapeOval ... shapeRight - which ROI shapes to measure.
     outputTable - table to fill with the results (the module's own table when empty).
-    criteria - id of the diagnostic criterion whose thresholds the plot shows.
+    criteria - id of the diagnostic criterion whose thresholds the plot shows ("" for none).
     calibrationMode - none, saved, manual, phantom or internal (OsteoROILib.mrml.calibration).
     calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities). Not
         bound to its combo box (a combo box needs a fixed Choice, and user phantoms are added at run
