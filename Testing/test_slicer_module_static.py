@@ -180,7 +180,8 @@ def test_every_resource_file_is_listed(module_cmake):
     assert "MODULE_PYTHON_RESOURCES" in variables, "OsteoROI/CMakeLists.txt must set(MODULE_PYTHON_RESOURCES ...)"
     listed = variables["MODULE_PYTHON_RESOURCES"]
     assert all(f.startswith("Resources/") for f in listed), "resources are listed relative to the top-level folder"
-    actual = {"Resources/" + f for f in _files_under(RESOURCES_DIR)}
+    # Screenshots are for the Extensions Index (EXTENSION_SCREENSHOTURLS), not used at run time.
+    actual = {"Resources/" + f for f in _files_under(RESOURCES_DIR) if not f.startswith("Screenshots/")}
     assert {"Resources/UI/OsteoROI.ui", "Resources/Icons/OsteoROI.png"} <= actual
     _check_listed(listed, ROOT, actual, "MODULE_PYTHON_RESOURCES", "resource files")
     # Resources must not (also) live in the module folder: the issue puts them at the top level.
@@ -385,6 +386,21 @@ def test_icon_url_points_at_the_icon(top_cmake):
     homepage = variables["EXTENSION_HOMEPAGE"][0].rstrip("/")
     owner_repo = homepage.split("github.com/")[-1]
     assert owner_repo in url, "the icon URL should point into the extension's own repository"
+
+
+def test_screenshot_urls_point_at_files(top_cmake):
+    """Each EXTENSION_SCREENSHOTURLS entry is a PNG of this repository (Resources/Screenshots/)."""
+    _, variables = top_cmake
+    homepage = variables["EXTENSION_HOMEPAGE"][0].rstrip("/")
+    prefix = "https://raw.githubusercontent.com/" + homepage.split("github.com/")[-1] + "/main/"
+    urls = " ".join(variables["EXTENSION_SCREENSHOTURLS"]).split()
+    assert urls
+    for url in urls:
+        assert url.startswith(prefix + "Resources/Screenshots/"), url
+        path = os.path.join(ROOT, *url[len(prefix):].split("/"))
+        assert os.path.isfile(path), f"{url} has no file {path}"
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
 
 
 def test_icon_is_a_128px_png():
