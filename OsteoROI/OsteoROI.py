@@ -18,7 +18,12 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -40,6 +45,8 @@ from OsteoROILib.mrml.logic import (
     level_points_from_node,
     volume_from_node,
 )
+from OsteoROILib.mrml.case import case_diagnosis, diagnosis_text, export_case_report, prior_document
+from OsteoROILib.mrml.patient import describe_facts, dicom_facts_from_node, dicom_patient_id
 from OsteoROILib.placement.measure import LEVEL_NAMES, measure_levels
 from OsteoROILib.roi.family import SHAPE_NAMES
 
@@ -151,6 +158,10 @@ class OsteoROIParameterNode:
     tissuePoints - point list labelled air, adipose, muscle, blood, cortical_bone for the "internal" mode.
     calibrationFile - a saved calibration (.json) for the "saved" mode.
     manualSlope, manualIntercept, manualUnit - HU = intercept + slope * density for the "manual" mode.
+    patientAge, patientSex, menopause, fragilityFracture - the patient's facts for the diagnosis
+        (filled from DICOM PatientAge/PatientSex when empty; what the user enters overrides them).
+    priorResultFile, priorTable - the prior study for the follow-up: a saved result JSON, else
+        the OsteoROI results table of a prior study in the scene.
 
     Everything the measurement produced (ROIs, results, exclusions, Genant grades) is kept by
     ``OsteoROILib.mrml.logic`` in the same parameter node.
@@ -175,6 +186,12 @@ class OsteoROIParameterNode:
     manualSlope: Annotated[float, WithinRange(0.01, 10.0)] = 1.0
     manualIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0
     manualUnit: Annotated[str, Choice(UNITS)] = "K2HPO4"
+    patientAge: str = ""
+    patientSex: Annotated[str, Choice(("", "F", "M", "O"))] = ""
+    menopause: Annotated[str, Choice(("", "post", "pre"))] = ""
+    fragilityFracture: str = ""
+    priorResultFile: str = ""
+    priorTable: vtkMRMLTableNode
 
 
 #: Parameter-node member for each ROI shape of ``OsteoROILib.roi.family.SHAPE_NAMES``.
@@ -194,6 +211,182 @@ THROTTLE_MS = 150
 
 
 #
+# OsteoROICasePanel
+#
+
+
+class OsteoROICasePanel:
+    """The "Patient, follow-up and diagnosis" section of the widget: DICOM facts shown and copied
+    into the editable patient fields, the prior study, and the diagnosis text."""
+
+    def __init__(self, ui, logic) -> None:
+        self.ui, self.logic = ui, logic
+        self._factsVolumeId = None
+        self.ui.diagnoseButton.connect("clicked(bool)", self.onShowDiagnosis)
+        self.ui.priorResultBrowseButton.connect("clicked(bool)", self.onBrowsePrior)
+        self.parameterNode = None
+
+    def update(self, p, hasResults: bool) -> None:
+        """Refresh from the parameter node ``p`` (the GUI's state)."""
+        self.parameterNode = p
+        self.ui.diagnoseButton.enabled = hasResults
+        volume = p.inputVolume
+        volumeId = volume.GetID() if volume is not None else None
+        if volumeId == self._factsVolumeId:
+            return
+        self._factsVolumeId = volumeId
+        facts = dicom_facts_from_node(volume) if volume is not None else {}
+        self.ui.dicomFactsLabel.text = describe_facts(facts, dicom_patient_id(volume) if volume is not None else "")
+        # Read first from DICOM; the user edits the fields to correct them.
+        if not p.patientAge and facts.get("patient_age"):
+            p.patientAge = str(facts["patient_age"])
+        if not p.patientSex and str(facts.get("patient_sex", "")).upper() in ("F", "M", "O"):
+            p.patientSex = str(facts["patient_sex"]).upper()
+
+    def onShowDiagnosis(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not build the diagnosis.")):
+            self.ui.diagnosisLabel.text = diagnosis_text(self.logic.diagnosisFromParameterNode(self.parameterNode))
+
+    def onBrowsePrior(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Result of the prior study"), "", _("OsteoROI result (*.json)"))
+        if path and self.parameterNode is not None:
+            self.parameterNode.priorResultFile = path
+
+
+#
+# OsteoROICalibrationPanel
+#
+
+
+class OsteoROICalibrationPanel(VTKObservationMixin):
+    """The "Calibration" section of the widget: mode, phantom, rod and tissue placement, fit, save."""
+
+    def __init__(self, widget) -> None:
+        VTKObservationMixin.__init__(self)
+        self.widget, self.ui, self.logic = widget, widget.ui, widget.logic
+        self.placingList = None  # the rod/tissue list being placed (observed until complete)
+        self.ui.placeRodsButton.connect("clicked(bool)", self.onPlaceRods)
+        self.ui.autoRodsButton.connect("clicked(bool)", self.onAutoDetectRods)
+        self.ui.placeTissuesButton.connect("clicked(bool)", self.onPlaceTissues)
+        self.ui.calibrationFileBrowseButton.connect("clicked(bool)", self.onBrowseCalibrationFile)
+        self.ui.applyCalibrationButton.connect("clicked(bool)", self.onApplyCalibration)
+        self.ui.saveCalibrationButton.connect("clicked(bool)", self.onSaveCalibration)
+        self.addUserPhantoms()
+        self.ui.phantomComboBox.connect("currentTextChanged(QString)", self.onPhantomChosen)
+
+    def update(self, p) -> None:
+        """Enable the controls of the chosen mode; show the phantom and the fit summary."""
+        self._showPhantom(p.calibrationPhantom)
+        mode = p.calibrationMode
+        for widget in (self.ui.phantomComboBox, self.ui.rodPointsSelector, self.ui.placeRodsButton):
+            widget.enabled = mode == "phantom"
+        self.ui.autoRodsButton.enabled = mode == "phantom" and bool(p.inputVolume)
+        self.ui.tissuePointsSelector.enabled = mode == "internal"
+        self.ui.placeTissuesButton.enabled = mode == "internal"
+        self.ui.calibrationFileLineEdit.enabled = mode == "saved"
+        self.ui.calibrationFileBrowseButton.enabled = mode == "saved"
+        for widget in (self.ui.manualSlopeSpinBox, self.ui.manualInterceptSpinBox, self.ui.manualUnitComboBox):
+            widget.enabled = mode == "manual"
+        self.ui.saveCalibrationButton.enabled = self.logic.mrml.calibration() is not None
+        self.ui.calibrationSummaryLabel.text = self.logic.mrml.calibrationSummary()["text"]
+
+    def addUserPhantoms(self) -> None:
+        """Add the user's saved phantoms (~/.osteoroi/phantoms) to the built-in ones listed in the .ui."""
+        from OsteoROILib.calibration.phantom_library import load_library
+
+        try:
+            library = load_library()
+        except Exception as exc:  # a broken user phantom file must not break the module
+            logging.warning("OsteoROI: user phantoms not loaded: %s", exc)
+            return
+        for phantomId in library:
+            if self.ui.phantomComboBox.findText(phantomId) < 0:
+                self.ui.phantomComboBox.addItem(phantomId)
+
+    def _showPhantom(self, phantomId: str) -> None:
+        combo = self.ui.phantomComboBox
+        if combo.findText(phantomId) < 0:
+            combo.addItem(phantomId)
+        wasBlocked = combo.blockSignals(True)
+        combo.setCurrentIndex(combo.findText(phantomId))
+        combo.blockSignals(wasBlocked)
+
+    def onPhantomChosen(self, phantomId: str) -> None:
+        if self.widget._parameterNode is not None and phantomId:
+            self.widget._parameterNode.calibrationPhantom = phantomId
+
+    def onApplyCalibration(self) -> None:
+        """Fit or set the calibration the panel selects; vBMD columns follow."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not calibrate."), waitCursor=True):
+            self.logic.applyCalibrationFromParameterNode(self.widget._parameterNode)
+            self.widget._showStatus()
+        self.widget._updateGui()
+
+    def onAutoDetectRods(self) -> None:
+        """Find the phantom's rods; they go into the editable list "OsteoROI rods" and are fitted."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not find the rods."), waitCursor=True):
+            p = self.widget._parameterNode
+            if p.inputVolume is None:
+                raise ValueError(_("Select the CT volume first."))
+            p.rodPoints = self.logic.mrml.autoDetectRods(p.calibrationPhantom, volumeNode=p.inputVolume)
+            self.widget._showStatus()
+        self.widget._updateGui()
+
+    def onPlaceRods(self) -> None:
+        """One (unplaced) point per rod of the chosen phantom; click the rods in the order listed."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the rods.")):
+            p = self.widget._parameterNode
+            p.rodPoints = self.logic.mrml.prepareRodPoints(p.calibrationPhantom, p.rodPoints)
+            self._startPlacingList(p.rodPoints)
+
+    def onPlaceTissues(self) -> None:
+        """One (unplaced) point per reference tissue; click air, fat, muscle, aorta, cortical bone."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the tissue points.")):
+            p = self.widget._parameterNode
+            p.tissuePoints = self.logic.mrml.prepareTissuePoints(p.tissuePoints)
+            self._startPlacingList(p.tissuePoints)
+
+    def _startPlacingList(self, pointsNode) -> None:
+        """Place the list's unplaced points one click each; when none is left, stop and fit."""
+        self.stopPlacingList()
+        self.placingList = pointsNode
+        self.addObserver(pointsNode, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
+        self.logic.startPlacingList(pointsNode)
+
+    def stopPlacingList(self) -> None:
+        """End the persistent place mode a rod/tissue placement started (if any)."""
+        if self.placingList is None:
+            return
+        self.removeObserver(self.placingList, self.placingList.PointPositionDefinedEvent, self._onListPointPlaced)
+        self.placingList = None
+        self.logic.stopPlacing()
+
+    def _onListPointPlaced(self, caller, event) -> None:
+        if any(caller.GetNthControlPointPositionStatus(i) != caller.PositionDefined
+               for i in range(caller.GetNumberOfControlPoints())):
+            return
+        self.stopPlacingList()
+        self.onApplyCalibration()
+
+    def onBrowseCalibrationFile(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Saved OsteoROI calibration"), "",
+                                              _("Calibration (*.json)"))
+        if path:
+            self.widget._parameterNode.calibrationFile = path
+
+    def onSaveCalibration(self) -> None:
+        path = qt.QFileDialog.getSaveFileName(None, _("Save the calibration"), "osteoroi-calibration.json",
+                                              _("Calibration (*.json)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not save the calibration.")):
+            # The file dialog has already asked whether to replace an existing file.
+            written = self.logic.mrml.saveCalibration(path, overwrite=os.path.exists(path))
+            self.ui.statusLabel.text = _("Written: {paths}").format(paths=written)
+
+
+
+#
 # OsteoROIWidget
 #
 
@@ -208,7 +401,6 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._updatingLevelWidgets = False
-        self._placingList = None  # the rod/tissue list being placed (observed until complete)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -222,6 +414,8 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = OsteoROILogic()
         self.logic.setLiveUpdate(self._deferred, self._onLiveUpdate)
+        self.casePanel = OsteoROICasePanel(self.ui, self.logic)
+        self.calibrationPanel = OsteoROICalibrationPanel(self)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -241,14 +435,6 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.genantL2ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L2", i))
         self.ui.genantL3ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L3", i))
         self.ui.genantL4ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L4", i))
-        self.ui.placeRodsButton.connect("clicked(bool)", self.onPlaceRods)
-        self.ui.autoRodsButton.connect("clicked(bool)", self.onAutoDetectRods)
-        self.ui.placeTissuesButton.connect("clicked(bool)", self.onPlaceTissues)
-        self.ui.calibrationFileBrowseButton.connect("clicked(bool)", self.onBrowseCalibrationFile)
-        self.ui.applyCalibrationButton.connect("clicked(bool)", self.onApplyCalibration)
-        self.ui.saveCalibrationButton.connect("clicked(bool)", self.onSaveCalibration)
-        self._addUserPhantoms()
-        self.ui.phantomComboBox.connect("currentTextChanged(QString)", self.onPhantomChosen)
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
         self.ui.exportCsvButton.connect("clicked(bool)", lambda checked: self.onExport("csv"))
         self.ui.exportJsonButton.connect("clicked(bool)", lambda checked: self.onExport("json"))
@@ -259,6 +445,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
+        self.calibrationPanel.removeObservers()
         if self.logic is not None:
             self.logic.mrml.detach()
 
@@ -268,7 +455,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self) -> None:
         """Called each time the user opens a different module: disconnect the GUI, end placing."""
-        self._stopPlacingList()
+        self.calibrationPanel.stopPlacingList()
         self.setParameterNode(None)
 
     def onReload(self) -> None:
@@ -280,7 +467,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         """The scene is closing: forget its nodes, including the cached copy of the CT's voxels."""
-        self._stopPlacingList()
+        self.calibrationPanel.stopPlacingList()
         self.setParameterNode(None)
         self.logic.forgetScene()
 
@@ -340,24 +527,13 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("Place the ROIs and measure every labelled level.")
             self.ui.applyButton.enabled = True
         self.ui.placeFromSegmentationButton.enabled = bool(p.inputVolume and p.inputSegmentation)
-        self._showPhantom(p.calibrationPhantom)
-        mode = p.calibrationMode
-        for widget in (self.ui.phantomComboBox, self.ui.rodPointsSelector, self.ui.placeRodsButton):
-            widget.enabled = mode == "phantom"
-        self.ui.autoRodsButton.enabled = mode == "phantom" and bool(p.inputVolume)
-        self.ui.tissuePointsSelector.enabled = mode == "internal"
-        self.ui.placeTissuesButton.enabled = mode == "internal"
-        self.ui.calibrationFileLineEdit.enabled = mode == "saved"
-        self.ui.calibrationFileBrowseButton.enabled = mode == "saved"
-        for widget in (self.ui.manualSlopeSpinBox, self.ui.manualInterceptSpinBox, self.ui.manualUnitComboBox):
-            widget.enabled = mode == "manual"
-        self.ui.saveCalibrationButton.enabled = self.logic.mrml.calibration() is not None
-        self.ui.calibrationSummaryLabel.text = self.logic.mrml.calibrationSummary()["text"]
+        self.calibrationPanel.update(p)
         self.ui.resultsTableView.setMRMLTableNode(self.logic.mrml.tableNode())
         hasResults = bool(self.logic.mrml.rows())
         for button in (self.ui.exportCsvButton, self.ui.exportJsonButton, self.ui.exportHtmlButton,
                        self.ui.showPlotButton):
             button.enabled = hasResults
+        self.casePanel.update(p, hasResults)
         self._updateLevelWidgets()
 
     def _updateLevelWidgets(self) -> None:
@@ -412,6 +588,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputTable = tableNode
             self._showStatus()
             self._updateGui()
+            self.casePanel.onShowDiagnosis()
 
     def onPlaceLevel(self, level: str) -> None:
         """Place (or re-place) the level's point with the next click in a slice view."""
@@ -440,101 +617,6 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputTable = tableNode
             self._showStatus()
             self._updateGui()
-
-    # --- calibration panel ------------------------------------------------------------------------
-    def _addUserPhantoms(self) -> None:
-        """Add the user's saved phantoms (~/.osteoroi/phantoms) to the built-in ones listed in the .ui."""
-        from OsteoROILib.calibration.phantom_library import load_library
-
-        try:
-            library = load_library()
-        except Exception as exc:  # a broken user phantom file must not break the module
-            logging.warning("OsteoROI: user phantoms not loaded: %s", exc)
-            return
-        for phantomId in library:
-            if self.ui.phantomComboBox.findText(phantomId) < 0:
-                self.ui.phantomComboBox.addItem(phantomId)
-
-    def _showPhantom(self, phantomId: str) -> None:
-        combo = self.ui.phantomComboBox
-        if combo.findText(phantomId) < 0:
-            combo.addItem(phantomId)
-        wasBlocked = combo.blockSignals(True)
-        combo.setCurrentIndex(combo.findText(phantomId))
-        combo.blockSignals(wasBlocked)
-
-    def onPhantomChosen(self, phantomId: str) -> None:
-        if self._parameterNode is not None and phantomId:
-            self._parameterNode.calibrationPhantom = phantomId
-
-    def onApplyCalibration(self) -> None:
-        """Fit or set the calibration the panel selects; vBMD columns follow."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not calibrate."), waitCursor=True):
-            self.logic.applyCalibrationFromParameterNode(self._parameterNode)
-            self._showStatus()
-        self._updateGui()
-
-    def onAutoDetectRods(self) -> None:
-        """Find the phantom's rods; they go into the editable list "OsteoROI rods" and are fitted."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not find the rods."), waitCursor=True):
-            p = self._parameterNode
-            if p.inputVolume is None:
-                raise ValueError(_("Select the CT volume first."))
-            p.rodPoints = self.logic.mrml.autoDetectRods(p.calibrationPhantom, volumeNode=p.inputVolume)
-            self._showStatus()
-        self._updateGui()
-
-    def onPlaceRods(self) -> None:
-        """One (unplaced) point per rod of the chosen phantom; click the rods in the order listed."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the rods.")):
-            p = self._parameterNode
-            p.rodPoints = self.logic.mrml.prepareRodPoints(p.calibrationPhantom, p.rodPoints)
-            self._startPlacingList(p.rodPoints)
-
-    def onPlaceTissues(self) -> None:
-        """One (unplaced) point per reference tissue; click air, fat, muscle, aorta, cortical bone."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the tissue points.")):
-            p = self._parameterNode
-            p.tissuePoints = self.logic.mrml.prepareTissuePoints(p.tissuePoints)
-            self._startPlacingList(p.tissuePoints)
-
-    def _startPlacingList(self, pointsNode) -> None:
-        """Place the list's unplaced points one click each; when none is left, stop and fit."""
-        self._stopPlacingList()
-        self._placingList = pointsNode
-        self.addObserver(pointsNode, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
-        self.logic.startPlacingList(pointsNode)
-
-    def _stopPlacingList(self) -> None:
-        """End the persistent place mode a rod/tissue placement started (if any)."""
-        if self._placingList is None:
-            return
-        self.removeObserver(self._placingList, self._placingList.PointPositionDefinedEvent, self._onListPointPlaced)
-        self._placingList = None
-        self.logic.stopPlacing()
-
-    def _onListPointPlaced(self, caller, event) -> None:
-        if any(caller.GetNthControlPointPositionStatus(i) != caller.PositionDefined
-               for i in range(caller.GetNumberOfControlPoints())):
-            return
-        self._stopPlacingList()
-        self.onApplyCalibration()
-
-    def onBrowseCalibrationFile(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(None, _("Saved OsteoROI calibration"), "",
-                                              _("Calibration (*.json)"))
-        if path:
-            self._parameterNode.calibrationFile = path
-
-    def onSaveCalibration(self) -> None:
-        path = qt.QFileDialog.getSaveFileName(None, _("Save the calibration"), "osteoroi-calibration.json",
-                                              _("Calibration (*.json)"))
-        if not path:
-            return
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not save the calibration.")):
-            # The file dialog has already asked whether to replace an existing file.
-            written = self.logic.mrml.saveCalibration(path, overwrite=os.path.exists(path))
-            self.ui.statusLabel.text = _("Written: {paths}").format(paths=written)
 
     def onExcludeLevel(self, level: str, excluded: bool) -> None:
         if self._updatingLevelWidgets or not self.logic.mrml.rows():
@@ -569,7 +651,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif kind == "json":
                 written = self.logic.mrml.exportResults(jsonPath=path, overwrite=overwrite)
             else:
-                written = self.logic.mrml.exportReport(path, overwrite=overwrite)
+                written = self.logic.exportReportFromParameterNode(self._parameterNode, path, overwrite=overwrite)
             self.ui.statusLabel.text = _("Written: {paths}").format(paths=", ".join(written))
 
 
@@ -682,8 +764,32 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
                       overwrite: bool = False) -> List[str]:
         return self.mrml.exportResults(jsonPath, csvPath, overwrite=overwrite)
 
-    def exportReport(self, htmlPath: str, overwrite: bool = False) -> List[str]:
-        return self.mrml.exportReport(htmlPath, overwrite=overwrite)
+    def exportReport(self, htmlPath: str, overwrite: bool = False, patient: Optional[dict] = None,
+                     priorFile: str = "", priorTable=None) -> List[str]:
+        """The HTML report; with ``patient`` facts (age, sex, menopause, fragility_fracture) and a
+        prior study (``priorFile`` JSON or ``priorTable``) it includes them and the follow-up."""
+        prior = prior_document(priorFile, priorTable)
+        priorName = priorFile or (priorTable.GetName() if priorTable is not None else "")
+        return export_case_report(self.mrml, htmlPath, patient=patient, prior=prior, priorName=priorName,
+                                  overwrite=overwrite)
+
+    def diagnosis(self, patient: Optional[dict] = None, priorFile: str = "", priorTable=None) -> dict:
+        """The diagnosis document (categories per criterion, lead criterion, warnings, follow-up)."""
+        prior = prior_document(priorFile, priorTable)
+        priorName = priorFile or (priorTable.GetName() if priorTable is not None else "")
+        return case_diagnosis(self.mrml, patient=patient, prior=prior, priorName=priorName)
+
+    @staticmethod
+    def patientFromParameterNode(p) -> dict:
+        return {"age": p.patientAge, "sex": p.patientSex, "menopause": p.menopause,
+                "fragility_fracture": p.fragilityFracture}
+
+    def diagnosisFromParameterNode(self, p) -> dict:
+        return self.diagnosis(self.patientFromParameterNode(p), p.priorResultFile, p.priorTable)
+
+    def exportReportFromParameterNode(self, p, htmlPath: str, overwrite: bool = False) -> List[str]:
+        return self.exportReport(htmlPath, overwrite=overwrite, patient=self.patientFromParameterNode(p),
+                                 priorFile=p.priorResultFile, priorTable=p.priorTable)
 
     @staticmethod
     def startPlacing(pointsNode, level: str) -> None:

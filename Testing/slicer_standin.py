@@ -43,6 +43,7 @@ import os
 import sys
 import types
 import typing
+import unittest
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -437,104 +438,107 @@ class _Connector:
             w.setCurrentNode(value)
 
 
+class ParameterNodeWrapper:
+    """What ``@parameterNodeWrapper`` makes of a class: typed members stored in a scripted module node."""
+
+    tag = SLICER_TAGS[0]
+    allParameters: Dict[str, Any] = {}
+    defaults: Dict[str, Any] = {}
+
+    def __init__(self, parameterNode):
+        self.parameterNode = parameterNode
+        self._guis: Dict[int, Dict[str, _Connector]] = {}
+        self._nextTag = 0
+        self._updatingGui = False
+        self._observer = None
+        for name, value in self.defaults.items():
+            if not parameterNode.GetParameter(name):
+                self.setValue(name, value)
+
+    @classmethod
+    def dataType(cls, name):
+        return cls.allParameters[name]
+
+    def getValue(self, name):
+        base, _ = split_annotations(self.allParameters[name])
+        if node_class_names(base):
+            return self.parameterNode.GetNodeReference(name)
+        text = self.parameterNode.GetParameter(name)
+        return {bool: lambda t: t == "True", float: float, int: int, str: str}[base](text)
+
+    def setValue(self, name, value):
+        base, extras = split_annotations(self.allParameters[name])
+        if node_class_names(base):
+            self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+            return
+        for e in extras:
+            e.validate(value)
+        self.parameterNode.SetParameter(name, repr(value) if base is float else str(value))
+
+    def AddObserver(self, event, callback, priority=0.0):
+        return self.parameterNode.AddObserver(event, lambda caller, ev: callback(self, ev), priority)
+
+    def RemoveObserver(self, observerTag):
+        self.parameterNode.RemoveObserver(observerTag)
+
+    def connectParametersToGui(self, mapping):
+        connectors = {}
+        for name, widget in mapping.items():
+            if name not in self.allParameters:
+                raise ValueError(f"Cannot find a param with the given name: {name}")
+            problem = connector_problem(self.tag, widget.className, self.allParameters[name])
+            if problem:
+                raise RuntimeError(problem)
+            connectors[name] = _Connector(self, name, widget, self.allParameters[name])
+        guiTag = self._nextTag
+        self._nextTag += 1
+        self._guis[guiTag] = connectors
+        self._writeGui(connectors)
+        if self._observer is None:
+            self._observer = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda c, e: self._updateGuis())
+        return guiTag
+
+    def connectGui(self, gui):
+        widgets = all_widgets(gui) if isinstance(gui, FakeWidget) else list(vars(gui).values())
+        mapping = {w.property("SlicerParameterName"): w for w in widgets if w.property("SlicerParameterName")}
+        guiTag = self.connectParametersToGui(mapping)
+        return guiTag if CONNECT_GUI_RETURNS_TAG[self.tag] else None
+
+    def disconnectGui(self, guiTag):
+        if guiTag in self._guis:
+            for connector in self._guis.pop(guiTag).values():
+                connector.disconnect()
+
+    def connectedGuiCount(self) -> int:
+        return len(self._guis)
+
+    def _writeGui(self, connectors):
+        self._updatingGui = True
+        try:
+            for name, connector in connectors.items():
+                connector.write(self.getValue(name))
+        finally:
+            self._updatingGui = False
+
+    def _updateGuis(self):
+        if not self._updatingGui:
+            for connectors in list(self._guis.values()):
+                self._writeGui(connectors)
+
+
 def make_parameter_node_wrapper(tag: str, created: List[Any]):
-    """``parameterNodeWrapper`` for Slicer ``tag``: typed members stored in a scripted module node."""
+    """``parameterNodeWrapper`` for Slicer ``tag``."""
 
     def parameterNodeWrapper(cls):
         hints = typing.get_type_hints(cls, include_extras=True)
-        defaults = {name: getattr(cls, name) for name in hints if hasattr(cls, name)}
-
-        class Wrapper:
-            allParameters = hints
-
-            def __init__(self, parameterNode):
-                self.parameterNode = parameterNode
-                self._guis: Dict[int, Dict[str, _Connector]] = {}
-                self._nextTag = 0
-                self._updatingGui = False
-                self._observer = None
-                for name, value in defaults.items():
-                    if not parameterNode.GetParameter(name):
-                        self.setValue(name, value)
-
-            @staticmethod
-            def dataType(name):
-                return hints[name]
-
-            def getValue(self, name):
-                base, _ = split_annotations(hints[name])
-                if node_class_names(base):
-                    return self.parameterNode.GetNodeReference(name)
-                text = self.parameterNode.GetParameter(name)
-                return {bool: lambda t: t == "True", float: float, int: int, str: str}[base](text)
-
-            def setValue(self, name, value):
-                base, extras = split_annotations(hints[name])
-                if node_class_names(base):
-                    self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
-                    return
-                for e in extras:
-                    e.validate(value)
-                self.parameterNode.SetParameter(name, repr(value) if base is float else str(value))
-
-            def AddObserver(self, event, callback, priority=0.0):
-                return self.parameterNode.AddObserver(event, lambda caller, ev: callback(self, ev), priority)
-
-            def RemoveObserver(self, observerTag):
-                self.parameterNode.RemoveObserver(observerTag)
-
-            def connectParametersToGui(self, mapping):
-                connectors = {}
-                for name, widget in mapping.items():
-                    if name not in hints:
-                        raise ValueError(f"Cannot find a param with the given name: {name}")
-                    problem = connector_problem(tag, widget.className, hints[name])
-                    if problem:
-                        raise RuntimeError(problem)
-                    connectors[name] = _Connector(self, name, widget, hints[name])
-                guiTag = self._nextTag
-                self._nextTag += 1
-                self._guis[guiTag] = connectors
-                self._writeGui(connectors)
-                if self._observer is None:
-                    self._observer = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent,
-                                                                    lambda c, e: self._updateGuis())
-                return guiTag
-
-            def connectGui(self, gui):
-                widgets = all_widgets(gui) if isinstance(gui, FakeWidget) else list(vars(gui).values())
-                mapping = {w.property("SlicerParameterName"): w for w in widgets if w.property("SlicerParameterName")}
-                guiTag = self.connectParametersToGui(mapping)
-                return guiTag if CONNECT_GUI_RETURNS_TAG[tag] else None
-
-            def disconnectGui(self, guiTag):
-                if guiTag in self._guis:
-                    for connector in self._guis.pop(guiTag).values():
-                        connector.disconnect()
-
-            def connectedGuiCount(self) -> int:
-                return len(self._guis)
-
-            def _writeGui(self, connectors):
-                self._updatingGui = True
-                try:
-                    for name, connector in connectors.items():
-                        connector.write(self.getValue(name))
-                finally:
-                    self._updatingGui = False
-
-            def _updateGuis(self):
-                if not self._updatingGui:
-                    for connectors in list(self._guis.values()):
-                        self._writeGui(connectors)
-
+        members = {"tag": tag, "allParameters": hints, "__doc__": cls.__doc__,
+                   "defaults": {name: getattr(cls, name) for name in hints if hasattr(cls, name)}}
         for name in hints:
-            setattr(Wrapper, name, property(lambda self, n=name: self.getValue(n),
-                                            lambda self, value, n=name: self.setValue(n, value)))
-        Wrapper.__name__ = Wrapper.__qualname__ = cls.__name__
-        Wrapper.__doc__ = cls.__doc__
-        created.append(Wrapper)
-        return Wrapper
+            members[name] = property(lambda self, n=name: self.getValue(n),
+                                     lambda self, value, n=name: self.setValue(n, value))
+        wrapper = type(cls.__name__, (ParameterNodeWrapper,), members)
+        created.append(wrapper)
+        return wrapper
 
     return parameterNodeWrapper
 
@@ -562,6 +566,63 @@ def markups_click(appLogic, position) -> Optional[int]:
     if not interaction.GetPlaceModePersistence():
         interaction.SetCurrentInteractionMode(interaction.ViewTransform)
     return index
+
+
+# ------------------------------------------------------------------------------------------------
+# ScriptedLoadableModule (Base/Python/slicer/ScriptedLoadableModule.py)
+# ------------------------------------------------------------------------------------------------
+class ScriptedLoadableModule:
+    def __init__(self, parent):
+        self.parent = parent
+        self.moduleName = type(self).__name__
+        iconPath = os.path.join(os.path.dirname(parent.path), "Resources/Icons", self.moduleName + ".png")
+        if os.path.isfile(iconPath):  # the icon is found only beside the module's .py
+            parent.icon = sys.modules["qt"].QIcon(iconPath)
+
+    def resourcePath(self, filename):
+        return os.path.join(os.path.dirname(self.parent.path), "Resources", filename)
+
+
+class ScriptedLoadableModuleWidget:
+    def __init__(self, parent=None):
+        self.parent = parent
+        self.moduleName = type(self).__name__[:-len("Widget")]
+        self.layout = types.SimpleNamespace(widgets=[], addWidget=lambda w: self.layout.widgets.append(w),
+                                            addStretch=lambda *a: None)
+
+    def setup(self):
+        pass
+
+    def cleanup(self):
+        pass
+
+    def resourcePath(self, filename):
+        return os.path.join(os.path.dirname(slicer.util.modulePath(self.moduleName)), "Resources", filename)
+
+    def onReload(self):
+        slicer.util.reloadScriptedModule(self.moduleName)  # re-executes the module's file only
+
+
+class ScriptedLoadableModuleLogic:
+    def __init__(self, parent=None):
+        self.moduleName = type(self).__name__[:-len("Logic")]
+
+    def getParameterNode(self):
+        """The scene's singleton scripted module node tagged with the module name (created if missing)."""
+        scene = slicer.mrmlScene
+        node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetName(scene.GenerateUniqueName(self.moduleName))
+            node.SetSingletonTag(self.moduleName)
+            node.SetAttribute("ModuleName", self.moduleName)
+            node = scene.AddNode(node)
+        return node
+
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def delayDisplay(self, message, msec=None):
+        pass
 
 
 # ------------------------------------------------------------------------------------------------
@@ -652,66 +713,13 @@ class StandIn:
         except Exception as exc:  # Slicer shows a dialog and swallows the exception; record it
             self.errors.append(f"{message}: {exc}")
 
-    def _scripted_loadable_module(self):
+    @staticmethod
+    def _scripted_loadable_module():
         slm = types.ModuleType("slicer.ScriptedLoadableModule")
-        standin = self
-
-        class ScriptedLoadableModule:
-            def __init__(self, parent):
-                self.parent = parent
-                self.moduleName = type(self).__name__
-                iconPath = os.path.join(os.path.dirname(parent.path), "Resources/Icons", self.moduleName + ".png")
-                if os.path.isfile(iconPath):  # ScriptedLoadableModule.__init__
-                    parent.icon = sys.modules["qt"].QIcon(iconPath)
-
-            def resourcePath(self, filename):
-                return os.path.join(os.path.dirname(self.parent.path), "Resources", filename)
-
-        class ScriptedLoadableModuleWidget:
-            def __init__(self, parent=None):
-                self.parent = parent
-                self.moduleName = type(self).__name__[:-len("Widget")]
-                self.layout = types.SimpleNamespace(widgets=[], addWidget=lambda w: self.layout.widgets.append(w),
-                                                    addStretch=lambda *a: None)
-
-            def setup(self):
-                pass
-
-            def cleanup(self):
-                pass
-
-            def resourcePath(self, filename):
-                return os.path.join(os.path.dirname(slicer.util.modulePath(self.moduleName)), "Resources", filename)
-
-            def onReload(self):
-                slicer.util.reloadScriptedModule(self.moduleName)
-
-        class ScriptedLoadableModuleLogic:
-            def __init__(self, parent=None):
-                self.moduleName = type(self).__name__[:-len("Logic")]
-
-            def getParameterNode(self):
-                scene = slicer.mrmlScene
-                node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-                if node is None:
-                    node = slicer.vtkMRMLScriptedModuleNode()
-                    node.SetName(scene.GenerateUniqueName(self.moduleName))
-                    node.SetSingletonTag(self.moduleName)
-                    node.SetAttribute("ModuleName", self.moduleName)
-                    node = scene.AddNode(node)
-                return node
-
-        import unittest
-
-        class ScriptedLoadableModuleTest(unittest.TestCase):
-            def delayDisplay(self, message, msec=None):
-                pass
-
         slm.ScriptedLoadableModule = ScriptedLoadableModule
         slm.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget
         slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
         slm.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
-        standin.slm = slm
         return slm
 
     # --- the module ----------------------------------------------------------------------------------
@@ -747,3 +755,34 @@ class StandIn:
     def run_timers(self) -> None:
         while self.timers:
             self.timers.pop(0)()
+
+
+# ------------------------------------------------------------------------------------------------
+# A case: the digital phantom in the scene
+# ------------------------------------------------------------------------------------------------
+def add_phantom_case(scene, phantom, name: str = "CT"):
+    """The phantom's CT as a volume node and its level centres as a point list labelled L1..L4."""
+    from OsteoROILib.mrml.scene import add_volume_from_array
+
+    volume, truth = phantom
+    volumeNode = add_volume_from_array(scene, volume.array, volume.ijk_to_ras, name)
+    pointsNode = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels")
+    for level in truth.levels:
+        pointsNode.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
+    return volumeNode, pointsNode
+
+
+def phantom_case():
+    """The digital phantom of the module's self-test (10 HU noise, seed 1): ``(volume, truth)``."""
+    from OsteoROILib.digital_phantom.phantom import make_phantom
+
+    return make_phantom(noise_sigma=10.0, seed=1)
+
+
+def headless_scene():
+    """A headless scene for one test (a generator for ``pytest.fixture``)."""
+    from OsteoROILib.mrml.scene import new_scene
+
+    headless = new_scene()
+    yield headless
+    headless.close()

@@ -15,23 +15,21 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
-from OsteoROILib.mrml.scene import new_scene  # noqa: E402
-from slicer_standin import SLICER_TAGS, StandIn, all_widgets, markups_click  # noqa: E402
+from slicer_standin import (  # noqa: E402
+    SLICER_TAGS,
+    StandIn,
+    add_phantom_case,
+    all_widgets,
+    headless_scene,
+    markups_click,
+    phantom_case,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(noise_sigma=10.0, seed=1)
-
-
-@pytest.fixture
-def headless():
-    h = new_scene()
-    yield h
-    h.close()
+phantom = pytest.fixture(scope="module")(phantom_case)
+headless = pytest.fixture(headless_scene)
 
 
 def _standin(monkeypatch, headless, tag=SLICER_TAGS[0], module_path=None):
@@ -40,12 +38,7 @@ def _standin(monkeypatch, headless, tag=SLICER_TAGS[0], module_path=None):
 
 
 def _add_phantom(standin, phantom):
-    volume, truth = phantom
-    volumeNode = slicer.util.addVolumeFromArray(volume.array, volume.ijk_to_ras, name="CT")
-    pointsNode = standin.headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels")
-    for level in truth.levels:
-        pointsNode.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
-    return volumeNode, pointsNode
+    return add_phantom_case(standin.headless.scene, phantom)
 
 
 def test_panel_opens_from_the_source_tree_and_from_an_install(monkeypatch, headless, tmp_path):
