@@ -123,7 +123,8 @@ e.g. R0&hellip;R800, or A&hellip;E for <code>"mindways-example"</code>),
 the vBMD columns follow.<br>
 <code>logic.rows()</code> gives the rows as dicts, <code>logic.setGenantGrade("L2", 2)</code>,
 <code>logic.setExcluded("L3", True, "bone island")</code>, <code>logic.exportResults(jsonPath, csvPath)</code>,
-<code>logic.exportReport(htmlPath)</code>.
+<code>logic.exportReport(htmlPath, patient={"age": 67, "sex": "F"})</code>,
+<code>logic.diagnosis(patient=..., priorFile="prior.json")</code> (categories, lead criterion, follow-up).
 Outside Slicer: <code>python -m OsteoROILib measure ct.nrrd --points points.mrk.json</code>.</p>
 <p>See the <a href="https://github.com/osteoroi/SlicerOsteoROI#readme">README</a> for details,
 the ROI definitions and their sources.</p>
