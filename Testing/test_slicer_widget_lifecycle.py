@@ -224,12 +224,11 @@ def test_every_button_can_become_enabled(monkeypatch, headless, phantom):
     assert not never, f"never enabled: {sorted(never)}"
 
 
-def test_self_test_phantom_runs(monkeypatch, headless):
-    """The Slicer self-test's steps (OsteoROITest) on the slicer-core scene."""
+@pytest.mark.parametrize("name", ["test_OsteoROI_phantom", "test_OsteoROI_calibration",
+                                  "test_OsteoROI_edit_and_persist", "test_OsteoROI_errors"])
+def test_self_test_steps_run(monkeypatch, headless, name):
+    """The Slicer self-test's steps (OsteoROITest, registered with ctest) on the slicer-core scene."""
     standin, module = _standin(monkeypatch, headless)
-    case = module.OsteoROITest("test_OsteoROI_phantom")
+    case = module.OsteoROITest(name)
     case.setUp()
-    case.test_OsteoROI_phantom()
-    case.setUp()
-    case.test_OsteoROI_errors()
-
+    getattr(case, name)()
