@@ -207,6 +207,10 @@ SHAPE_PARAMETERS = {
 #: The levels with their own place button, exclusion check box and Genant grade box.
 GUI_LEVELS = ("L1", "L2", "L3", "L4")
 
+#: Exclusion reasons of the panel's "Reason" combo box, in its order (diagnosis exclusion reasons:
+#: artefact, focal lesion, or the reader's own reason).
+EXCLUSION_REASONS = ("artefact", "focal lesion", "excluded by the user")
+
 #: Live updates are deferred by this many milliseconds (a drag re-measures at most this often).
 THROTTLE_MS = 150
 
@@ -623,7 +627,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._updatingLevelWidgets or not self.logic.mrml.rows():
             return
         with slicer.util.tryWithErrorDisplay(_("OsteoROI could not change the exclusion.")):
-            self.logic.mrml.setExcluded(level, excluded, _("excluded by the user"))
+            self.logic.mrml.setExcluded(level, excluded, EXCLUSION_REASONS[self.ui.exclusionReasonComboBox.currentIndex])
             self._showStatus()
 
     def onGenantGrade(self, level: str, index: int) -> None:

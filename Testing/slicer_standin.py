@@ -738,6 +738,8 @@ class StandIn:
         self.module_parent = parent
         widget = module.OsteoROIWidget(types.SimpleNamespace(isEntered=False))
         widget.setup()
+        if hasattr(self.headless, "widgets"):
+            self.headless.widgets.append(widget)  # cleaned up by headless_scene
         return widget
 
     def enter(self, widget) -> None:
@@ -784,5 +786,8 @@ def headless_scene():
     from OsteoROILib.mrml.scene import new_scene
 
     headless = new_scene()
+    headless.widgets = []
     yield headless
+    for widget in headless.widgets:  # as Slicer does when the module is unloaded
+        widget.cleanup()
     headless.close()

@@ -86,6 +86,12 @@ def test_a_case_in_the_panel(monkeypatch, headless, phantom, tmp_path):
     text = ui.diagnosisLabel.text
     assert text.startswith("Lead: seed002-hu")
     assert "Woman aged 71" in text and "100 kV" in text and "Contrast agent recorded (IOMERON 400)" in text
+    # Excluded levels carry their reason into the diagnosis: a focal lesion at L3, a fracture at L2.
+    ui.exclusionReasonComboBox.setCurrentIndex(ui.exclusionReasonComboBox.findText("focal lesion"))
+    ui.excludeL3CheckBox.setUserChecked(True)
+    ui.genantL2ComboBox.setCurrentIndex(3)  # "2 moderate"
+    ui.diagnoseButton.click()
+    assert "Excluded: L2 (fracture, " in ui.diagnosisLabel.text and "L3 (focal lesion)" in ui.diagnosisLabel.text
     # The user corrects the facts: pre-menopausal, so the categories are not applied.
     ui.menopauseComboBox.setCurrentIndex(ui.menopauseComboBox.findText("pre"))
     ui.diagnoseButton.click()

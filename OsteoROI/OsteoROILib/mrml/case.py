@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..diagnosis.verdict import build_diagnosis
+from ..diagnosis.verdict import build_diagnosis, parse_exclusion
 from ..errors import InputError
 from ..export.html_report import write_report
 from ..io.jsonfile import read_json
 
-__all__ = ["PATIENT_KEYS", "case_diagnosis", "prior_document", "result_document_from_table", "diagnosis_text",
+__all__ = ["PATIENT_KEYS", "case_exclusions", "case_diagnosis", "prior_document", "result_document_from_table", "diagnosis_text",
            "export_case_report"]
 
 #: Patient facts the panel collects (``diagnosis.verdict.resolve_patient``'s input).
@@ -69,13 +69,29 @@ def prior_document(priorFile: str = "", priorTable=None) -> Optional[Dict[str, A
     return None
 
 
+def case_exclusions(mrmlLogic) -> Dict[str, List[Dict[str, Any]]]:
+    """The scene's exclusions for the diagnosis: a level excluded for a reason the diagnosis knows
+    (artefact, focal lesion, bone island, ...; ``diagnosis.verdict.parse_exclusion``) is flagged
+    with that reason, any other stays the reader's own ("manual") with the text as its note."""
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for level, flags in mrmlLogic.diagnosisExclusions().items():
+        for flag in flags:
+            if flag["reason"] == "manual" and flag.get("note"):
+                try:
+                    flag = parse_exclusion(f"{level}={flag['note']}")[1]
+                except InputError:
+                    pass  # not a known reason: the reader's note stays as written
+            out.setdefault(level, []).append(flag)
+    return out
+
+
 def case_diagnosis(mrmlLogic, patient: Optional[Mapping[str, Any]] = None,
                    prior: Optional[Mapping[str, Any]] = None, priorName: str = "") -> Dict[str, Any]:
     """The diagnosis document of the scene's results (``build_diagnosis``), with patient and prior."""
     state = mrmlLogic.state()
     criteria = [state["criterion"]] if state.get("criterion") else None
     patient = {k: v for k, v in (patient or {}).items() if k in PATIENT_KEYS and v not in (None, "")}
-    return build_diagnosis(mrmlLogic.document(), criteria=criteria, exclusions=mrmlLogic.diagnosisExclusions(),
+    return build_diagnosis(mrmlLogic.document(), criteria=criteria, exclusions=case_exclusions(mrmlLogic),
                            patient=patient, prior=prior, prior_file=priorName)
 
 
@@ -88,14 +104,19 @@ def _verdict_line(v: Mapping[str, Any]) -> str:
 
 
 def diagnosis_text(diagnosis: Mapping[str, Any]) -> str:
-    """The panel's summary: lead criterion first, the other verdicts, patient applicability, the
-    follow-up against the least significant change, and every warning."""
+    """The panel's summary: lead criterion first, the other verdicts, the excluded levels with their
+    reasons, patient applicability, the follow-up against the least significant change, and every
+    warning."""
     verdicts = list(diagnosis.get("verdicts") or [])
     lead = next((v for v in verdicts if v.get("lead")), None)
     lines: List[str] = []
     if lead is not None:
         lines.append("Lead: " + _verdict_line(lead))
     lines += ["  " + _verdict_line(v) for v in verdicts if v is not lead]
+    excluded = [f"{lv['level']} ({lv.get('flag_text') or 'excluded'})" for lv in diagnosis.get("levels") or []
+                if lv.get("excluded")]
+    if excluded:
+        lines.append("Excluded: " + ", ".join(excluded))
     patient = diagnosis.get("patient") or {}
     if patient.get("applicability_note"):
         lines.append(str(patient["applicability_note"]))
