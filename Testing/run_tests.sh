@@ -5,7 +5,7 @@
 # - Debian's chromium for the headless HTML-report test, when it is missing and this shell
 #   may install packages (root); without it that one test is skipped with a reason;
 # - without pytest arguments (the full run, as CI does it), a second run on Python 3.9, the
-#   Python of Slicer 5.6, in .venv39, when a Python 3.9 interpreter is found ($OSTEOROI_PY39,
+#   Python of Slicer 5.6, in .venv/py39, when a Python 3.9 interpreter is found ($OSTEOROI_PY39,
 #   pyenv's 3.9.x, or python3.9 on PATH); otherwise a note says it was skipped. slicer-core has
 #   no Python 3.9 wheel, so there the MRML tests skip and the core and static checks run.
 set -euo pipefail
@@ -31,9 +31,9 @@ if [ -z "$py39" ]; then
   echo "note: no Python 3.9 interpreter found (set OSTEOROI_PY39); the Python 3.9 run (Slicer 5.6's Python) is skipped"
 else
   echo "== Python 3.9 run ($py39): Slicer 5.6's Python; the MRML tests skip (slicer-core has no 3.9 wheel)"
-  [ -x .venv39/bin/python ] || "$py39" -m venv .venv39
-  .venv39/bin/pip install -q --disable-pip-version-check -e . pytest hypothesis jsonschema pydicom 2>&1 \
+  [ -x .venv/py39/bin/python ] || "$py39" -m venv .venv/py39
+  .venv/py39/bin/pip install -q --disable-pip-version-check -e . pytest hypothesis jsonschema pydicom 2>&1 \
     | grep -v "^WARNING: Location" || true
-  .venv39/bin/python -m pytest -q -p no:cacheprovider || status=$?
+  .venv/py39/bin/python -m pytest -q -p no:cacheprovider || status=$?
 fi
 exit "$status"
