@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Annotated, List, Optional, Sequence
 
 import numpy as np
@@ -17,10 +18,15 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,10 +36,36 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from OsteoROILib import __version__
+from OsteoROILib.calibration.phantom_library import UNITS
+from OsteoROILib.errors import InputError, OsteoROIError
+from OsteoROILib.mrml.calibration_state import CALIBRATION_MODES, KEEP_CALIBRATION
+from OsteoROILib.mrml.case import case_diagnosis, diagnosis_text, export_case_report, prior_document
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic
+from OsteoROILib.mrml.nodes import level_points_from_node, volume_from_node
+from OsteoROILib.mrml.patient import describe_facts, dicom_facts_from_node, dicom_patient_id
 from OsteoROILib.placement.measure import measure_levels
-from OsteoROILib.mrml.logic import KEEP_CALIBRATION, OsteoROIMRMLLogic, level_points_from_node, volume_from_node
 from OsteoROILib.roi.family import SHAPE_NAMES
 from OsteoROILib.roi.levels import LEVEL_NAMES
+
+#: Criteria offered in the panel (ids of ``Resources/Criteria``; "" = none, the plot shows no thresholds).
+CRITERIA_CHOICES = ("seed002-hu", "qct-acr2018", "pickhardt2013-l1", "")
+
+
+def moduleResourcePath(relativePath: str) -> str:
+    """A file of the extension's ``Resources/`` folder, e.g. ``"UI/OsteoROI.ui"``.
+
+    Installed, ``Resources/`` is beside ``OsteoROI.py`` (where Slicer's ``resourcePath`` looks);
+    in the source tree it is one level up, at the top of the repository.
+    """
+    moduleDir = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(moduleDir, "Resources"), os.path.join(moduleDir, os.pardir, "Resources")):
+        path = os.path.normpath(os.path.join(folder, *relativePath.split("/")))
+        if os.path.exists(path):
+            return path
+    raise OsteoROIError(f"OsteoROI resource {relativePath} is missing next to {moduleDir}.",
+                        "Reinstall the OsteoROI extension, or add the OsteoROI folder of a complete clone "
+                        "to Slicer's additional module paths.")
+
 
 #
 # OsteoROI
@@ -48,6 +80,8 @@ class OsteoROI(ScriptedLoadableModule):
         self.parent.title = _("OsteoROI")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
+        # Slicer sets the icon only from <folder of OsteoROI.py>/Resources/Icons (the installed layout).
+        self.parent.icon = qt.QIcon(moduleResourcePath("Icons/OsteoROI.png"))
         self.parent.contributors = ["OsteoROI contributors (https://github.com/osteoroi/SlicerOsteoROI)"]
         self.parent.helpText = _("""
 <p>OsteoROI measures the trabecular attenuation (Hounsfield units) of the lumbar vertebrae L1&ndash;L4
@@ -86,7 +120,8 @@ e.g. R0&hellip;R800, or A&hellip;E for <code>"mindways-example"</code>),
 the vBMD columns follow.<br>
 <code>logic.rows()</code> gives the rows as dicts, <code>logic.setGenantGrade("L2", 2)</code>,
 <code>logic.setExcluded("L3", True, "bone island")</code>, <code>logic.exportResults(jsonPath, csvPath)</code>,
-<code>logic.exportReport(htmlPath)</code>.
+<code>logic.exportReport(htmlPath, patient={"age": 67, "sex": "F"})</code>,
+<code>logic.diagnosis(patient=..., priorFile="prior.json")</code> (categories, lead criterion, follow-up).
 Outside Slicer: <code>python -m OsteoROILib measure ct.nrrd --points points.mrk.json</code>.</p>
 <p>See the <a href="https://github.com/osteoroi/SlicerOsteoROI#readme">README</a> for details,
 the ROI definitions and their sources.</p>
@@ -108,17 +143,23 @@ class OsteoROIParameterNode:
 
     inputVolume - the CT volume (HU).
     inputPoints - point list, one point inside each vertebral body, labelled L1, L2, ...
-    inputSegmentation - optional vertebra segmentation for "Place from segmentation".
+    inputSegmentation - vertebra segmentation (segments named by level) for "Place from segmentation".
     slabMm - ROI thickness along the slice normal in mm; 0 means one slice (the slice spacing).
     shapeOval ... shapeRight - which ROI shapes to measure.
     outputTable - table to fill with the results (the module's own table when empty).
     criteria - id of the diagnostic criterion whose thresholds the plot shows ("" for none).
     calibrationMode - none, saved, manual, phantom or internal (OsteoROILib.mrml.calibration).
-    calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities).
+    calibrationPhantom - phantom id of the library for the "phantom" mode (rod names and densities). Not
+        bound to its combo box (a combo box needs a fixed Choice, and user phantoms are added at run
+        time): the widget keeps the two in sync.
     rodPoints - point list labelled by rod name for the "phantom" mode (or the module's auto-detected list).
     tissuePoints - point list labelled air, adipose, muscle, blood, cortical_bone for the "internal" mode.
     calibrationFile - a saved calibration (.json) for the "saved" mode.
     manualSlope, manualIntercept, manualUnit - HU = intercept + slope * density for the "manual" mode.
+    patientAge, patientSex, menopause, fragilityFracture - the patient's facts for the diagnosis
+        (filled from DICOM PatientAge/PatientSex when empty; what the user enters overrides them).
+    priorResultFile, priorTable - the prior study for the follow-up: a saved result JSON, else
+        the OsteoROI results table of a prior study in the scene.
 
     Everything the measurement produced (ROIs, results, exclusions, Genant grades) is kept by
     ``OsteoROILib.mrml.logic`` in the same parameter node.
@@ -126,6 +167,7 @@ class OsteoROIParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputPoints: vtkMRMLMarkupsFiducialNode
+    inputSegmentation: vtkMRMLSegmentationNode
     slabMm: Annotated[float, WithinRange(0.0, 50.0)] = 0.0
     shapeOval: bool = True
     shapeRound: bool = True
@@ -133,15 +175,21 @@ class OsteoROIParameterNode:
     shapeLeft: bool = True
     shapeRight: bool = True
     outputTable: vtkMRMLTableNode
-    criteria: str = "seed002-hu"
-    calibrationMode: str = "none"
+    criteria: Annotated[str, Choice(CRITERIA_CHOICES)] = "seed002-hu"
+    calibrationMode: Annotated[str, Choice(CALIBRATION_MODES)] = "none"
     calibrationPhantom: str = "qrm-bdc-6"
     rodPoints: vtkMRMLMarkupsFiducialNode
     tissuePoints: vtkMRMLMarkupsFiducialNode
     calibrationFile: str = ""
     manualSlope: Annotated[float, WithinRange(0.01, 10.0)] = 1.0
     manualIntercept: Annotated[float, WithinRange(-500.0, 500.0)] = 0.0
-    manualUnit: str = "K2HPO4"
+    manualUnit: Annotated[str, Choice(UNITS)] = "K2HPO4"
+    patientAge: str = ""
+    patientSex: Annotated[str, Choice(("", "F", "M", "O"))] = ""
+    menopause: Annotated[str, Choice(("", "post", "pre"))] = ""
+    fragilityFracture: str = ""
+    priorResultFile: str = ""
+    priorTable: vtkMRMLTableNode
 
 
 #: Parameter-node member for each ROI shape of ``OsteoROILib.roi.family.SHAPE_NAMES``.
@@ -156,8 +204,188 @@ SHAPE_PARAMETERS = {
 #: The levels with their own place button, exclusion check box and Genant grade box.
 GUI_LEVELS = ("L1", "L2", "L3", "L4")
 
+#: Exclusion reasons of the panel's "Reason" combo box, in its order (diagnosis exclusion reasons:
+#: artefact, focal lesion, or the reader's own reason).
+EXCLUSION_REASONS = ("artefact", "focal lesion", "excluded by the user")
+
 #: Live updates are deferred by this many milliseconds (a drag re-measures at most this often).
 THROTTLE_MS = 150
+
+
+#
+# OsteoROICasePanel
+#
+
+
+class OsteoROICasePanel:
+    """The "Patient, follow-up and diagnosis" section of the widget: DICOM facts shown and copied
+    into the editable patient fields, the prior study, and the diagnosis text."""
+
+    def __init__(self, ui, logic) -> None:
+        self.ui, self.logic = ui, logic
+        self._factsVolumeId = None
+        self.ui.diagnoseButton.connect("clicked(bool)", self.onShowDiagnosis)
+        self.ui.priorResultBrowseButton.connect("clicked(bool)", self.onBrowsePrior)
+        self.parameterNode = None
+
+    def update(self, p, hasResults: bool) -> None:
+        """Refresh from the parameter node ``p`` (the GUI's state)."""
+        self.parameterNode = p
+        self.ui.diagnoseButton.enabled = hasResults
+        volume = p.inputVolume
+        volumeId = volume.GetID() if volume is not None else None
+        if volumeId == self._factsVolumeId:
+            return
+        self._factsVolumeId = volumeId
+        facts = dicom_facts_from_node(volume) if volume is not None else {}
+        self.ui.dicomFactsLabel.text = describe_facts(facts, dicom_patient_id(volume) if volume is not None else "")
+        # Read first from DICOM; the user edits the fields to correct them.
+        if not p.patientAge and facts.get("patient_age"):
+            p.patientAge = str(facts["patient_age"])
+        if not p.patientSex and str(facts.get("patient_sex", "")).upper() in ("F", "M", "O"):
+            p.patientSex = str(facts["patient_sex"]).upper()
+
+    def onShowDiagnosis(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not build the diagnosis.")):
+            self.ui.diagnosisLabel.text = diagnosis_text(self.logic.diagnosisFromParameterNode(self.parameterNode))
+
+    def onBrowsePrior(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Result of the prior study"), "", _("OsteoROI result (*.json)"))
+        if path and self.parameterNode is not None:
+            self.parameterNode.priorResultFile = path
+
+
+#
+# OsteoROICalibrationPanel
+#
+
+
+class OsteoROICalibrationPanel(VTKObservationMixin):
+    """The "Calibration" section of the widget: mode, phantom, rod and tissue placement, fit, save."""
+
+    def __init__(self, widget) -> None:
+        VTKObservationMixin.__init__(self)
+        self.widget, self.ui, self.logic = widget, widget.ui, widget.logic
+        self.placingList = None  # the rod/tissue list being placed (observed until complete)
+        self.ui.placeRodsButton.connect("clicked(bool)", self.onPlaceRods)
+        self.ui.autoRodsButton.connect("clicked(bool)", self.onAutoDetectRods)
+        self.ui.placeTissuesButton.connect("clicked(bool)", self.onPlaceTissues)
+        self.ui.calibrationFileBrowseButton.connect("clicked(bool)", self.onBrowseCalibrationFile)
+        self.ui.applyCalibrationButton.connect("clicked(bool)", self.onApplyCalibration)
+        self.ui.saveCalibrationButton.connect("clicked(bool)", self.onSaveCalibration)
+        self.addUserPhantoms()
+        self.ui.phantomComboBox.connect("currentTextChanged(QString)", self.onPhantomChosen)
+
+    def update(self, p) -> None:
+        """Enable the controls of the chosen mode; show the phantom and the fit summary."""
+        self._showPhantom(p.calibrationPhantom)
+        mode = p.calibrationMode
+        for widget in (self.ui.phantomComboBox, self.ui.rodPointsSelector, self.ui.placeRodsButton):
+            widget.enabled = mode == "phantom"
+        self.ui.autoRodsButton.enabled = mode == "phantom" and bool(p.inputVolume)
+        self.ui.tissuePointsSelector.enabled = mode == "internal"
+        self.ui.placeTissuesButton.enabled = mode == "internal"
+        self.ui.calibrationFileLineEdit.enabled = mode == "saved"
+        self.ui.calibrationFileBrowseButton.enabled = mode == "saved"
+        for widget in (self.ui.manualSlopeSpinBox, self.ui.manualInterceptSpinBox, self.ui.manualUnitComboBox):
+            widget.enabled = mode == "manual"
+        self.ui.saveCalibrationButton.enabled = self.logic.mrml.calibration() is not None
+        self.ui.calibrationSummaryLabel.text = self.logic.mrml.calibrationSummary()["text"]
+
+    def addUserPhantoms(self) -> None:
+        """Add the user's saved phantoms (~/.osteoroi/phantoms) to the built-in ones listed in the .ui."""
+        from OsteoROILib.calibration.phantom_library import load_library
+
+        try:
+            library = load_library()
+        except Exception as exc:  # a broken user phantom file must not break the module
+            logging.warning("OsteoROI: user phantoms not loaded: %s", exc)
+            return
+        for phantomId in library:
+            if self.ui.phantomComboBox.findText(phantomId) < 0:
+                self.ui.phantomComboBox.addItem(phantomId)
+
+    def _showPhantom(self, phantomId: str) -> None:
+        combo = self.ui.phantomComboBox
+        if combo.findText(phantomId) < 0:
+            combo.addItem(phantomId)
+        wasBlocked = combo.blockSignals(True)
+        combo.setCurrentIndex(combo.findText(phantomId))
+        combo.blockSignals(wasBlocked)
+
+    def onPhantomChosen(self, phantomId: str) -> None:
+        if self.widget._parameterNode is not None and phantomId:
+            self.widget._parameterNode.calibrationPhantom = phantomId
+
+    def onApplyCalibration(self) -> None:
+        """Fit or set the calibration the panel selects; vBMD columns follow."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not calibrate."), waitCursor=True):
+            self.logic.applyCalibrationFromParameterNode(self.widget._parameterNode)
+            self.widget._showStatus()
+        self.widget._updateGui()
+
+    def onAutoDetectRods(self) -> None:
+        """Find the phantom's rods; they go into the editable list "OsteoROI rods" and are fitted."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not find the rods."), waitCursor=True):
+            p = self.widget._parameterNode
+            if p.inputVolume is None:
+                raise ValueError(_("Select the CT volume first."))
+            p.rodPoints = self.logic.mrml.autoDetectRods(p.calibrationPhantom, volumeNode=p.inputVolume)
+            self.widget._showStatus()
+        self.widget._updateGui()
+
+    def onPlaceRods(self) -> None:
+        """One (unplaced) point per rod of the chosen phantom; click the rods in the order listed."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the rods.")):
+            p = self.widget._parameterNode
+            p.rodPoints = self.logic.mrml.prepareRodPoints(p.calibrationPhantom, p.rodPoints)
+            self._startPlacingList(p.rodPoints)
+
+    def onPlaceTissues(self) -> None:
+        """One (unplaced) point per reference tissue; click air, fat, muscle, aorta, cortical bone."""
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the tissue points.")):
+            p = self.widget._parameterNode
+            p.tissuePoints = self.logic.mrml.prepareTissuePoints(p.tissuePoints)
+            self._startPlacingList(p.tissuePoints)
+
+    def _startPlacingList(self, pointsNode) -> None:
+        """Place the list's unplaced points one click each; when none is left, stop and fit."""
+        self.stopPlacingList()
+        self.placingList = pointsNode
+        self.addObserver(pointsNode, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
+        self.logic.startPlacingList(pointsNode)
+
+    def stopPlacingList(self) -> None:
+        """End the persistent place mode a rod/tissue placement started (if any)."""
+        if self.placingList is None:
+            return
+        self.removeObserver(self.placingList, self.placingList.PointPositionDefinedEvent, self._onListPointPlaced)
+        self.placingList = None
+        self.logic.stopPlacing()
+
+    def _onListPointPlaced(self, caller, event) -> None:
+        if any(caller.GetNthControlPointPositionStatus(i) != caller.PositionDefined
+               for i in range(caller.GetNumberOfControlPoints())):
+            return
+        self.stopPlacingList()
+        self.onApplyCalibration()
+
+    def onBrowseCalibrationFile(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Saved OsteoROI calibration"), "",
+                                              _("Calibration (*.json)"))
+        if path:
+            self.widget._parameterNode.calibrationFile = path
+
+    def onSaveCalibration(self) -> None:
+        path = qt.QFileDialog.getSaveFileName(None, _("Save the calibration"), "osteoroi-calibration.json",
+                                              _("Calibration (*.json)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not save the calibration.")):
+            # The file dialog has already asked whether to replace an existing file.
+            written = self.logic.mrml.saveCalibration(path, overwrite=os.path.exists(path))
+            self.ui.statusLabel.text = _("Written: {paths}").format(paths=written)
+
 
 
 #
@@ -175,13 +403,11 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._updatingLevelWidgets = False
-        self._placingList = None  # the rod/tissue list being placed (observed until complete)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
 
-        # The .ui file is in the extension's Resources/UI folder, copied to <module dir>/Resources/UI.
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoROI.ui"))
+        uiWidget = slicer.util.loadUI(moduleResourcePath("UI/OsteoROI.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
 
@@ -190,6 +416,8 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = OsteoROILogic()
         self.logic.setLiveUpdate(self._deferred, self._onLiveUpdate)
+        self.casePanel = OsteoROICasePanel(self.ui, self.logic)
+        self.calibrationPanel = OsteoROICalibrationPanel(self)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -209,13 +437,6 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.genantL2ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L2", i))
         self.ui.genantL3ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L3", i))
         self.ui.genantL4ComboBox.connect("currentIndexChanged(int)", lambda i: self.onGenantGrade("L4", i))
-        self.ui.placeRodsButton.connect("clicked(bool)", self.onPlaceRods)
-        self.ui.autoRodsButton.connect("clicked(bool)", self.onAutoDetectRods)
-        self.ui.placeTissuesButton.connect("clicked(bool)", self.onPlaceTissues)
-        self.ui.calibrationFileBrowseButton.connect("clicked(bool)", self.onBrowseCalibrationFile)
-        self.ui.applyCalibrationButton.connect("clicked(bool)", self.onApplyCalibration)
-        self.ui.saveCalibrationButton.connect("clicked(bool)", self.onSaveCalibration)
-        self._addUserPhantoms()
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
         self.ui.exportCsvButton.connect("clicked(bool)", lambda checked: self.onExport("csv"))
         self.ui.exportJsonButton.connect("clicked(bool)", lambda checked: self.onExport("json"))
@@ -224,22 +445,33 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
+        self.calibrationPanel.removeObservers()
         if self.logic is not None:
             self.logic.mrml.detach()
 
     def enter(self) -> None:
+        """Called each time the user opens this module."""
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        """Called each time the user opens a different module: disconnect the GUI, end placing."""
+        self.calibrationPanel.stopPlacingList()
+        self.setParameterNode(None)
+
+    def onReload(self) -> None:
+        """Developer's Reload: Slicer re-executes only OsteoROI.py, so drop OsteoROILib's modules
+        first; the re-executed file imports the edited library."""
+        for name in [n for n in sys.modules if n == "OsteoROILib" or n.startswith("OsteoROILib.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.logic.mrml.detach()
+        """The scene is closing: forget its nodes, including the cached copy of the CT's voxels."""
+        self.calibrationPanel.stopPlacingList()
         self.setParameterNode(None)
+        self.logic.forgetScene()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -261,14 +493,26 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode: Optional[OsteoROIParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # Widgets carry a "SlicerParameterName" dynamic property in the .ui file.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # connectParametersToGui returns its tag in every Slicer 5.6-5.10 (connectGui only
+            # from 5.10), so that disconnectGui really disconnects when the module is left.
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self._boundWidgets())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
             self._updateGui()
+
+    def _boundWidgets(self) -> dict:
+        """``{parameter name: widget}`` of the widgets with a "SlicerParameterName" property in the .ui."""
+        widgets = {}
+        for widget in self.ui.__dict__.values():
+            name = widget.property("SlicerParameterName")
+            if name:
+                widgets[name] = widget
+        return widgets
 
     # --- GUI state ------------------------------------------------------------------------------
     def _updateGui(self, caller=None, event=None) -> None:
@@ -284,24 +528,14 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.applyButton.toolTip = _("Place the ROIs and measure every labelled level.")
             self.ui.applyButton.enabled = True
-        self.ui.placeFromSegmentationButton.enabled = bool(p.inputVolume and self.ui.segmentationSelector.currentNode())
-        mode = p.calibrationMode
-        for widget in (self.ui.phantomComboBox, self.ui.rodPointsSelector, self.ui.placeRodsButton):
-            widget.enabled = mode == "phantom"
-        self.ui.autoRodsButton.enabled = mode == "phantom" and bool(p.inputVolume)
-        self.ui.tissuePointsSelector.enabled = mode == "internal"
-        self.ui.placeTissuesButton.enabled = mode == "internal"
-        self.ui.calibrationFileLineEdit.enabled = mode == "saved"
-        self.ui.calibrationFileBrowseButton.enabled = mode == "saved"
-        for widget in (self.ui.manualSlopeSpinBox, self.ui.manualInterceptSpinBox, self.ui.manualUnitComboBox):
-            widget.enabled = mode == "manual"
-        self.ui.saveCalibrationButton.enabled = self.logic.mrml.calibration() is not None
-        self.ui.calibrationSummaryLabel.text = self.logic.mrml.calibrationSummary()["text"]
+        self.ui.placeFromSegmentationButton.enabled = bool(p.inputVolume and p.inputSegmentation)
+        self.calibrationPanel.update(p)
         self.ui.resultsTableView.setMRMLTableNode(self.logic.mrml.tableNode())
         hasResults = bool(self.logic.mrml.rows())
         for button in (self.ui.exportCsvButton, self.ui.exportJsonButton, self.ui.exportHtmlButton,
                        self.ui.showPlotButton):
             button.enabled = hasResults
+        self.casePanel.update(p, hasResults)
         self._updateLevelWidgets()
 
     def _updateLevelWidgets(self) -> None:
@@ -356,6 +590,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputTable = tableNode
             self._showStatus()
             self._updateGui()
+            self.casePanel.onShowDiagnosis()
 
     def onPlaceLevel(self, level: str) -> None:
         """Place (or re-place) the level's point with the next click in a slice view."""
@@ -378,97 +613,18 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             self.logic.applyCalibrationFromParameterNode(p)
             tableNode = self.logic.mrml.runFromSegmentation(
-                p.inputVolume, self.ui.segmentationSelector.currentNode(), calibration=KEEP_CALIBRATION,
+                p.inputVolume, p.inputSegmentation, calibration=KEEP_CALIBRATION,
                 shapes=self.logic.shapesFromParameterNode(p), criteria=p.criteria or None, slabMm=p.slabMm)
             p.inputPoints = self.logic.mrml.pointsNode()
             p.outputTable = tableNode
             self._showStatus()
             self._updateGui()
 
-    # --- calibration panel ------------------------------------------------------------------------
-    def _addUserPhantoms(self) -> None:
-        """Add the user's saved phantoms (~/.osteoroi/phantoms) to the built-in ones listed in the .ui."""
-        from OsteoROILib.calibration.phantom_library import load_library
-
-        try:
-            library = load_library()
-        except Exception as exc:  # a broken user phantom file must not break the module
-            logging.warning("OsteoROI: user phantoms not loaded: %s", exc)
-            return
-        for phantomId in library:
-            if self.ui.phantomComboBox.findText(phantomId) < 0:
-                self.ui.phantomComboBox.addItem(phantomId)
-
-    def onApplyCalibration(self) -> None:
-        """Fit or set the calibration the panel selects; vBMD columns follow."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not calibrate."), waitCursor=True):
-            self.logic.applyCalibrationFromParameterNode(self._parameterNode)
-            self._showStatus()
-        self._updateGui()
-
-    def onAutoDetectRods(self) -> None:
-        """Find the phantom's rods; they go into the editable list "OsteoROI rods" and are fitted."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not find the rods."), waitCursor=True):
-            p = self._parameterNode
-            if p.inputVolume is None:
-                raise ValueError(_("Select the CT volume first."))
-            p.rodPoints = self.logic.mrml.autoDetectRods(p.calibrationPhantom, volumeNode=p.inputVolume)
-            self._showStatus()
-        self._updateGui()
-
-    def onPlaceRods(self) -> None:
-        """One (unplaced) point per rod of the chosen phantom; click the rods in the order listed."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the rods.")):
-            p = self._parameterNode
-            p.rodPoints = self.logic.mrml.prepareRodPoints(p.calibrationPhantom, p.rodPoints)
-            self._startPlacingList(p.rodPoints)
-
-    def onPlaceTissues(self) -> None:
-        """One (unplaced) point per reference tissue; click air, fat, muscle, aorta, cortical bone."""
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not start placing the tissue points.")):
-            p = self._parameterNode
-            p.tissuePoints = self.logic.mrml.prepareTissuePoints(p.tissuePoints)
-            self._startPlacingList(p.tissuePoints)
-
-    def _startPlacingList(self, pointsNode) -> None:
-        """Place the list's unplaced points one click each; when none is left, stop and fit."""
-        if self._placingList is not None:
-            self.removeObserver(self._placingList, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
-        self._placingList = pointsNode
-        self.addObserver(pointsNode, pointsNode.PointPositionDefinedEvent, self._onListPointPlaced)
-        self.logic.startPlacingList(pointsNode)
-
-    def _onListPointPlaced(self, caller, event) -> None:
-        if any(caller.GetNthControlPointPositionStatus(i) != caller.PositionDefined
-               for i in range(caller.GetNumberOfControlPoints())):
-            return
-        self.removeObserver(caller, caller.PointPositionDefinedEvent, self._onListPointPlaced)
-        self._placingList = None
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
-        self.onApplyCalibration()
-
-    def onBrowseCalibrationFile(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(None, _("Saved OsteoROI calibration"), "",
-                                              _("Calibration (*.json)"))
-        if path:
-            self._parameterNode.calibrationFile = path
-
-    def onSaveCalibration(self) -> None:
-        path = qt.QFileDialog.getSaveFileName(None, _("Save the calibration"), "osteoroi-calibration.json",
-                                              _("Calibration (*.json)"))
-        if not path:
-            return
-        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not save the calibration.")):
-            # The file dialog has already asked whether to replace an existing file.
-            written = self.logic.mrml.saveCalibration(path, overwrite=os.path.exists(path))
-            self.ui.statusLabel.text = _("Written: {paths}").format(paths=written)
-
     def onExcludeLevel(self, level: str, excluded: bool) -> None:
         if self._updatingLevelWidgets or not self.logic.mrml.rows():
             return
         with slicer.util.tryWithErrorDisplay(_("OsteoROI could not change the exclusion.")):
-            self.logic.mrml.setExcluded(level, excluded, _("excluded by the user"))
+            self.logic.mrml.setExcluded(level, excluded, EXCLUSION_REASONS[self.ui.exclusionReasonComboBox.currentIndex])
             self._showStatus()
 
     def onGenantGrade(self, level: str, index: int) -> None:
@@ -497,7 +653,7 @@ class OsteoROIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif kind == "json":
                 written = self.logic.mrml.exportResults(jsonPath=path, overwrite=overwrite)
             else:
-                written = self.logic.mrml.exportReport(path, overwrite=overwrite)
+                written = self.logic.exportReportFromParameterNode(self._parameterNode, path, overwrite=overwrite)
             self.ui.statusLabel.text = _("Written: {paths}").format(paths=", ".join(written))
 
 
@@ -525,6 +681,13 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
             self._mrml = OsteoROIMRMLLogic(slicer.mrmlScene, scheduler=self._scheduler, onUpdate=self._onUpdate)
         return self._mrml
 
+    def forgetScene(self) -> None:
+        """Stop observing the scene's nodes and drop the MRML logic with its cached volume copy
+        (called when the scene closes; the next use starts a fresh one)."""
+        if self._mrml is not None:
+            self._mrml.detach()
+        self._mrml = None
+
     def setLiveUpdate(self, scheduler, onUpdate) -> None:
         """Throttle live updates with ``scheduler(callback)`` and report them to ``onUpdate(mrmlLogic)``."""
         self._scheduler, self._onUpdate = scheduler, onUpdate
@@ -544,8 +707,6 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         from the rod point list (labelled by rod name) of the chosen phantom; internal: fit from
         the tissue point list. Phantom and internal calibrations then re-fit when a point moves.
         """
-        from OsteoROILib.errors import InputError
-
         p = parameterNode
         mode = p.calibrationMode
         mrml = self.mrml
@@ -605,8 +766,32 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
                       overwrite: bool = False) -> List[str]:
         return self.mrml.exportResults(jsonPath, csvPath, overwrite=overwrite)
 
-    def exportReport(self, htmlPath: str, overwrite: bool = False) -> List[str]:
-        return self.mrml.exportReport(htmlPath, overwrite=overwrite)
+    def exportReport(self, htmlPath: str, overwrite: bool = False, patient: Optional[dict] = None,
+                     priorFile: str = "", priorTable=None) -> List[str]:
+        """The HTML report; with ``patient`` facts (age, sex, menopause, fragility_fracture) and a
+        prior study (``priorFile`` JSON or ``priorTable``) it includes them and the follow-up."""
+        prior = prior_document(priorFile, priorTable)
+        priorName = priorFile or (priorTable.GetName() if priorTable is not None else "")
+        return export_case_report(self.mrml, htmlPath, patient=patient, prior=prior, priorName=priorName,
+                                  overwrite=overwrite)
+
+    def diagnosis(self, patient: Optional[dict] = None, priorFile: str = "", priorTable=None) -> dict:
+        """The diagnosis document (categories per criterion, lead criterion, warnings, follow-up)."""
+        prior = prior_document(priorFile, priorTable)
+        priorName = priorFile or (priorTable.GetName() if priorTable is not None else "")
+        return case_diagnosis(self.mrml, patient=patient, prior=prior, priorName=priorName)
+
+    @staticmethod
+    def patientFromParameterNode(p) -> dict:
+        return {"age": p.patientAge, "sex": p.patientSex, "menopause": p.menopause,
+                "fragility_fracture": p.fragilityFracture}
+
+    def diagnosisFromParameterNode(self, p) -> dict:
+        return self.diagnosis(self.patientFromParameterNode(p), p.priorResultFile, p.priorTable)
+
+    def exportReportFromParameterNode(self, p, htmlPath: str, overwrite: bool = False) -> List[str]:
+        return self.exportReport(htmlPath, overwrite=overwrite, patient=self.patientFromParameterNode(p),
+                                 priorFile=p.priorResultFile, priorTable=p.priorTable)
 
     @staticmethod
     def startPlacing(pointsNode, level: str) -> None:
@@ -617,7 +802,10 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
                       if pointsNode.GetNthControlPointLabel(i).strip().upper() == level), None)
         if index is None:
             index = pointsNode.AddControlPoint(vtk.vtkVector3d(0, 0, 0), level)
-        pointsNode.ResetNthControlPointPosition(index)  # unplaced: the next click places it
+        # Undefined (not Preview, which a click elsewhere in the list would take first) and the
+        # placement start: the next click in a view places exactly this level (Slicer markups).
+        pointsNode.UnsetNthControlPointPosition(index)
+        pointsNode.SetControlPointPlacementStartIndex(index)
         slicer.modules.markups.logic().SetActiveList(pointsNode)
         interaction = slicer.app.applicationLogic().GetInteractionNode()
         interaction.SetPlaceModePersistence(False)
@@ -630,6 +818,13 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         interaction = slicer.app.applicationLogic().GetInteractionNode()
         interaction.SetPlaceModePersistence(True)
         interaction.SetCurrentInteractionMode(interaction.Place)
+
+    @staticmethod
+    def stopPlacing() -> None:
+        """Back to view mode, with place-mode persistence off (Slicer's default)."""
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetPlaceModePersistence(False)
+        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
 
 
 #
@@ -685,7 +880,7 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(logic.mrml.plotChartNode())
         # Re-running reuses the module's nodes; user nodes are untouched.
         nodes = slicer.mrmlScene.GetNumberOfNodes()
-        self.assertIs(logic.run(volumeNode, pointsNode, shapes=shapes), tableNode)
+        self.assertIs(logic.run(volumeNode, pointsNode, shapes=shapes, criteria="seed002-hu"), tableNode)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.assertEqual([volumeNode.GetName(), pointsNode.GetName()], nodeNames)
         self.delayDisplay("Phantom test passed")
@@ -777,8 +972,6 @@ class OsteoROITest(ScriptedLoadableModuleTest):
 
     def test_OsteoROI_errors(self):
         """Bad input raises an error that says what to do, and adds no node."""
-        from OsteoROILib.errors import OsteoROIError
-
         volumeNode, _points, _truth = self._loadPhantom()
         emptyPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Empty")
         logic = OsteoROILogic()

@@ -327,3 +327,16 @@ def test_every_subpackage_is_packaged():
     folders = {PACKAGE + ("." + os.path.relpath(d, LIB_DIR).replace(os.sep, ".") if d != LIB_DIR else "")
                for d, _, files in os.walk(LIB_DIR) if "__init__.py" in files}
     assert folders - listed == set()
+
+
+def test_reimporting_the_package_keeps_one_legacy_finder():
+    """Slicer's Reload re-imports OsteoROILib: the old-path finder must not be installed twice."""
+    import importlib
+    import sys
+
+    import OsteoROILib.import_paths as paths
+
+    importlib.reload(paths)
+    paths.install_legacy_finder()
+    finders = [f for f in sys.meta_path if type(f).__name__ == "_LegacyModuleFinder"]
+    assert len(finders) == 1

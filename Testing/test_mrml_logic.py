@@ -463,6 +463,7 @@ def test_place_from_segmentation(headless):
     added = {scene.GetNthNode(i).GetClassName() for i in range(scene.GetNumberOfNodes())
              if scene.GetNthNode(i).GetID() not in nodes_before}
     assert "vtkMRMLLabelMapVolumeNode" not in added
+    assert "vtkMRMLColorTableNode" not in added, "the temporary label map's colour table is left in the scene"
     with pytest.raises(InputError, match="named"):
         empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Unnamed")
         logic.runFromSegmentation(headless.volumeNode, empty)

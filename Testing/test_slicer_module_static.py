@@ -180,7 +180,8 @@ def test_every_resource_file_is_listed(module_cmake):
     assert "MODULE_PYTHON_RESOURCES" in variables, "OsteoROI/CMakeLists.txt must set(MODULE_PYTHON_RESOURCES ...)"
     listed = variables["MODULE_PYTHON_RESOURCES"]
     assert all(f.startswith("Resources/") for f in listed), "resources are listed relative to the top-level folder"
-    actual = {"Resources/" + f for f in _files_under(RESOURCES_DIR)}
+    # Screenshots are for the Extensions Index (EXTENSION_SCREENSHOTURLS), not used at run time.
+    actual = {"Resources/" + f for f in _files_under(RESOURCES_DIR) if not f.startswith("Screenshots/")}
     assert {"Resources/UI/OsteoROI.ui", "Resources/Icons/OsteoROI.png"} <= actual
     _check_listed(listed, ROOT, actual, "MODULE_PYTHON_RESOURCES", "resource files")
     # Resources must not (also) live in the module folder: the issue puts them at the top level.
@@ -311,15 +312,18 @@ def test_extension_builds_module_layout(module_cmake, tmp_path):
 
 
 def test_resource_lookups_match_layout():
-    """Run-time lookups: resourcePath('X') is <module dir>/Resources/X; resources.py looks in <module dir>/Resources."""
+    """Run-time lookups: moduleResourcePath('X') finds Resources/X beside OsteoROI.py (installed) or one
+    level up (source tree); resources.py looks in <module dir>/Resources. Slicer's own resourcePath
+    (beside OsteoROI.py only) is not used: it misses the source tree's top-level Resources/."""
     tree = ast.parse(_read(MODULE_PY))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    assert not [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "resourcePath"]
     used = [
         node.args[0].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "resourcePath"
-        and node.args and isinstance(node.args[0], ast.Constant)
+        for node in calls
+        if getattr(node.func, "id", None) == "moduleResourcePath" and node.args and isinstance(node.args[0], ast.Constant)
     ]
-    assert "UI/OsteoROI.ui" in used
+    assert {"UI/OsteoROI.ui", "Icons/OsteoROI.png"} <= set(used)
     for rel in used:
         assert os.path.isfile(os.path.join(RESOURCES_DIR, rel)), f"resourcePath({rel!r}) has no file in Resources/"
     resources_src = _read(os.path.join(LIB_DIR, "resources.py"))
@@ -382,6 +386,21 @@ def test_icon_url_points_at_the_icon(top_cmake):
     homepage = variables["EXTENSION_HOMEPAGE"][0].rstrip("/")
     owner_repo = homepage.split("github.com/")[-1]
     assert owner_repo in url, "the icon URL should point into the extension's own repository"
+
+
+def test_screenshot_urls_point_at_files(top_cmake):
+    """Each EXTENSION_SCREENSHOTURLS entry is a PNG of this repository (Resources/Screenshots/)."""
+    _, variables = top_cmake
+    homepage = variables["EXTENSION_HOMEPAGE"][0].rstrip("/")
+    prefix = "https://raw.githubusercontent.com/" + homepage.split("github.com/")[-1] + "/main/"
+    urls = " ".join(variables["EXTENSION_SCREENSHOTURLS"]).split()
+    assert urls
+    for url in urls:
+        assert url.startswith(prefix + "Resources/Screenshots/"), url
+        path = os.path.join(ROOT, *url[len(prefix):].split("/"))
+        assert os.path.isfile(path), f"{url} has no file {path}"
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
 
 
 def test_icon_is_a_128px_png():
@@ -704,15 +723,21 @@ def _unannotated(annotation: ast.expr) -> str:
     return ast.unparse(annotation)
 
 
-#: Widget classes ``connectGui`` can connect to each value type (canRepresent in guiConnectors.py).
+#: Widget classes Slicer 5.6 (the oldest supported) can connect to each value type (canRepresent in
+#: Base/Python/slicer/parameterNodeWrapper/guiConnectors.py at v5.6.2; every version is checked in
+#: test_slicer_conformance.py). A QComboBox needs a Choice annotation (or an Enum).
 CONNECTABLE = {
-    "bool": {"QCheckBox", "ctkCheckBox", "QPushButton", "ctkCheckablePushButton"},
-    "float": {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox",
-              "qMRMLSpinBox"},
-    "int": {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox",
-            "qMRMLSpinBox", "QSlider", "QSpinBox"},
-    "str": {"QLineEdit", "QLabel", "QTextEdit", "QComboBox", "ctkComboBox"},
+    "bool": {"QCheckBox", "QPushButton"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget"},
+    "int": {"QSlider", "QSpinBox"},
+    "str": {"QLineEdit", "QTextEdit"},
 }
+#: Parameters deliberately without a bound widget (kept in sync by the widget's own code).
+UNBOUND = {"calibrationPhantom": "its combo box also lists user phantoms added at run time (no fixed Choice)"}
+
+
+def _has_choice(annotation: ast.expr) -> bool:
+    return any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Choice" for n in ast.walk(annotation))
 
 
 def test_ui_parameter_names_match_parameter_node(ui):
@@ -735,10 +760,13 @@ def test_ui_parameter_names_match_parameter_node(ui):
             node_types = [s.text for p in w.findall("property") if p.get("name") == "nodeTypes"
                           for s in p.iter("string")]
             assert node_types == [value_type], f"{name}: nodeTypes {node_types} != parameter type {value_type}"
+        elif cls == "QComboBox":
+            assert _has_choice(fields[param]), f"{name}: a QComboBox bound to {param} needs Annotated[..., Choice(...)]"
         else:
             assert cls in CONNECTABLE.get(value_type, set()), f"connectGui cannot connect {value_type} {param} to {cls}"
-    # Every GUI-editable parameter has a widget.
-    assert set(fields) == set(seen), f"parameters without a widget: {set(fields) - set(seen)}"
+    # Every GUI-editable parameter has a widget, except those kept in sync by hand.
+    assert set(fields) - set(UNBOUND) == set(seen), f"parameters without a widget: {set(fields) - set(seen)}"
+    assert not set(UNBOUND) & set(seen)
 
 
 def test_ui_names_used_by_the_module_exist(ui):
@@ -747,14 +775,14 @@ def test_ui_names_used_by_the_module_exist(ui):
     used: Dict[str, Set[str]] = {}
     connects: List[Tuple[str, str]] = []
     for node in ast.walk(tree):
-        # self.ui.<name>
+        # self.ui.<name> (self.ui.__dict__ lists the widgets)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui" \
-                and getattr(node.value.value, "id", None) == "self":
+                and getattr(node.value.value, "id", None) == "self" and not node.attr.startswith("__"):
             used.setdefault(node.attr, set())
         # self.ui.<name>.<member>
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
                 and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "ui" \
-                and getattr(node.value.value.value, "id", None) == "self":
+                and getattr(node.value.value.value, "id", None) == "self" and not node.value.attr.startswith("__"):
             used.setdefault(node.value.attr, set()).add(node.attr)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect" \
                 and isinstance(node.func.value, ast.Attribute) and isinstance(node.func.value.value, ast.Attribute) \
@@ -1184,7 +1212,8 @@ def test_module_parameter_node_members_exist():
     """``p.<member>`` / ``parameterNode.<member>`` / ``self._parameterNode.<member>`` in OsteoROI.py are
     members of OsteoROIParameterNode (a typo would fail only inside Slicer)."""
     fields = set(_parameter_fields())
-    allowed_methods = {"connectGui", "disconnectGui", "parameterNode", "default", "isCached"}
+    allowed_methods = {"connectGui", "connectParametersToGui", "disconnectGui", "parameterNode", "default",
+                       "isCached"}
     seen = set()
     for node in ast.walk(_module_tree()):
         if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("p", "parameterNode",

@@ -126,5 +126,8 @@ class _LegacyModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install_legacy_finder() -> None:
-    if not any(isinstance(f, _LegacyModuleFinder) for f in sys.meta_path):
-        sys.meta_path.append(_LegacyModuleFinder())
+    """Install the finder once; a module Reload in Slicer re-imports this module, so a finder of an
+    earlier import (another class object of the same name) is replaced, not doubled."""
+    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__qualname__ != _LegacyModuleFinder.__qualname__
+                        or type(f).__module__ != __name__]
+    sys.meta_path.append(_LegacyModuleFinder())

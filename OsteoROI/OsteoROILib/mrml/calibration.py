@@ -236,7 +236,9 @@ class SceneCalibration:
             for label in labels:
                 if label.lower() not in present:
                     index = node.AddControlPoint(0.0, 0.0, 0.0, label)
-                    node.ResetNthControlPointPosition(index)  # unplaced: a click in place mode places it
+                    # Undefined, not Preview: a click goes to the list's Preview point first, so
+                    # Preview points would be filled last-first (Slicer markups widget).
+                    node.UnsetNthControlPointPosition(index)
             # Slicer fills the unplaced points from the placement start index on (Slicer 5.x
             # markups); the point under the mouse previews the next one with its label, so the user
             # sees which rod/tissue to click. Start with the first of the list.

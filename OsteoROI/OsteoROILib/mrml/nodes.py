@@ -19,6 +19,7 @@ from ..io.volume import Volume, check_ct
 from ..placement.measure import normalise_level
 from ..roi.geometry import RoiShape
 from .scene import placed_points
+from .patient import dicom_facts_from_node
 
 __all__ = [
     "MODULE_NAME",
@@ -93,7 +94,8 @@ def matrix_to_world(node) -> Optional[np.ndarray]:
 
 
 def volume_from_node(volumeNode) -> Volume:
-    """The volume node's voxels (copied) and world IJK-to-RAS matrix (parent transforms applied)."""
+    """The volume node's voxels (copied), world IJK-to-RAS matrix (parent transforms applied) and,
+    for a volume loaded from Slicer's DICOM database, its DICOM facts (kVp, contrast, ...)."""
     if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.GetImageData() is None:
         raise InputError("No CT volume with image data is selected.", "Load a CT and select it as the input volume.")
     if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -110,7 +112,7 @@ def volume_from_node(volumeNode) -> Volume:
     to_world = matrix_to_world(volumeNode)
     if to_world is not None:
         ijk_to_ras = to_world @ ijk_to_ras
-    volume = Volume(array, ijk_to_ras, source=volumeNode.GetName())
+    volume = Volume(array, ijk_to_ras, source=volumeNode.GetName(), facts=dicom_facts_from_node(volumeNode))
     check_ct(volume)
     return volume
 

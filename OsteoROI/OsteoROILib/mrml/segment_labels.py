@@ -44,9 +44,15 @@ def segment_levels(segmentationNode) -> Tuple[vtk.vtkStringArray, Dict[str, int]
     return ids, label_map
 
 
+def color_table_ids(scene) -> List[str]:
+    nodes = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    return [nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())]
+
+
 def labels_from_segmentation(scene, segmentationNode, volumeNode) -> Tuple[np.ndarray, Dict[str, int]]:
     """A label array on the volume's grid and ``{level: label}`` from the segments' names."""
     ids, label_map = segment_levels(segmentationNode)
+    colors_before = set(color_table_ids(scene))
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__OsteoROI_labels__")
     try:
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
@@ -59,6 +65,9 @@ def labels_from_segmentation(scene, segmentationNode, volumeNode) -> Tuple[np.nd
         scene.RemoveNode(labelmap)
         if display is not None and display.GetScene() is not None:
             scene.RemoveNode(display)
+        # The export adds a colour table ("<segmentation>_ColorTable") for the temporary label map.
+        for color_id in set(color_table_ids(scene)) - colors_before:
+            scene.RemoveNode(scene.GetNodeByID(color_id))
     volume_shape = slicer.util.arrayFromVolume(volumeNode).shape
     if labels.shape != volume_shape:
         raise InputError("The segmentation could not be resampled to the CT's grid.",
