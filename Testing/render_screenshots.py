@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "OsteoROI"))
 
-from OsteoROILib.digital_phantom.phantom import make_phantom  # noqa: E402
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
 from OsteoROILib.mrml.offscreen_view import OffscreenSliceView  # noqa: E402
 from OsteoROILib.mrml.scene import add_volume_from_array, new_scene  # noqa: E402

@@ -776,7 +776,7 @@ def add_phantom_case(scene, phantom, name: str = "CT"):
 
 def phantom_case():
     """The digital phantom of the module's self-test (10 HU noise, seed 1): ``(volume, truth)``."""
-    from OsteoROILib.digital_phantom.phantom import make_phantom
+    from OsteoROILib.digital_phantom import make_phantom
 
     return make_phantom(noise_sigma=10.0, seed=1)
 

@@ -16,7 +16,8 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 
-from OsteoROILib.mrml.logic import OsteoROIMRMLLogic, volume_from_node  # noqa: E402
+from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
+from OsteoROILib.mrml.nodes import volume_from_node  # noqa: E402
 from OsteoROILib.mrml.patient import DICOM_UIDS_ATTRIBUTE, dicom_facts_from_node  # noqa: E402
 from slicer_standin import StandIn, add_phantom_case, headless_scene, phantom_case  # noqa: E402
 

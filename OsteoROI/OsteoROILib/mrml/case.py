@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..diagnosis.verdict import build_diagnosis, parse_exclusion
+from ..diagnosis.exclusions import parse_exclusion
+from ..diagnosis.verdict import build_diagnosis
 from ..errors import InputError
 from ..export.html_report import write_report
 from ..io.jsonfile import read_json

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..placement.labels import place_from_labels
-from ..placement.measure import LEVEL_NAMES, measure_levels, parse_shapes
+from ..placement.measure import measure_levels
+from ..roi.levels import LEVEL_NAMES, parse_shapes
 from ..roi.family import SHAPE_NAMES
 from .calibration_state import KEEP_CALIBRATION, calibration_from
 from .nodes import ROLE_POINTS, ROLE_SEG_POINTS, ROLE_TABLE, ROLE_VOLUME, level_points_from_node, volume_from_node

@@ -21,7 +21,7 @@ import slicer
 
 from ..diagnosis.criteria import load_criterion
 from ..errors import InputError
-from ..placement.measure import LEVEL_NAMES
+from ..roi.levels import LEVEL_NAMES
 from ..roi.family import SHAPE_NAMES
 from .nodes import MODULE_NAME, ROLE_ATTRIBUTE
 
