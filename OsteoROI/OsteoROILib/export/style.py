@@ -48,6 +48,13 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 .verdict .big { font-size: 18px; font-weight: 700; }
 .cat-op { background: #f6c9c9; } .cat-pop { background: #fadcc0; } .cat-low { background: #fcebb6; }
 .cat-normal { background: #cfe9cf; } .cat-none { background: #eee; }
+.verdict .big span { padding: 1px 4px; }
+.borderline { background: #fff4d6; border-left: 4px solid #e0a800; padding: 4px 8px; }
+.impression p { margin: 4px 0; }
+.signoff { display: grid; grid-template-columns: 2fr 1fr; gap: 12px; margin-top: 8px; }
+.comment-box { border: 1px solid var(--line); min-height: 44px; padding: 4px 6px; white-space: pre-wrap; }
+table.sign td:first-child, table.hdr td:first-child { width: 38%; color: var(--muted); }
+table.sign td { height: 22px; }
 .warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: 5px 10px; margin: 6px 0; }
 .note { color: var(--muted); font-size: 12px; }
 tr.excluded td { color: #777; background: repeating-linear-gradient(45deg, #fff, #fff 6px, #f3f3f3 6px, #f3f3f3 12px); }
