@@ -41,7 +41,7 @@ def header_fields(dx: Mapping[str, object], result_doc: Mapping[str, object],
     kvp, st = study.get("kvp"), study.get("slice_thickness_mm")
     scanner = " ".join(str(x) for x in (study.get("manufacturer"), study.get("model")) if x)
     values = {
-        "name": ident.get("name") or _person_name(facts.get("patient_name")),
+        "name": _person_name(ident.get("name") or facts.get("patient_name")),
         "patient_id": ident.get("id") or facts.get("patient_id"),
         "age": f"{age:g} years" if isinstance(age, (int, float)) else None,
         "sex": sex,

@@ -17,11 +17,14 @@ from ..errors import InputError, OsteoROIError
 from ..io.outputs import check_output_paths, write_atomically
 from .front_page import TITLE, front_page_html
 from .impression import borderline
-from .charts import bar_chart_svg, calibration_svg, calibration_view
+from .calibration_html import calibration_section
+from .charts import bar_chart_svg
+from .sagittal import render_sagittal_image
 from .images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, data_uri, load_volume_for_report, render_level_image
 from .measurement import to_json_text
+from .pdf import find_browser, write_pdf
 from .style import CATEGORY_CSS, CSS, SHAPE_COLOURS, esc, number_text
-from .wording import method_words, plain_words, readable_date
+from .wording import plain_words, readable_date
 
 
 
@@ -89,7 +92,8 @@ def _diagnosis_table(dx: Mapping[str, object]) -> str:
         body.append(f"<tr class='{'lead' if v.get('lead') else ''}'><td>{esc(v['short_title'])}</td>"
                     f"<td>{esc(v['shape'] or '—')}</td><td>{esc(levels)}</td><td class='num'>{esc(val)}</td>"
                     f"{_cat_cell(dx, v)}<td>{rule}</td>{fu_cell}</tr>")
-    return ("<section><h2>Diagnosis table</h2><table class='diagnosis'>" + head + "".join(body) + "</table>"
+    return ("<section><h2>Diagnosis table</h2><table class='diagnosis'><thead>" + head + "</thead><tbody>"
+            + "".join(body) + "</tbody></table>"
             + _notes(dx.get("notes")) + "</section>")
 
 
@@ -150,6 +154,7 @@ def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) 
             continue
         try:
             png, meta = render_level_image(vol, result_doc, lv, by_level[lv])
+            sag, _ = render_sagittal_image(vol, result_doc, lv, by_level[lv])
         except (OsteoROIError, ValueError, KeyError, IndexError, TypeError) as exc:
             img_note += f" {lv}: image not rendered ({exc})."
             continue
@@ -159,6 +164,8 @@ def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) 
             cap += f" — <b>excluded</b>: {esc(info['flag_text'])}"
         figures.append(f"<figure><img class='roi-image' data-level='{esc(lv)}' alt='{esc(lv)} axial slice "
                        f"with ROI outlines' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(png)}'>"
+                       f"<img class='sag-image' data-level='{esc(lv)}' alt='{esc(lv)} sagittal slice with the "
+                       f"ROI plane' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(sag)}'>"
                        f"<figcaption>{cap}</figcaption></figure>")
     return figures, img_note
 
@@ -168,9 +175,11 @@ def _images_section(dx: Mapping[str, object], result_doc: Mapping[str, object], 
     img_html, img_note = _images(dx, result_doc, volume) if render_images else ([], "Level images not requested.")
     legend = "".join(f"<span><i style='background: rgb{SHAPE_COLOURS[s]}'></i>{esc(s)}</span>"
                      for s in _shapes(dx["rows"]) if s in SHAPE_COLOURS)
-    return ("<section><h2>Levels: axial slice with the measured ROIs</h2>"
+    return ("<section class='level-images'><h2>Levels: axial slice with the measured ROIs (top) and sagittal "
+            "slice with their plane (bottom)</h2>"
             + (f"<div class='legend note'>{legend} — radiological view: patient's right on the left, anterior "
-               f"up; window {WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU.</div><div class='images'>" + "".join(img_html)
+               f"up; sagittal: anterior on the left, superior up, ROI plane in yellow; window "
+               f"{WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU.</div><div class='images'>" + "".join(img_html)
                + "</div>" if img_html else "")
             + (f"<p class='note'>{esc(img_note.strip())}</p>" if img_note.strip() else "") + "</section>")
 
@@ -223,23 +232,6 @@ def _values_chart(dx: Mapping[str, object]) -> str:
     return "<section><h2>Values per level</h2><div class='charts'>" + chart + "</div></section>"
 
 
-def _calibration_section(dx: Mapping[str, object]) -> str:
-    """The calibration's fit, numbers and plot; or that the values are uncalibrated HU."""
-    cal = dx.get("calibration")
-    if not isinstance(cal, Mapping):
-        return ("<section><h2>Calibration</h2><p class='note'>None: the values are uncalibrated HU. QCT vBMD "
-                "needs a phantom or internal calibration.</p></section>")
-    cv = calibration_view(cal)
-    items = [("Method", method_words(cv["method"])), ("Phantom", cv["phantom"]), ("Unit", cv["unit"]),
-             ("Slope (HU per mg/cm³)", cv["slope"]), ("Intercept (HU)", cv["intercept"]),
-             ("R²", cv["r2"]), ("Rods / references", len(cv["points"]) or None)]
-    return ("<section><h2>Calibration</h2><div class='charts'><div class='caltable'>"
-            + _facts_table([(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in items if v is not None])
-            + f"<div class='note'>{esc(cv['equation'] or 'vBMD = (HU − intercept) / slope')}</div>"
-            + _notes(cv["warnings"], "warn")
-            + "</div>" + calibration_svg(cal) + "</div></section>")
-
-
 def _sources(dx: Mapping[str, object]) -> str:
     """Method and references, in plain words, at the end."""
     src = "".join(f"<li><b>{esc(c['title'])}</b>: {esc(c['citation'])}"
@@ -267,7 +259,7 @@ def build_html(diagnosis: Mapping[str, object], result_doc: Mapping[str, object]
     parts = [front_page_html(dx, result_doc, sign_off=sign_off, identity=identity),
              _diagnosis_table(dx), _level_table(dx),
              _images_section(dx, result_doc, volume, render_images), _followup_section(dx, result_doc),
-             _values_chart(dx), _calibration_section(dx), _sources(dx)]
+             _values_chart(dx), calibration_section(dx), _sources(dx)]
     # Every text passes through plain_words: no internal source label reaches the reader.
     return plain_words("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
                        "content='width=device-width, initial-scale=1'><title>" + esc(TITLE) + "</title><style>" + CSS
@@ -277,21 +269,27 @@ def build_html(diagnosis: Mapping[str, object], result_doc: Mapping[str, object]
 def write_report(diagnosis: Mapping[str, object], result_doc: Mapping[str, object], html_path: Optional[str] = None,
                  volume=None, csv_path: Optional[str] = None, json_path: Optional[str] = None,
                  levels_csv_path: Optional[str] = None, overwrite: bool = False, *, sign_off=None,
-                 identity: Optional[Mapping[str, object]] = None) -> List[str]:
+                 identity: Optional[Mapping[str, object]] = None, pdf_path: Optional[str] = None,
+                 page_size: str = "A4", browser: Optional[str] = None) -> List[str]:
     """Write the HTML report and/or tables atomically; return the paths written.
 
     ``volume``: a :class:`volume.Volume`, a CT path, or None (the result's ``volume.file``); without
     a readable CT the report says so instead of showing images. CSV/TSV by extension
     (``.tsv`` → tab-separated): ``csv_path`` holds the diagnosis table (one row per criterion × ROI
     type), ``levels_csv_path`` the per-level table. ``sign_off``/``identity``: see :func:`build_html`.
+    ``pdf_path``: the same report printed to PDF (:func:`pdf.write_pdf`, on ``page_size`` A4 or Letter).
     """
-    paths = [p for p in (html_path, csv_path, json_path, levels_csv_path) if p]
+    paths = [p for p in (html_path, csv_path, json_path, levels_csv_path, pdf_path) if p]
     if len(set(os.path.abspath(p) for p in paths)) != len(paths):
         raise InputError("Two outputs have the same file name.", "Give each output its own file.")
     check_output_paths(paths, overwrite=overwrite)
     texts: Dict[str, str] = {}
+    html_text = build_html(diagnosis, result_doc, volume=volume, sign_off=sign_off, identity=identity) \
+        if (html_path or pdf_path) else ""
+    if pdf_path:
+        find_browser(browser)  # before anything is written: no browser, no files
     if html_path:
-        texts[html_path] = build_html(diagnosis, result_doc, volume=volume, sign_off=sign_off, identity=identity)
+        texts[html_path] = html_text
     if csv_path:
         texts[csv_path] = to_table_text(verdict_rows(diagnosis), VERDICT_COLUMNS, _delimiter(csv_path))
     if levels_csv_path:
@@ -299,7 +297,9 @@ def write_report(diagnosis: Mapping[str, object], result_doc: Mapping[str, objec
     if json_path:
         texts[json_path] = to_json_text(diagnosis)
     write_atomically(texts)
-    return list(texts)
+    if pdf_path:
+        write_pdf(html_text, pdf_path, page_size=page_size, browser=browser, overwrite=True)
+    return list(texts) + ([pdf_path] if pdf_path else [])
 
 
 def _delimiter(path: str) -> str:

@@ -14,9 +14,9 @@ from typing import Optional
 #: Strings of the project's own vocabulary that a report must not show.
 INTERNAL_MARKERS = ("QCT_BRIEF", "seed 000", "seed 002", "seed 004", "seed-002", "seed002")
 
-#: The publications behind the short labels (QCT_BRIEF's source list).
-CONSENSUS_2020 = "Chinese expert consensus on imaging and BMD diagnosis of osteoporosis (2020)"
-WANG_ROI = "Wang et al., HU of five ROI types on lumbar CT against DXA"
+#: The publications behind the short labels, short (the report's reference list names them in full).
+CONSENSUS_2020 = "Chinese imaging consensus 2020"
+WANG_ROI = "Wang et al. ROI study"
 ACR_FOLLOWUP = "ACR-guided follow-up workflow"
 
 _REPLACEMENTS = (
