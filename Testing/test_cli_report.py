@@ -14,6 +14,7 @@ import pytest
 
 from OsteoROILib import cli
 
+from test_cli import phantom_files, point_args  # noqa: F401 - the digital phantom CT and its points (a fixture)
 from test_export_impression import make_doc
 
 AGE_SEX = {"patient_age": "070Y", "patient_sex": "F", "patient_id": "P-7", "study_date": "20250102"}
@@ -103,3 +104,23 @@ def test_unknown_option_is_wrong_usage(exams, capsys):
         cli.main(["report", str(exams["disagree"]), "--no-such-option"])
     assert exc.value.code == 2
     capsys.readouterr()
+
+
+def test_measure_prints_the_vbmd_table_and_with_report_the_impression(phantom_files, capsys, tmp_path):  # noqa: F811
+    cal = tmp_path / "cal.json"
+    code, _, err = run(["calibrate", "--manual", "--slope", "1.25", "--intercept", "-10", "--unit", "HA", "--out", cal],
+                       capsys)
+    assert code == 0, err
+    code, out, err = run(["measure", phantom_files["ct"], *point_args(phantom_files["points"]), "--shapes", "oval",
+                          "--calibration", cal, "--report", tmp_path / "r.html"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    i = lines.index("vBMD per ROI (mg/cm3 HA):")
+    for k, lv in enumerate(phantom_files["truth"].levels):
+        name, value = lines[i + 2 + k].split()
+        # vBMD = (HU - intercept) / slope of the phantom's configured trabecular HU
+        assert name == lv.name and float(value) == pytest.approx((lv.trabecular_hu + 10.0) / 1.25, abs=1.0)
+    assert "Impression:" in out and lines[lines.index("Impression:") + 1].strip().startswith("QCT vBMD")
+    code, out, err = run(["measure", phantom_files["ct"], *point_args(phantom_files["points"]), "--shapes", "oval"],
+                         capsys)
+    assert code == 0 and "vBMD per ROI" not in out and "Impression:" not in out

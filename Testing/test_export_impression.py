@@ -120,6 +120,15 @@ def test_not_applicable_patient_gets_no_category_in_the_impression():
     assert "40" in imp["applicability"] and "< 50" in imp["applicability"]
 
 
+def test_a_lead_without_value_has_no_agreeing_or_disagreeing_criteria():
+    # QCT needs two valid levels among L1-L4: L2-L4 excluded leaves one, so the lead has no value
+    dx = build_diagnosis(disagreeing_doc(), patient=WOMAN, exclusions=["L2=artefact", "L3=artefact", "L4=artefact"])
+    imp = build_impression(dx)
+    assert dx["verdicts"][0]["status"] == "insufficient" and imp["category"] is None
+    assert "no result" in imp["statement"] and imp["supporting"] == ""
+    assert imp["disagreeing"].startswith("Other criteria: ") and "Pickhardt" in imp["disagreeing"]
+
+
 def test_fracture_turns_the_impression_and_is_named():
     dx = build_diagnosis(disagreeing_doc(), patient=WOMAN, exclusions=["L2=fracture:2"])
     imp = build_impression(dx)

@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import OutputError
-from ..roi.geometry import RoiShape
+from .images import roi_shape
 from .impression import borderline
 
 LOCAL_SCHEME = "99OSTEOROI"
@@ -121,8 +121,7 @@ def _roi_group(row: Mapping[str, object], images: Sequence[object]):
     hd, _ = _libraries()
     codes, local = _codes()
     roi = row["roi"]
-    shape = RoiShape(kind=roi["kind"], center=roi["center_ras"], axis_u=roi["axis_u_ras"], axis_v=roi["axis_v_ras"],
-                     half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
+    shape = roi_shape(roi)
     outline = ras_to_lps(shape.outline(48))
     image = slice_for(ras_to_lps([roi["center_ras"]])[0], images)
     pixels = lps_to_pixel(outline, image)

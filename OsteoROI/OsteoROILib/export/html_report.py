@@ -20,6 +20,7 @@ from .impression import borderline
 from .calibration_html import calibration_section
 from .charts import bar_chart_svg
 from .sagittal import render_sagittal_image
+from .trend_chart import trend_svg
 from .images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, data_uri, load_volume_for_report, render_level_image
 from .measurement import to_json_text
 from .pdf import find_browser, write_pdf
@@ -206,7 +207,7 @@ def _followup_section(dx: Mapping[str, object], result_doc: Mapping[str, object]
             f"significant change LSC = 2.77 × precision error {f['precision_pct']:g} % = {f['lsc_pct']:.2f} % (ISCD).</p>"
             + _notes(f.get("warnings"), "warn")
             + f"<table><caption class='note'>{esc(lead_shape)} ROI, {'vBMD' if q == 'vbmd' else 'HU'}</caption>"
-            + head + body + "</table>" + _notes(f.get("notes")) + "</section>")
+            + head + body + "</table>" + _notes(f.get("notes")) + f"<div class='charts'>{trend_svg(dx)}</div></section>")
 
 
 def _values_chart(dx: Mapping[str, object]) -> str:

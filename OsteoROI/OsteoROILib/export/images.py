@@ -107,6 +107,12 @@ def draw_polyline(img: np.ndarray, pts: np.ndarray, colour, closed: bool = True,
                 img[y[ok], x[ok]] = colour
 
 
+def roi_shape(roi: Mapping[str, object]) -> RoiShape:
+    """The ROI of a result row (its ``roi`` block, RAS) as a :class:`RoiShape`."""
+    return RoiShape(kind=roi["kind"], center=roi["center_ras"], axis_u=roi["axis_u_ras"], axis_v=roi["axis_v_ras"],
+                    half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
+
+
 def level_geometry(result_doc: Mapping[str, object], level: str, rows: Sequence[Mapping[str, object]]):
     """(plane point, normal, crop centre, field of view mm) for a level's image."""
     lv = (result_doc.get("levels") or {}).get(level) or {}
@@ -150,8 +156,7 @@ def render_level_image(volume, result_doc: Mapping[str, object], level: str, row
         roi = r.get("roi")
         if not isinstance(roi, Mapping):
             continue
-        shape = RoiShape(kind=roi["kind"], center=roi["center_ras"], axis_u=roi["axis_u_ras"], axis_v=roi["axis_v_ras"],
-                         half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
+        shape = roi_shape(roi)
         outline = shape.outline(180) if shape.kind == "ellipse" else shape.outline()
         d = outline - centre[None, :]
         xy = np.stack([d @ col_dir / px + (n_px - 1) / 2.0, d @ row_dir / px + (n_px - 1) / 2.0], axis=1)

@@ -180,6 +180,8 @@ def build_impression(dx: Mapping[str, object], sign_off: Optional[SignOff] = Non
     lead_grade = GRADE.get(_class(lead) or "")
     agree = [v for v in rated if lead_grade is not None and GRADE[_class(v)] == lead_grade]
     differ = [v for v in rated if v not in agree]
+    # without a lead category nothing can agree or disagree with it: the others are listed as they are
+    differ_head = "Disagreeing" if lead_grade is not None else "Other criteria"
     missing = [v for v in others if v.get("status") != "ok"]
     patient = dx.get("patient") or {}
     return {
@@ -192,7 +194,7 @@ def build_impression(dx: Mapping[str, object], sign_off: Optional[SignOff] = Non
         "fractures": _fractures(dx),
         "applicability": plain_words(patient.get("applicability_note") or ""),
         "supporting": plain_words(_one_sentence("Supporting", agree, dx)),
-        "disagreeing": plain_words(_one_sentence("Disagreeing", differ, dx)),
+        "disagreeing": plain_words(_one_sentence(differ_head, differ, dx)),
         "not_assessable": plain_words(_one_sentence_missing(missing)),
         "sign_off": sign,
         "signed_date_text": readable_date(sign["date"]) or "",

@@ -10,8 +10,8 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..roi.geometry import RoiShape
-from .images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, draw_polyline, level_geometry, png_bytes, sample_plane
+from .images import (IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, draw_polyline, level_geometry, png_bytes, roi_shape,
+                     sample_plane)
 from .style import SHAPE_COLOURS
 
 PLANE_COLOUR = (255, 230, 0)
@@ -53,8 +53,7 @@ def render_sagittal_image(volume, result_doc: Mapping[str, object], level: str, 
         roi = r.get("roi")
         if r.get("shape") != "oval" or not isinstance(roi, Mapping):
             continue
-        shape = RoiShape(kind=roi["kind"], center=roi["center_ras"], axis_u=roi["axis_u_ras"], axis_v=roi["axis_v_ras"],
-                         half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
+        shape = roi_shape(roi)
         ap = shape.outline(180) @ anterior
         c = np.asarray(roi["center_ras"], float)
         ends = [c + anterior * (ap.min() - c @ anterior), c + anterior * (ap.max() - c @ anterior)]
