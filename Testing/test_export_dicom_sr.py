@@ -186,3 +186,14 @@ def test_cli_writes_the_sr_and_refuses_what_it_cannot(exam, tmp_path, capsys):
     code = cli.main(["report", str(result), "--dicom-sr", str(tmp_path / "sr2.dcm")])
     err = capsys.readouterr().err
     assert code == 1 and "not a DICOM series" in err and not (tmp_path / "sr2.dcm").exists()
+
+
+def test_missing_sr_packages_names_what_to_install(monkeypatch):
+    import importlib.util
+
+    from OsteoROILib.export.dicom_sr import missing_sr_packages
+
+    assert missing_sr_packages() == []  # both are importable here (this module imported them above)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "highdicom" else real(name, *a))
+    assert missing_sr_packages() == ["highdicom"]

@@ -169,7 +169,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="diagnosis table (criteria per level rule), follow-up and HTML/CSV/JSON report from a result JSON",
         description="Apply diagnostic criteria (QCT vBMD ACR/ISCD when calibrated; seed-002 and Pickhardt HU "
-                    "thresholds) to a measurement result and write the diagnosis table and a printable HTML report.")
+                    "thresholds) to a measurement result and write the diagnosis table and a printable HTML report.",
+        epilog="Exit codes: 0 success; 1 bad input or an output that cannot be written (the message says what to "
+               "do); 2 wrong usage (unknown option, per-exam options with several results, --dicom-pdf without --pdf).")
     p.add_argument("result", nargs="+",
                    help="result JSON written by 'osteoroi measure --json' or 'osteoroi demo'; several results "
                         "with --cohort-csv make the cohort table (one row per exam)")

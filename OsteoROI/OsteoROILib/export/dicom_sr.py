@@ -34,6 +34,17 @@ LEVEL_CODES = {"T11": "T11Vertebra", "T12": "T12Vertebra", "L1": "L1Vertebra", "
                "L4": "L4Vertebra", "L5": "L5Vertebra"}
 
 
+#: The packages of the ``sr`` extra that Slicer does not bundle (it bundles pydicom).
+SR_PACKAGES = ("highdicom",)
+
+
+def missing_sr_packages() -> List[str]:
+    """The packages of the ``sr`` extra not installed here (what Slicer's ``pip_install`` should be given)."""
+    import importlib.util
+
+    return [name for name in SR_PACKAGES + ("pydicom",) if importlib.util.find_spec(name) is None]
+
+
 def _libraries():
     """highdicom and pydicom, imported on first use (an optional extra)."""
     try:
