@@ -141,7 +141,7 @@ def test_html_is_self_contained_with_one_image_per_level(phantom_doc):
     assert not re.search(r"""(src|href)=['"](?!data:)""", text)
     assert "@media print" in text and "@page" in text
     # the table names every criterion, the excluded level keeps its row with the reason
-    for title in ("QCT vBMD", "L1-L4 HU (seed 002)", "L1 HU (Pickhardt)"):
+    for title in ("QCT vBMD", "L1-L4 HU (Wang et al.)", "L1 HU (Pickhardt)"):
         assert title in text
     assert "fracture, Genant 2 (moderate)" in text and "class='excluded'" in text
     assert "Calibration: rod mean HU vs density" in text and "<circle" in text

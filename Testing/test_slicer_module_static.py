@@ -889,7 +889,7 @@ def _stdlib_names() -> Set[str]:
 #: What OsteoROILib may import (besides the standard library and itself).
 ALLOWED_THIRD_PARTY = {"numpy", "SimpleITK", "vtk", "vtkmodules"}
 #: Optional packages that only command-line features use, imported inside the function that needs them.
-OPTIONAL_OUTSIDE_SLICER = {"pydicom", "jsonschema"}
+OPTIONAL_OUTSIDE_SLICER = {"pydicom", "jsonschema", "highdicom"}
 
 
 def _lib_modules() -> List[str]:

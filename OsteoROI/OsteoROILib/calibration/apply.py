@@ -82,6 +82,9 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
                         "(fit only; the ROI's own noise is not included)") if cal.uncertainty_note() is None
         else cal.uncertainty_note(),
         "warnings": list(cal.warnings),
+        # the rods (or reference tissues) the line was fitted to, so a report can plot them with their residuals
+        "points": [{k: p.get(k) for k in ("name", "density", "mean_hu", "sd_hu", "n_voxels", "residual_hu")
+                    if k in p} for p in (cal.points or []) if isinstance(p, Mapping)],
     }
     if cal.kind == "internal" and cal.internal:
         summary["effective_energy_kev"] = cal.effective_energy_kev

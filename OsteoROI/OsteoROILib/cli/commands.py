@@ -6,7 +6,8 @@
                      [--json OUT] [--csv OUT] [--force] [--overwrite]
 
 Exit codes: 0 success, 1 bad input or a result that cannot be written (the message says what
-to do), 2 wrong command-line usage.
+to do), 2 wrong command-line usage (unknown option, missing argument, options that do not go
+together), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from .. import __version__
 from . import calibrate as cli_calibration
 from . import report as cli_report
+from .console import print_impression, print_level_table, print_vbmd_table
 from ..errors import InputError, OsteoROIError
 from ..io.markups_file import parse_named_point, point_list_document, points_by_label, read_point_list
 from ..placement.measure import measure_levels
@@ -44,32 +46,6 @@ def collect_points(point_args: Optional[Sequence[str]], points_file: Optional[st
         raise InputError("No points were given.", "Give --point L1=R,A,S (repeat per level) or --points FILE.mrk.json.")
     pairs = [parse_point(p) for p in point_args]
     return points_by_label([{"label": lab, "ras": xyz} for lab, xyz in pairs], source="--point")
-
-
-def _print_table(rows, stream, truth_hu: Optional[Dict[str, float]] = None, key: str = "mean_hu",
-                 title: str = "Mean HU per ROI (SD in the JSON/CSV)") -> None:
-    shapes = []
-    for r in rows:
-        if r["shape"] not in shapes:
-            shapes.append(r["shape"])
-    levels = []
-    for r in rows:
-        if r["level"] not in levels:
-            levels.append(r["level"])
-    header = f"{'level':<6}" + "".join(f"{s:>10}" for s in shapes)
-    if truth_hu:
-        header += f"{'truth':>10}"
-    print(f"{title}:", file=stream)
-    print(header, file=stream)
-    for level in levels:
-        line = f"{level:<6}"
-        for s in shapes:
-            row = next((r for r in rows if r["level"] == level and r["shape"] == s), None)
-            value = None if row is None else row.get(key)
-            line += f"{value:>10.1f}" if isinstance(value, (int, float)) else f"{'—':>10}"
-        if truth_hu:
-            line += f"{truth_hu.get(level, float('nan')):>10.1f}"
-        print(line, file=stream)
 
 
 def _placements_from_labels(args, volume):
@@ -120,7 +96,8 @@ def cmd_measure(args, out=None) -> int:
     written = list(texts)
     if args.report:
         written += _write_report(doc, volume, args.report, overwrite=args.overwrite, out=out)
-    _print_table(doc["rows"], out)
+    print_level_table(doc["rows"], out)
+    print_vbmd_table(doc["rows"], out)
     for w in doc["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     for path in written:
@@ -156,6 +133,7 @@ def _write_report(doc, volume, html_path: str, overwrite: bool, out, patient=Non
     dx = build_diagnosis(doc, patient=patient)
     written = write_report(dx, doc, html_path=html_path, volume=volume, csv_path=csv_path, overwrite=overwrite)
     print_summary(dx, out)
+    print_impression(dx, out)
     return list(written)
 
 
@@ -212,9 +190,8 @@ def cmd_demo(args, out=None) -> int:
     write_volume(volume, names["volume"])
     save_calibration(cal, names["calibration"], overwrite=True)
     write_atomically(texts)
-    _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_hu for lv in truth.levels})
-    _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_density for lv in truth.levels},
-                 key="vbmd_mg_cm3", title=f"vBMD per ROI ({cal.unit_label})")
+    print_level_table(doc["rows"], out, truth={lv.name: lv.trabecular_hu for lv in truth.levels})
+    print_vbmd_table(doc["rows"], out, truth={lv.name: lv.trabecular_density for lv in truth.levels})
     print(f"\n{len(doc['rows'])} rows ({len(points)} levels x {len(SHAPE_NAMES)} ROI shapes).", file=out)
     print(f"\nDiagnosis (demo patient: {DEMO_PATIENT['age']}-year-old woman):", file=out)
     _write_report(doc, volume, names["report"], overwrite=True, out=out, patient=dict(DEMO_PATIENT),

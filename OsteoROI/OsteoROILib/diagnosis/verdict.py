@@ -24,7 +24,7 @@ from ..io.outputs import json_safe
 from .criteria import KNOWN_LEVELS, KNOWN_SHAPES, QUANTITIES, band_text, classify, load_criteria
 from .document import SCHEMA_ID
 from .exclusions import flag_excludes, flag_text, fractures, normalize_exclusions
-from .followup import compare
+from .followup import LSC_FACTOR, compare, lsc_pct
 from .patient import resolve_patient, study_facts, study_warnings
 from .values import check_result_doc, finite_number, has_vbmd, level_order, value_table, vbmd_unit
 
@@ -339,6 +339,9 @@ def build_diagnosis(
         "fractures": fractures(excl),
         "verdicts": verdicts,
         "followup": None,
+        # The site's precision and its LSC, also without a prior: the report's borderline flag reads them.
+        "precision": {"precision_pct": float(precision_pct), "lsc_factor": LSC_FACTOR,
+                      "lsc_pct": round(lsc_pct(precision_pct), 4)},
         "warnings": warnings + [w for w in (result_doc.get("warnings") or []) if w not in warnings],
         "notes": notes,
     }

@@ -15,21 +15,28 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ..diagnosis.document import LEVEL_COLUMNS, VERDICT_COLUMNS, to_table_text, verdict_rows
 from ..errors import InputError, OsteoROIError
 from ..io.outputs import check_output_paths, write_atomically
-from .charts import bar_chart_svg, calibration_svg, calibration_view
+from .front_page import TITLE, front_page_html
+from .impression import borderline
+from .calibration_html import calibration_section
+from .charts import bar_chart_svg
+from .sagittal import render_sagittal_image
+from .trend_chart import trend_svg
 from .images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, data_uri, load_volume_for_report, render_level_image
 from .measurement import to_json_text
+from .pdf import find_browser, write_pdf
 from .style import CATEGORY_CSS, CSS, SHAPE_COLOURS, esc, number_text
+from .wording import plain_words, readable_date
 
-TITLE = "OsteoROI report — lumbar trabecular bone density"
 
 
 # --------------------------------------------------------------------------------------------
 # Cells
 # --------------------------------------------------------------------------------------------
-def _cat_cell(v: Mapping[str, object]) -> str:
+def _cat_cell(dx: Mapping[str, object], v: Mapping[str, object]) -> str:
     if v.get("category"):
         cls = CATEGORY_CSS.get(str(v.get("category_class")), "cat-none")
-        return f'<td class="{cls}">{esc(v["category"])}</td>'
+        flag = "<br><span class='note'>borderline</span>" if borderline(dx, v) else ""
+        return f'<td class="{cls}">{esc(v["category"])}{flag}</td>'
     if v.get("status") == "ok" and not v.get("applicable"):
         return '<td class="cat-none">values only (not categorised)</td>'
     return f'<td class="cat-none">{esc(v.get("status"))}</td>'
@@ -64,63 +71,6 @@ def _notes(texts, css: str = "note", prefix: str = "") -> str:
 # --------------------------------------------------------------------------------------------
 # Sections, in reading order
 # --------------------------------------------------------------------------------------------
-def _header(dx: Mapping[str, object]) -> str:
-    return (f"<header><h1>{esc(TITLE)}</h1><p class='sub'>Generated {esc(dx['created'])} by OsteoROI "
-            f"{esc(dx['osteoroi_version'])} from {esc(os.path.basename(dx['source'].get('file') or '') or 'a result')}"
-            f" (measured {esc(dx['source'].get('created') or '—')}). Decision support: to be read by a "
-            "physician with the images.</p></header>")
-
-
-def _headline(lead: Mapping[str, object]) -> str:
-    """The leading criterion's verdict, in large type."""
-    q = "vBMD" if lead["quantity"] == "vbmd" else "HU"
-    value = f"{lead['value']:.2f} {lead['unit']}" if lead.get("value") is not None else "no value"
-    if lead.get("category"):
-        big = f"{esc(lead['category'])}"
-        cls = CATEGORY_CSS.get(str(lead.get("category_class")), "cat-none")
-    elif lead.get("status") == "ok":
-        big, cls = "values only — not categorised", "cat-none"
-    else:
-        big, cls = esc(lead.get("status")), "cat-none"
-    return (f"<div class='verdict'><div class='note'>Leading criterion: {esc(lead['criterion'])}"
-            f"{' — ' + esc(lead['shape']) + ' ROI' if lead.get('shape') else ''}</div>"
-            f"<div class='big'><span class='{cls}'>&nbsp;{big}&nbsp;</span> &nbsp; {esc(q)} {esc(value)}</div>"
-            f"<div>{esc(lead['rule'])}</div>" + _notes(lead.get("notes")) + "</div>")
-
-
-def _patient_and_study(dx: Mapping[str, object]) -> str:
-    pat, study = dx["patient"], dx["study"]
-    age = pat.get("age_years")
-    age_txt = f"{age:g} years ({pat.get('age_source')})" if age is not None else "unknown"
-    sex_txt = {"F": "female", "M": "male", "O": "other"}.get(pat.get("sex") or "", "unknown")
-    if pat.get("sex"):
-        sex_txt += f" ({pat.get('sex_source')})"
-    meno = pat.get("menopause")
-    kvp = study.get("kvp")
-    st = study.get("slice_thickness_mm")
-    return ("<section><h2>Patient and study</h2><div class='facts'>" + _facts_table([
-        ("Age", age_txt), ("Sex", sex_txt),
-        ("Menopausal status", f"{meno} ({pat.get('menopause_source')})" if meno else "—"),
-        ("Criteria applicable", ("yes — " if pat.get("applicable") else "no — ") + str(pat.get("applicability_note"))),
-        ("Fractures recorded", ", ".join(f"{f['level']} Genant {f['grade']}" + ("" if f["fragility"] else " (traumatic)")
-                                         for f in dx.get("fractures") or []) or (pat.get("fragility_fracture") or "none")),
-    ]) + _facts_table([
-        ("Study date", study.get("study_date")), ("Scanner", " ".join(str(x) for x in (study.get("manufacturer"),
-                                                                                   study.get("model")) if x) or None),
-        ("Tube voltage", f"{kvp:g} kV" if isinstance(kvp, (int, float)) else "unknown"),
-        ("Kernel", study.get("convolution_kernel")),
-        ("Slice thickness", f"{st:g} mm ({study.get('slice_thickness_source')})" if st is not None else None),
-        ("Contrast agent", study.get("contrast_agent") or "none recorded"),
-        ("CT file", os.path.basename(str(study.get("file") or "")) or None),
-    ]) + "</div></section>")
-
-
-def _warnings(dx: Mapping[str, object]) -> str:
-    if not dx.get("warnings"):
-        return ""
-    return "<section><h2>Warnings</h2>" + _notes(dx["warnings"], "warn") + "</section>"
-
-
 def _followup_cell(s: Optional[Mapping[str, object]]) -> str:
     if s and s.get("change_pct") is not None:
         return (f"<td class='num'>{s['change']:+.2f} ({s['change_pct']:+.1f} %)<br>"
@@ -142,8 +92,9 @@ def _diagnosis_table(dx: Mapping[str, object]) -> str:
         fu_cell = _followup_cell(fu.get((v["criterion_id"], v["shape"]))) if has_fu else ""
         body.append(f"<tr class='{'lead' if v.get('lead') else ''}'><td>{esc(v['short_title'])}</td>"
                     f"<td>{esc(v['shape'] or '—')}</td><td>{esc(levels)}</td><td class='num'>{esc(val)}</td>"
-                    f"{_cat_cell(v)}<td>{rule}</td>{fu_cell}</tr>")
-    return ("<section><h2>Diagnosis table</h2><table class='diagnosis'>" + head + "".join(body) + "</table>"
+                    f"{_cat_cell(dx, v)}<td>{rule}</td>{fu_cell}</tr>")
+    return ("<section><h2>Diagnosis table</h2><table class='diagnosis'><thead>" + head + "</thead><tbody>"
+            + "".join(body) + "</tbody></table>"
             + _notes(dx.get("notes")) + "</section>")
 
 
@@ -161,7 +112,8 @@ def _level_row(dx: Mapping[str, object], info: Mapping[str, object], shapes: Seq
             cells.append("<td class='num'>—</td>")
             continue
         used.update(r["used_by"])
-        txt = f"{number_text(r['mean_hu'])} ± {number_text(r['sd_hu'])}"
+        n = f"<br><span class='note'>n = {r['n_voxels']}</span>" if r.get("n_voxels") is not None else ""
+        txt = f"{number_text(r['mean_hu'])} ± {number_text(r['sd_hu'])}{n}"
         if with_vbmd:
             txt += f"<br>{number_text(r.get('vbmd_mg_cm3'))}"
         cells.append(f"<td class='num'>{txt}</td>")
@@ -182,7 +134,8 @@ def _level_table(dx: Mapping[str, object]) -> str:
     row_warn = sorted({w for r in rows for w in r.get("warnings") or []})
     unit_note = f" vBMD in {rows[0].get('vbmd_unit') or 'mg/cm3'}." if with_vbmd else ""
     return ("<section><h2>Per-level values</h2><table class='levels'>" + head + "".join(body) + "</table>"
-            f"<div class='note'>Mean HU ± SD (ddof 1) per ROI type.{esc(unit_note)} Excluded levels stay in the "
+            f"<div class='note'>Mean HU ± standard deviation and number of voxels (n) per ROI type.{esc(unit_note)} "
+            "Excluded levels stay in the "
             "table with their reason and are not used by any criterion.</div>"
             + _notes(row_warn, prefix="⚠ ") + "</section>")
 
@@ -202,6 +155,7 @@ def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) 
             continue
         try:
             png, meta = render_level_image(vol, result_doc, lv, by_level[lv])
+            sag, _ = render_sagittal_image(vol, result_doc, lv, by_level[lv])
         except (OsteoROIError, ValueError, KeyError, IndexError, TypeError) as exc:
             img_note += f" {lv}: image not rendered ({exc})."
             continue
@@ -211,6 +165,8 @@ def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) 
             cap += f" — <b>excluded</b>: {esc(info['flag_text'])}"
         figures.append(f"<figure><img class='roi-image' data-level='{esc(lv)}' alt='{esc(lv)} axial slice "
                        f"with ROI outlines' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(png)}'>"
+                       f"<img class='sag-image' data-level='{esc(lv)}' alt='{esc(lv)} sagittal slice with the "
+                       f"ROI plane' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(sag)}'>"
                        f"<figcaption>{cap}</figcaption></figure>")
     return figures, img_note
 
@@ -220,9 +176,11 @@ def _images_section(dx: Mapping[str, object], result_doc: Mapping[str, object], 
     img_html, img_note = _images(dx, result_doc, volume) if render_images else ([], "Level images not requested.")
     legend = "".join(f"<span><i style='background: rgb{SHAPE_COLOURS[s]}'></i>{esc(s)}</span>"
                      for s in _shapes(dx["rows"]) if s in SHAPE_COLOURS)
-    return ("<section><h2>Levels: axial slice with the measured ROIs</h2>"
+    return ("<section class='level-images'><h2>Levels: axial slice with the measured ROIs (top) and sagittal "
+            "slice with their plane (bottom)</h2>"
             + (f"<div class='legend note'>{legend} — radiological view: patient's right on the left, anterior "
-               f"up; window {WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU.</div><div class='images'>" + "".join(img_html)
+               f"up; sagittal: anterior on the left, superior up, ROI plane in yellow; window "
+               f"{WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU.</div><div class='images'>" + "".join(img_html)
                + "</div>" if img_html else "")
             + (f"<p class='note'>{esc(img_note.strip())}</p>" if img_note.strip() else "") + "</section>")
 
@@ -245,11 +203,11 @@ def _followup_section(dx: Mapping[str, object], result_doc: Mapping[str, object]
     interval = f"; interval {f['interval_days']} days" if f.get("interval_days") is not None else ""
     return ("<section><h2>Follow-up</h2>"
             f"<p>Prior exam: {esc(os.path.basename(str(f['prior'].get('file') or '')) or '—')} "
-            f"(study date {esc(f['prior'].get('study_date') or 'unknown')}{esc(interval)}). Least significant change "
-            f"LSC = 2.77 × precision error {f['precision_pct']:g} % = {f['lsc_pct']:.2f} % (ISCD; QCT_BRIEF §5).</p>"
+            f"(study date {esc(readable_date(f['prior'].get('study_date')) or 'unknown')}{esc(interval)}). Least "
+            f"significant change LSC = 2.77 × precision error {f['precision_pct']:g} % = {f['lsc_pct']:.2f} % (ISCD).</p>"
             + _notes(f.get("warnings"), "warn")
             + f"<table><caption class='note'>{esc(lead_shape)} ROI, {'vBMD' if q == 'vbmd' else 'HU'}</caption>"
-            + head + body + "</table>" + _notes(f.get("notes")) + "</section>")
+            + head + body + "</table>" + _notes(f.get("notes")) + f"<div class='charts'>{trend_svg(dx)}</div></section>")
 
 
 def _values_chart(dx: Mapping[str, object]) -> str:
@@ -275,66 +233,64 @@ def _values_chart(dx: Mapping[str, object]) -> str:
     return "<section><h2>Values per level</h2><div class='charts'>" + chart + "</div></section>"
 
 
-def _calibration_section(dx: Mapping[str, object]) -> str:
-    """The calibration's fit, numbers and plot; or that the values are uncalibrated HU."""
-    cal = dx.get("calibration")
-    if not isinstance(cal, Mapping):
-        return ("<section><h2>Calibration</h2><p class='note'>None: the values are uncalibrated HU. QCT vBMD "
-                "needs a phantom or internal calibration.</p></section>")
-    cv = calibration_view(cal)
-    items = [("Method", cv["method"]), ("Phantom", cv["phantom"]), ("Unit", cv["unit"]),
-             ("Slope (HU per mg/cm³)", cv["slope"]), ("Intercept (HU)", cv["intercept"]),
-             ("R²", cv["r2"]), ("Rods / references", len(cv["points"]) or None)]
-    return ("<section><h2>Calibration</h2><div class='charts'><div class='caltable'>"
-            + _facts_table([(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in items if v is not None])
-            + f"<div class='note'>{esc(cv['equation'] or 'vBMD = (HU − intercept) / slope')}</div>"
-            + _notes(cv["warnings"], "warn")
-            + "</div>" + calibration_svg(cal) + "</div></section>")
-
-
 def _sources(dx: Mapping[str, object]) -> str:
+    """Method and references, in plain words, at the end."""
     src = "".join(f"<li><b>{esc(c['title'])}</b>: {esc(c['citation'])}"
-                  + (f" <span class='note'>[{esc(c['where'])}]</span>" if c.get("where") else "")
                   + ("" if c.get("builtin") else f" <span class='note'>(custom criteria file {esc(c.get('file'))})</span>")
                   + "</li>" for c in dx["criteria"])
-    return (f"<footer><h2>Criteria and sources</h2><ul>{src}</ul><p>Follow-up: least significant change = 2.77 × "
-            "precision error (ISCD). Values are computed from the ROI statistics of the measurement file; "
-            "a category is only given for post-menopausal women and men aged 50 or over.</p></footer>")
+    return ("<footer><h2>Method and references</h2><p>The reader marks each lumbar vertebra; the software finds the "
+            "vertebral body's mid-height axial slice and its outline, and places five regions of interest (oval, "
+            "round, front, left and right) in the anterior two thirds of the body, away from the cortex and the "
+            "posterior venous plexus. The mean and standard deviation of the CT numbers (HU) in each region are "
+            "reported; with a calibration they are converted to volumetric bone mineral density (vBMD). Each "
+            "criterion combines the levels as stated in its rule. A category is given only for post-menopausal "
+            "women and men aged 50 or over. A value within the least significant change (2.77 × the site's "
+            "precision error) of a cut-off is called borderline. Follow-up changes are compared with the same "
+            f"least significant change.</p><ul>{src}</ul></footer>")
 
 
 def build_html(diagnosis: Mapping[str, object], result_doc: Mapping[str, object], volume=None,
-               render_images: bool = True) -> str:
-    """The report as one self-contained HTML string."""
+               render_images: bool = True, *, sign_off=None, identity: Optional[Mapping[str, object]] = None) -> str:
+    """The report as one self-contained HTML string.
+
+    ``sign_off``: an :class:`impression.SignOff` (reader, date, comment) or None for an empty
+    sign-off block; ``identity``: ``{"name": ..., "id": ...}`` over the DICOM patient name and ID.
+    """
     dx = diagnosis
-    verdicts = dx["verdicts"]
-    parts = [_header(dx)]
-    if verdicts:
-        parts.append(_headline(verdicts[0]))
-    parts += [_patient_and_study(dx), _warnings(dx), _diagnosis_table(dx), _level_table(dx),
-              _images_section(dx, result_doc, volume, render_images), _followup_section(dx, result_doc),
-              _values_chart(dx), _calibration_section(dx), _sources(dx)]
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
-            "content='width=device-width, initial-scale=1'><title>" + esc(TITLE) + "</title><style>" + CSS
-            + "</style></head><body><main>" + "".join(parts) + "</main></body></html>\n")
+    parts = [front_page_html(dx, result_doc, sign_off=sign_off, identity=identity),
+             _diagnosis_table(dx), _level_table(dx),
+             _images_section(dx, result_doc, volume, render_images), _followup_section(dx, result_doc),
+             _values_chart(dx), calibration_section(dx), _sources(dx)]
+    # Every text passes through plain_words: no internal source label reaches the reader.
+    return plain_words("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+                       "content='width=device-width, initial-scale=1'><title>" + esc(TITLE) + "</title><style>" + CSS
+                       + "</style></head><body><main>" + "".join(parts) + "</main></body></html>\n")
 
 
 def write_report(diagnosis: Mapping[str, object], result_doc: Mapping[str, object], html_path: Optional[str] = None,
                  volume=None, csv_path: Optional[str] = None, json_path: Optional[str] = None,
-                 levels_csv_path: Optional[str] = None, overwrite: bool = False) -> List[str]:
+                 levels_csv_path: Optional[str] = None, overwrite: bool = False, *, sign_off=None,
+                 identity: Optional[Mapping[str, object]] = None, pdf_path: Optional[str] = None,
+                 page_size: str = "A4", browser: Optional[str] = None) -> List[str]:
     """Write the HTML report and/or tables atomically; return the paths written.
 
     ``volume``: a :class:`volume.Volume`, a CT path, or None (the result's ``volume.file``); without
     a readable CT the report says so instead of showing images. CSV/TSV by extension
     (``.tsv`` → tab-separated): ``csv_path`` holds the diagnosis table (one row per criterion × ROI
-    type), ``levels_csv_path`` the per-level table.
+    type), ``levels_csv_path`` the per-level table. ``sign_off``/``identity``: see :func:`build_html`.
+    ``pdf_path``: the same report printed to PDF (:func:`pdf.write_pdf`, on ``page_size`` A4 or Letter).
     """
-    paths = [p for p in (html_path, csv_path, json_path, levels_csv_path) if p]
+    paths = [p for p in (html_path, csv_path, json_path, levels_csv_path, pdf_path) if p]
     if len(set(os.path.abspath(p) for p in paths)) != len(paths):
         raise InputError("Two outputs have the same file name.", "Give each output its own file.")
     check_output_paths(paths, overwrite=overwrite)
     texts: Dict[str, str] = {}
+    html_text = build_html(diagnosis, result_doc, volume=volume, sign_off=sign_off, identity=identity) \
+        if (html_path or pdf_path) else ""
+    if pdf_path:
+        find_browser(browser)  # before anything is written: no browser, no files
     if html_path:
-        texts[html_path] = build_html(diagnosis, result_doc, volume=volume)
+        texts[html_path] = html_text
     if csv_path:
         texts[csv_path] = to_table_text(verdict_rows(diagnosis), VERDICT_COLUMNS, _delimiter(csv_path))
     if levels_csv_path:
@@ -342,7 +298,9 @@ def write_report(diagnosis: Mapping[str, object], result_doc: Mapping[str, objec
     if json_path:
         texts[json_path] = to_json_text(diagnosis)
     write_atomically(texts)
-    return list(texts)
+    if pdf_path:
+        write_pdf(html_text, pdf_path, page_size=page_size, browser=browser, overwrite=True)
+    return list(texts) + ([pdf_path] if pdf_path else [])
 
 
 def _delimiter(path: str) -> str:

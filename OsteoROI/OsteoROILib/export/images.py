@@ -89,7 +89,7 @@ def sample_plane(volume, origin, col_dir, row_dir, n_px: int, pixel_mm: float, o
     return out.reshape(n_px, n_px)
 
 
-def _draw_polyline(img: np.ndarray, pts: np.ndarray, colour, closed: bool = True, radius: int = 1) -> None:
+def draw_polyline(img: np.ndarray, pts: np.ndarray, colour, closed: bool = True, radius: int = 1) -> None:
     h, w = img.shape[:2]
     seq = np.vstack([pts, pts[:1]]) if closed else pts
     for a, b in zip(seq[:-1], seq[1:]):
@@ -105,6 +105,12 @@ def _draw_polyline(img: np.ndarray, pts: np.ndarray, colour, closed: bool = True
                 x, y = xs + dx, ys + dy
                 ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
                 img[y[ok], x[ok]] = colour
+
+
+def roi_shape(roi: Mapping[str, object]) -> RoiShape:
+    """The ROI of a result row (its ``roi`` block, RAS) as a :class:`RoiShape`."""
+    return RoiShape(kind=roi["kind"], center=roi["center_ras"], axis_u=roi["axis_u_ras"], axis_v=roi["axis_v_ras"],
+                    half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
 
 
 def level_geometry(result_doc: Mapping[str, object], level: str, rows: Sequence[Mapping[str, object]]):
@@ -150,12 +156,11 @@ def render_level_image(volume, result_doc: Mapping[str, object], level: str, row
         roi = r.get("roi")
         if not isinstance(roi, Mapping):
             continue
-        shape = RoiShape(kind=roi["kind"], center=roi["center_ras"], axis_u=roi["axis_u_ras"], axis_v=roi["axis_v_ras"],
-                         half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
+        shape = roi_shape(roi)
         outline = shape.outline(180) if shape.kind == "ellipse" else shape.outline()
         d = outline - centre[None, :]
         xy = np.stack([d @ col_dir / px + (n_px - 1) / 2.0, d @ row_dir / px + (n_px - 1) / 2.0], axis=1)
-        _draw_polyline(img, xy, SHAPE_COLOURS.get(str(r["shape"]), (255, 255, 255)))
+        draw_polyline(img, xy, SHAPE_COLOURS.get(str(r["shape"]), (255, 255, 255)))
         drawn.append(str(r["shape"]))
     # 10 mm scale bar, bottom left
     bar = int(round(10.0 / px))

@@ -48,6 +48,13 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 .verdict .big { font-size: 18px; font-weight: 700; }
 .cat-op { background: #f6c9c9; } .cat-pop { background: #fadcc0; } .cat-low { background: #fcebb6; }
 .cat-normal { background: #cfe9cf; } .cat-none { background: #eee; }
+.verdict .big span { padding: 1px 4px; }
+.borderline { background: #fff4d6; border-left: 4px solid #e0a800; padding: 4px 8px; }
+.impression p { margin: 4px 0; }
+.signoff { display: grid; grid-template-columns: 2fr 1fr; gap: 12px; margin-top: 8px; }
+.comment-box { border: 1px solid var(--line); min-height: 44px; padding: 4px 6px; white-space: pre-wrap; }
+table.sign td:first-child, table.hdr td:first-child { width: 38%; color: var(--muted); }
+table.sign td { height: 22px; }
 .warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: 5px 10px; margin: 6px 0; }
 .note { color: var(--muted); font-size: 12px; }
 tr.excluded td { color: #777; background: repeating-linear-gradient(45deg, #fff, #fff 6px, #f3f3f3 6px, #f3f3f3 12px); }
@@ -62,11 +69,14 @@ table.levels td, table.levels th { font-size: 12px; }
 .images { display: grid; grid-template-columns: repeat(4, 1fr); gap: 10px; }
 figure { margin: 0; border: 1px solid var(--line); padding: 4px; break-inside: avoid; page-break-inside: avoid; }
 figure img { display: block; width: 100%; height: auto; image-rendering: auto; background: #000; }
+figure img + img { margin-top: 3px; }
 figcaption { font-size: 11px; margin-top: 3px; }
 .legend span { display: inline-block; margin-right: 10px; white-space: nowrap; }
 .legend i { display: inline-block; width: 14px; height: 4px; margin-right: 4px; vertical-align: middle; }
 footer { margin-top: 18px; color: var(--muted); font-size: 11px; }
-section, table, .verdict, .charts, svg { break-inside: avoid; page-break-inside: avoid; }
+table, .verdict, .charts, svg { break-inside: avoid; page-break-inside: avoid; }
+section.calibration, section.level-images, footer li { break-inside: avoid; page-break-inside: avoid; }
+table.residuals td, table.residuals th { font-size: 11px; padding: 1px 4px; }
 @page { size: A4; margin: 12mm; }
 @media print {
   body { font-size: 9.5pt; }
@@ -77,6 +87,14 @@ section, table, .verdict, .charts, svg { break-inside: avoid; page-break-inside:
   .note, figcaption { font-size: 7.5pt; }
   table.levels td, table.levels th, table.diagnosis td, table.diagnosis th { font-size: 8pt; padding: 2px 4px; }
   a { color: inherit; text-decoration: none; }
+  h1 { font-size: 15pt; } h2 { font-size: 11pt; margin: 10px 0 4px; }
+  .verdict .big { font-size: 12.5pt; }
+  table.hdr td, table.sign td { font-size: 8.5pt; padding: 1px 4px; }
+  .caltable { flex: 0 1 300px; }
+  .charts { gap: 8px; } .charts svg { max-width: 330px; height: auto; }
+  footer { font-size: 7.5pt; } footer p, footer ul { margin: 2px 0; }
+  table.diagnosis { break-inside: auto; page-break-inside: auto; }
+  tr { break-inside: avoid; page-break-inside: avoid; }
 }
 """
 

@@ -32,6 +32,10 @@ FACT_TAGS: Dict[str, Tuple[str, type]] = {
     "study_date": ("0008|0020", str),
     "series_description": ("0008|103e", str),
     "series_instance_uid": ("0020|000e", str),
+    # identity and study, for the signed report's header and the DICOM SR that must reference the study
+    "patient_name": ("0010|0010", str),
+    "patient_id": ("0010|0020", str),
+    "study_instance_uid": ("0020|000d", str),
     "rescale_slope": ("0028|1053", float),
     "rescale_intercept": ("0028|1052", float),
 }
