@@ -82,10 +82,13 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
                         "(fit only; the ROI's own noise is not included)") if cal.uncertainty_note() is None
         else cal.uncertainty_note(),
         "warnings": list(cal.warnings),
+        "overrides": list(cal.overrides),
     }
     if cal.kind == "internal" and cal.internal:
         summary["effective_energy_kev"] = cal.effective_energy_kev
         summary["r2"] = cal.internal.get("r2")
+        summary["screening_only"] = True
+        summary["method_error"] = cal.internal.get("method_error")
     return json_safe(summary)
 
 
