@@ -200,3 +200,232 @@ def test_internal_calibration_from_three_tissues_warns_with_the_subset_spread():
     hu = _tissue_hu_at(62.5)
     cal = IC.fit_internal({k: hu[k] for k in ("air", "adipose", "muscle")})
     assert any("Reduced tissue set (3 of 5" in w and "74 to 106" in w for w in cal.warnings)
+
+
+# ------------------------------------------------------------------------------------------------
+# The diagnosis: a minimal result document (rows of one ROI type), criteria files, patients
+# ------------------------------------------------------------------------------------------------
+from OsteoROILib.diagnosis.criteria import load_criterion  # noqa: E402
+from OsteoROILib.diagnosis.document import validate_diagnosis  # noqa: E402
+from OsteoROILib.diagnosis.verdict import build_diagnosis  # noqa: E402
+
+ADULT_MAN = {"age": 67, "sex": "M"}
+
+
+def result(vbmd=None, hu=None, unit="mg/cm3 K2HPO4", dicom=None, calibration=None):
+    """Rows L1-L4 (oval) with the given vBMD {level: value} and/or HU {level: value}."""
+    levels = sorted(set(vbmd or {}) | set(hu or {}))
+    rows = []
+    for lv in levels:
+        row = {"level": lv, "shape": "oval", "mean_hu": (hu or {}).get(lv, 100.0), "sd_hu": 5.0, "n_voxels": 100,
+               "warnings": []}
+        if vbmd:
+            row.update(vbmd_mg_cm3=vbmd[lv], vbmd_unit=unit, vbmd_sd=1.0)
+        rows.append(row)
+    doc = {"schema": "osteoroi-measurement/1", "created": "2024-01-01T00:00:00+00:00",
+           "volume": {"file": "ct.nrrd", "size": [10, 10, 10], "spacing_mm": [1.0, 1.0, 1.0],
+                      "ijk_to_ras": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+                      "dicom": dict({"kvp": 120.0}, **(dicom or {}))},
+           "rows": rows, "warnings": []}
+    if calibration:
+        doc["calibration"] = calibration
+    return doc
+
+
+def qct(dx):
+    return next(v for v in dx["verdicts"] if v["criterion_id"] == "qct-acr2018")
+
+
+def test_vbmd_from_an_implausible_calibration_is_shown_not_categorised():
+    # slope 0.05 gave 2102 mg/cm3 "normal"; intercept 5000 gave -4079 "osteoporosis"
+    for value in (2102.0, -4079.0):
+        v = qct(build_diagnosis(result({"L1": value, "L2": value}), patient=ADULT_MAN))
+        assert v["value"] == value and v["category"] is None and v["bmd_category"] is None
+        assert "outside the plausible range" in v["not_categorised"]
+
+
+def test_hydroxyapatite_vbmd_is_not_categorised_against_k2hpo4_cut_offs_without_opt_in():
+    doc = result({"L1": 100.0, "L2": 100.0}, unit="mg/cm3 HA")
+    v = qct(build_diagnosis(doc, patient=ADULT_MAN))
+    assert v["category"] is None and "--convert-material" in v["not_categorised"]
+    # with the opt-in: Goodsitt 1992 ratio at the scan's 120 kVp, interpolated between 0.86 (80) and 0.81 (140)
+    v = qct(build_diagnosis(doc, patient=ADULT_MAN, convert_material=True))
+    assert v["value"] == pytest.approx(100.0 * (0.86 - 0.05 * 40 / 60), abs=0.005)
+    assert v["material_conversion"]["ratio_k2hpo4_per_ha"] == pytest.approx(0.8267, abs=1e-4)
+    assert v["category_class"] == "low_bone_mass" and "Goodsitt 1992" in " ".join(v["notes"])
+
+
+@pytest.mark.parametrize("kvp,ratio", [(80.0, 0.86), (140.0, 0.81)])
+def test_the_conversion_reproduces_goodsitts_published_ratios(kvp, ratio):
+    doc = result({"L1": 100.0, "L2": 100.0}, unit="mg/cm3 HA", dicom={"kvp": kvp})
+    v = qct(build_diagnosis(doc, patient=ADULT_MAN, convert_material=True))
+    assert v["value"] == pytest.approx(100.0 * ratio)
+
+
+def test_the_qct_criterion_names_its_sources_and_its_unsettled_material():
+    crit = load_criterion("qct-acr2018")
+    assert "ISCD 2007" not in crit["title"] and "ACR 2018" in crit["title"] and "seed 000" in crit["title"]
+    assert crit["reference_material"] == "K2HPO4" and crit["reference_material_settled"] is False
+    assert "not settled" in crit["reference_material_note"]
+
+
+@pytest.mark.parametrize("patient,why", [
+    ({"age": 5, "sex": "F", "menopause": "post"}, "children"),
+    ({"age": 12, "sex": "F", "menopause": "post"}, "children"),
+    ({"sex": "M", "age": 67, "menopause": "post"}, "contradict"),
+])
+def test_patients_outside_the_population_get_values_without_categories(patient, why):
+    dx = build_diagnosis(result({"L1": 60.0, "L2": 60.0}), patient=patient)
+    for v in dx["verdicts"]:
+        assert v["category"] is None and v["applicable"] is False
+    assert qct(dx)["value"] == 60.0 and why in dx["patient"]["applicability_note"]
+
+
+@pytest.mark.parametrize("dicom_age,why", [("999Y", "implausible"), ("012Y", "children")])
+def test_dicom_ages_that_rule_out_the_categories(dicom_age, why):
+    dx = build_diagnosis(result({"L1": 60.0, "L2": 60.0}, dicom={"patient_age": dicom_age, "patient_sex": "F"}),
+                         patient={"menopause": "post"})
+    assert qct(dx)["category"] is None and why in dx["patient"]["applicability_note"]
+    validate_diagnosis(dx)
+
+
+def _custom(tmp_path, name, edit, base="qct-acr2018.json"):
+    doc = json.loads(open(resource_path("Criteria", base)).read())
+    edit(doc)
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_criteria_with_reversed_bands_reusing_a_builtin_id_are_refused(tmp_path):
+    def reverse(doc):
+        doc["bands"] = [
+            {"label": "normal", "class": "normal", "lower": None, "upper": 80, "upper_inclusive": False},
+            {"label": "osteopenia", "class": "low_bone_mass", "lower": 80, "lower_inclusive": True, "upper": 120,
+             "upper_inclusive": True},
+            {"label": "osteoporosis", "class": "osteoporosis", "lower": 120, "upper": None}]
+    with pytest.raises(InputError, match="worst category"):
+        load_criterion(_custom(tmp_path, "rev.json", reverse))
+    # the same content as the built-in under its id is fine; other content under its id is not
+    assert load_criterion(_custom(tmp_path, "same.json", lambda d: None))["id"] == "qct-acr2018"
+    with pytest.raises(InputError, match="built-in criterion's, with different content"):
+        load_criterion(_custom(tmp_path, "other.json", lambda d: d["bands"][0].update(upper=70, lower=None) or
+                               d["bands"][1].update(lower=70)))
+
+
+def test_hu_cut_offs_relabelled_as_vbmd_are_refused(tmp_path):
+    def relabel(doc):
+        doc.update(id="my-vbmd", quantity="vbmd", unit="mg/cm3", reference_material="K2HPO4")
+    with pytest.raises(InputError, match="cut-offs are those of the built-in HU criterion 'seed002-hu'"):
+        load_criterion(_custom(tmp_path, "relabel.json", relabel, base="seed002-wang-hu.json"))
+
+
+def test_a_vbmd_criterion_without_its_material_is_refused(tmp_path):
+    with pytest.raises(InputError, match="reference_material"):
+        load_criterion(_custom(tmp_path, "nomat.json", lambda d: d.update(id="site-qct") or d.pop("reference_material")))
+
+
+def test_any_fragility_fracture_with_low_vbmd_is_severe_and_an_unstated_cause_is_unknown():
+    low = result({"L1": 70.0, "L2": 75.0, "L3": 72.0})
+    # a hip fragility fracture (non-vertebral) with vBMD < 80: severe osteoporosis (QCT_BRIEF §3)
+    v = qct(build_diagnosis(low, patient=dict(ADULT_MAN, fragility_fracture="hip 2023")))
+    assert v["category"] == "severe osteoporosis"
+    # a vertebral fracture whose cause is not stated: the level is excluded, no fracture rule
+    v = qct(build_diagnosis(low, exclusions=["L1=fracture:2"], patient=ADULT_MAN))
+    assert v["levels_used"] == ["L2", "L3"] and v["category"] == "osteoporosis"
+    assert any("unknown cause" in n for n in v["notes"])
+    v = qct(build_diagnosis(low, exclusions=["L1=fracture:2:fragility"], patient=ADULT_MAN))
+    assert v["category"] == "severe osteoporosis"
+
+
+def test_seed002_on_fewer_than_four_levels_is_indicative_and_its_inconsistencies_are_recorded():
+    dx = build_diagnosis(result(hu={"L1": 100.0, "L2": 100.0}), criteria=["seed002-hu"], patient=ADULT_MAN)
+    v = dx["verdicts"][0]
+    assert v["indicative"] is True and any("Indicative only" in n for n in v["notes"])
+    full = build_diagnosis(result(hu={lv: 100.0 for lv in ("L1", "L2", "L3", "L4")}), criteria=["seed002-hu"],
+                           patient=ADULT_MAN)["verdicts"][0]
+    assert not full.get("indicative")
+    crit = load_criterion("seed002-hu")
+    text = " ".join(crit["source_inconsistencies"])
+    assert "92.6 %" in text and "85.7 %" in text and "99-125 HU" in text and "97.13" in text
+    # the table's numbers (seed 002 Table 3) are the ones used
+    assert crit["performance_by_shape"]["right"]["osteoporosis"]["specificity_pct"] == 92.6
+    assert crit["bands_by_shape"]["oval"][1]["upper"] == 97.13
+
+
+def test_pickhardt_above_200_hu_is_osteoporosis_unlikely_and_tool_bands_are_marked():
+    dx = build_diagnosis(result(hu={"L1": 210.0}), criteria=["pickhardt2013-l1"], patient=ADULT_MAN)
+    v = dx["verdicts"][0]
+    assert v["category"] == "osteoporosis unlikely (> 200 HU: NPV 99 %)"
+    v = build_diagnosis(result(hu={"L1": 180.0}), criteria=["pickhardt2013-l1"], patient=ADULT_MAN)["verdicts"][0]
+    assert v["category"] == "indeterminate" and any("this tool's construction" in n for n in v["notes"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Follow-up identity
+# ------------------------------------------------------------------------------------------------
+def _exam(vbmd, hu_shift=0.0, **dicom):
+    doc = result({"L1": vbmd, "L2": vbmd}, dicom=dicom)
+    for r in doc["rows"]:
+        r["mean_hu"] += hu_shift
+    doc["settings"] = {"slab_mm": 10.0}
+    return doc
+
+
+PATIENT_A = {"patient_id": "A-1", "patient_birth_date": "19500101", "study_instance_uid": "1.2.3"}
+PATIENT_B = {"patient_id": "B-2", "patient_birth_date": "19601231", "study_instance_uid": "1.2.9"}
+
+
+def test_another_patients_result_is_refused_as_prior_unless_confirmed():
+    cur = _exam(100.0, **PATIENT_A)
+    prior = _exam(85.0, hu_shift=-15.0, **PATIENT_B)
+    with pytest.raises(InputError, match="different patients") as exc:
+        build_diagnosis(cur, prior=prior, patient=ADULT_MAN)
+    assert "--confirm-same-patient" in exc.value.remedy
+    dx = build_diagnosis(cur, prior=prior, patient=ADULT_MAN, confirm_same_patient=True)
+    assert dx["followup"]["identity"]["confirmed_same_patient_by_user"] is True
+    assert any("The user confirmed" in w for w in dx["followup"]["warnings"])
+    validate_diagnosis(dx)
+
+
+def test_patient_identity_is_stored_in_the_diagnosis():
+    dx = build_diagnosis(_exam(100.0, patient_name="DOE^JANE", **PATIENT_A), patient=ADULT_MAN)
+    assert dx["patient"]["patient_id"] == "A-1" and dx["patient"]["patient_birth_date"] == "19500101"
+    assert dx["patient"]["patient_name"] == "DOE^JANE"
+
+
+@pytest.mark.parametrize("make_prior,what", [
+    (lambda cur: cur, "copy of the current measurement"),                         # the same file as its own prior
+    (lambda cur: json.loads(json.dumps(cur)), "copy of the current measurement"),  # an identical copy
+    (lambda cur: dict(_exam(90.0, hu_shift=-10.0), truth={}), "synthetic digital phantom"),
+])
+def test_a_prior_that_is_not_an_earlier_study_is_refused(make_prior, what):
+    cur = _exam(100.0, patient_id="A-1")  # a header without Study Instance UID: the values show the copy
+    with pytest.raises(InputError, match=what):
+        build_diagnosis(cur, prior=make_prior(cur), patient=ADULT_MAN)
+
+
+def test_a_prior_of_the_same_study_is_refused():
+    cur = _exam(100.0, **PATIENT_A)
+    with pytest.raises(InputError, match="same study"):
+        build_diagnosis(cur, prior=_exam(90.0, hu_shift=-10.0, **PATIENT_A), patient=ADULT_MAN)
+
+
+def test_a_prior_of_another_contrast_phase_or_slab_is_refused():
+    cur = _exam(100.0, contrast_agent="NONE")
+    with pytest.raises(InputError, match="contrast-enhanced"):
+        build_diagnosis(cur, prior=_exam(90.0, hu_shift=-10.0, contrast_agent="IOHEXOL"), patient=ADULT_MAN)
+    prior = _exam(90.0, hu_shift=-10.0, contrast_agent="NONE")
+    prior["settings"]["slab_mm"] = 3.0
+    with pytest.raises(InputError, match="slabs differ"):
+        build_diagnosis(cur, prior=prior, patient=ADULT_MAN)
+
+
+def test_a_prior_of_another_calibration_kind_compares_hu_only():
+    cur = _exam(100.0)
+    cur["calibration"] = {"kind": "phantom", "unit": "K2HPO4"}
+    prior = _exam(90.0, hu_shift=-10.0)
+    prior["calibration"] = {"kind": "internal", "unit": "K2HPO4"}
+    f = build_diagnosis(cur, prior=prior, patient=ADULT_MAN)["followup"]
+    assert {x["quantity"] for x in f["levels"]} == {"hu"}
+    assert any("calibration kind differs" in w for w in f["warnings"])

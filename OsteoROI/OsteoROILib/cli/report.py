@@ -67,7 +67,9 @@ def cmd_report(args, out=None) -> int:
     patient = {"age": args.age, "sex": args.sex, "menopause": args.menopause,
                "fragility_fracture": args.fragility_fracture}
     dx = build_diagnosis(result, criteria=args.criteria, exclusions=args.exclude, patient=patient, prior=prior,
-                         precision_pct=args.precision_pct, source_file=os.path.abspath(args.result),
+                         precision_pct=args.precision_pct, convert_material=args.convert_material,
+                         confirm_same_patient=args.confirm_same_patient,
+                         source_file=os.path.abspath(args.result),
                          prior_file=os.path.abspath(args.prior) if args.prior else "")
     written = write_report(dx, result, html_path=args.html, volume=args.volume, csv_path=args.csv,
                            json_path=args.json, levels_csv_path=args.levels_csv, overwrite=args.overwrite)
@@ -98,6 +100,11 @@ def register(subparsers) -> None:
     p.add_argument("--menopause", choices=["post", "pre"], help="menopausal status of a woman")
     p.add_argument("--fragility-fracture", metavar="TEXT",
                    help="a fragility fracture elsewhere (e.g. 'hip 2023'): osteoporosis whatever the BMD")
+    p.add_argument("--convert-material", action="store_true",
+                   help="categorise a vBMD measured in the other material (K2HPO4/HA) than the criterion's, by the "
+                        "Goodsitt 1992 conversion; stated in the report")
+    p.add_argument("--confirm-same-patient", action="store_true",
+                   help="the prior's PatientID or birth date differs but it is the same patient (recorded)")
     p.add_argument("--precision-pct", type=float, default=3.0,
                    help="site precision error in %% for the follow-up (LSC = 2.77 x precision; default 3)")
     p.add_argument("--volume", metavar="CT", help="CT for the level images (default: the result's volume.file)")

@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional
 
 from ..errors import InputError
 from .criteria import QUANTITIES
+from .followup_identity import calibration_mismatch, check_prior
 from .values import MIXED_UNITS, check_result_doc, finite_number, value_table, vbmd_unit
 
 LSC_FACTOR = 2.77
@@ -87,9 +88,9 @@ def _check_same_scanner(cf, pf, cc, pc, warnings: List[str], notes: List[str]) -
     if unknown:
         notes.append("Cannot check that both exams used the same " + ", ".join(unknown)
                      + " (not recorded in one or both results).")
-    for key, name in (("kind", "calibration kind"), ("method", "calibration method")):
-        if cc and pc and cc.get(key) and pc.get(key) and cc.get(key) != pc.get(key):
-            warnings.append(f"The {name} differs (prior {pc.get(key)}, current {cc.get(key)}): vBMD may not be comparable.")
+    if cc and pc and cc.get("method") and pc.get("method") and cc.get("method") != pc.get("method"):
+        warnings.append(f"The calibration method differs (prior {pc.get('method')}, current {cc.get('method')}): "
+                        "vBMD may not be comparable.")
 
 
 def _interval_days(cf, pf, warnings: List[str]) -> Optional[int]:
@@ -101,7 +102,12 @@ def _interval_days(cf, pf, warnings: List[str]) -> Optional[int]:
 
 
 def _comparable_vbmd_unit(current_doc, prior_doc, warnings: List[str], notes: List[str]) -> Optional[str]:
-    """The vBMD unit both exams share, or None when vBMD cannot be compared (then HU are)."""
+    """The vBMD unit both exams share, or None when vBMD cannot be compared (then HU are): different units,
+    or a different calibration kind or material (:func:`followup_identity.calibration_mismatch`)."""
+    mismatch = calibration_mismatch(current_doc, prior_doc)
+    if mismatch:
+        warnings.append(mismatch[0].upper() + mismatch[1:])
+        return None
     u_cur = vbmd_unit(current_doc, refuse_mixed=False)
     u_pri = vbmd_unit(prior_doc, refuse_mixed=False)
     vbmd_ok = bool(u_cur) and bool(u_pri) and u_cur == u_pri and u_cur != MIXED_UNITS
@@ -155,8 +161,10 @@ def _verdict_change(v: Mapping[str, object], pri_t, vbmd_ok: bool, lsc: float) -
 
 
 def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], diagnosis: Mapping[str, object],
-            precision_pct: float = DEFAULT_PRECISION_PCT, prior_file: str = "") -> Dict[str, object]:
-    """The follow-up block of a diagnosis: per level × ROI type and per verdict, with warnings."""
+            precision_pct: float = DEFAULT_PRECISION_PCT, prior_file: str = "", *,
+            confirm_same_patient: bool = False) -> Dict[str, object]:
+    """The follow-up block of a diagnosis: per level × ROI type and per verdict, with warnings. A prior
+    that is not an earlier, comparable exam of this patient is refused (:mod:`followup_identity`)."""
     try:
         check_result_doc(prior_doc)
     except InputError as exc:
@@ -165,6 +173,10 @@ def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], 
     cur_t, pri_t = value_table(current_doc), value_table(prior_doc)
     warnings: List[str] = []
     notes: List[str] = []
+    identity = check_prior(current_doc, prior_doc, confirm_same_patient=confirm_same_patient, notes=notes)
+    if identity["confirmed_same_patient_by_user"]:
+        warnings.append("The user confirmed the exams are of the same patient although "
+                        + "; ".join(identity["differences"]) + ".")
     cf = (current_doc.get("volume") or {}).get("dicom") or {}
     pf = (prior_doc.get("volume") or {}).get("dicom") or {}
     _check_same_scanner(cf, pf, current_doc.get("calibration") or {}, prior_doc.get("calibration") or {},
@@ -178,6 +190,7 @@ def compare(current_doc: Mapping[str, object], prior_doc: Mapping[str, object], 
         "prior": {"file": prior_file or prior_vol.get("file", ""), "created": prior_doc.get("created"),
                   "study_date": pf.get("study_date"), "manufacturer": pf.get("manufacturer"), "model": pf.get("model"),
                   "kvp": pf.get("kvp"), "convolution_kernel": pf.get("convolution_kernel")},
+        "identity": identity,
         "interval_days": interval,
         "precision_pct": float(precision_pct),
         "lsc_factor": LSC_FACTOR,

@@ -102,7 +102,7 @@ def _patient_and_study(dx: Mapping[str, object]) -> str:
         ("Age", age_txt), ("Sex", sex_txt),
         ("Menopausal status", f"{meno} ({pat.get('menopause_source')})" if meno else "—"),
         ("Criteria applicable", ("yes — " if pat.get("applicable") else "no — ") + str(pat.get("applicability_note"))),
-        ("Fractures recorded", ", ".join(f"{f['level']} Genant {f['grade']}" + ("" if f["fragility"] else " (traumatic)")
+        ("Fractures recorded", ", ".join(f"{f['level']} Genant {f['grade']}" + f" ({f.get('cause') or 'cause unknown'})"
                                          for f in dx.get("fractures") or []) or (pat.get("fragility_fracture") or "none")),
     ]) + _facts_table([
         ("Study date", study.get("study_date")), ("Scanner", " ".join(str(x) for x in (study.get("manufacturer"),

@@ -29,6 +29,11 @@ FACT_TAGS: Dict[str, Tuple[str, type]] = {
     "contrast_agent": ("0018|0010", str),
     "patient_age": ("0010|1010", str),
     "patient_sex": ("0010|0040", str),
+    # patient identity, so a follow-up compares the same patient (QCT_BRIEF §5)
+    "patient_id": ("0010|0020", str),
+    "patient_name": ("0010|0010", str),
+    "patient_birth_date": ("0010|0030", str),
+    "study_instance_uid": ("0020|000d", str),
     "study_date": ("0008|0020", str),
     "series_description": ("0008|103e", str),
     "series_instance_uid": ("0020|000e", str),
