@@ -429,3 +429,39 @@ def test_a_prior_of_another_calibration_kind_compares_hu_only():
     f = build_diagnosis(cur, prior=prior, patient=ADULT_MAN)["followup"]
     assert {x["quantity"] for x in f["levels"]} == {"hu"}
     assert any("calibration kind differs" in w for w in f["warnings"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Least significant change in absolute units for QCT (Wang 2017 Sci Rep 7:6284: 0.53-0.91 mg/cm3)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision,change,verdict", [
+    (0.53, 1.50, "significant gain"),   # LSC 2.77 x 0.53 = 1.468 mg/cm3 < 1.50
+    (0.91, 1.50, "stable"),             # LSC 2.77 x 0.91 = 2.521 mg/cm3 > 1.50
+    (0.91, -2.60, "significant loss"),
+])
+def test_vbmd_lsc_from_a_precision_in_mg_cm3(precision, change, verdict):
+    cur = _exam(100.0 + change)
+    prior = _exam(100.0, hu_shift=-3.0)
+    f = build_diagnosis(cur, prior=prior, patient=ADULT_MAN, precision_mg_cm3=precision)["followup"]
+    s = next(x for x in f["summary"] if x["criterion_id"] == "qct-acr2018")
+    assert s["lsc_abs"] == pytest.approx(2.77 * precision, abs=1e-4)
+    assert s["lsc_pct"] == pytest.approx(2.77 * precision / 100.0 * 100.0, abs=1e-4)  # derived at the prior 100
+    assert s["verdict"] == verdict and f["lsc_mg_cm3"] == pytest.approx(2.77 * precision, abs=1e-4)
+
+
+def test_vbmd_lsc_from_a_percent_precision_is_stated_in_mg_cm3_too():
+    f = build_diagnosis(_exam(101.5), prior=_exam(100.0, hu_shift=-3.0), patient=ADULT_MAN)["followup"]
+    s = next(x for x in f["summary"] if x["criterion_id"] == "qct-acr2018")
+    # default 3 %: LSC 8.31 % of the prior 100 mg/cm3 = 8.31 mg/cm3; +1.5 is stable
+    assert s["lsc_abs"] == pytest.approx(8.31) and s["verdict"] == "stable"
+    with pytest.raises(InputError, match="mg/cm3"):
+        build_diagnosis(_exam(101.5), prior=_exam(100.0, hu_shift=-3.0), patient=ADULT_MAN, precision_mg_cm3=0)
+
+
+def test_criteria_not_validated_on_contrast_say_so_on_an_enhanced_scan():
+    dx = build_diagnosis(result({"L1": 100.0, "L2": 100.0}, dicom={"contrast_agent": "IOMEPROL"}), patient=ADULT_MAN)
+    for v in dx["verdicts"]:
+        if v["status"] == "ok":
+            assert any("not validated on contrast-enhanced CT" in n for n in v["notes"]), v["criterion_id"]
+    plain = build_diagnosis(result({"L1": 100.0, "L2": 100.0}, dicom={"contrast_agent": "NONE"}), patient=ADULT_MAN)
+    assert not any("contrast-enhanced CT" in n for v in plain["verdicts"] for n in v["notes"])

@@ -68,7 +68,7 @@ def cmd_report(args, out=None) -> int:
                "fragility_fracture": args.fragility_fracture}
     dx = build_diagnosis(result, criteria=args.criteria, exclusions=args.exclude, patient=patient, prior=prior,
                          precision_pct=args.precision_pct, convert_material=args.convert_material,
-                         confirm_same_patient=args.confirm_same_patient,
+                         confirm_same_patient=args.confirm_same_patient, precision_mg_cm3=args.precision_mg_cm3,
                          source_file=os.path.abspath(args.result),
                          prior_file=os.path.abspath(args.prior) if args.prior else "")
     written = write_report(dx, result, html_path=args.html, volume=args.volume, csv_path=args.csv,
@@ -105,6 +105,8 @@ def register(subparsers) -> None:
                         "Goodsitt 1992 conversion; stated in the report")
     p.add_argument("--confirm-same-patient", action="store_true",
                    help="the prior's PatientID or birth date differs but it is the same patient (recorded)")
+    p.add_argument("--precision-mg-cm3", type=float, default=None,
+                   help="the site's vBMD precision error in mg/cm3: LSC = 2.77 x it, in absolute units (QCT)")
     p.add_argument("--precision-pct", type=float, default=3.0,
                    help="site precision error in %% for the follow-up (LSC = 2.77 x precision; default 3)")
     p.add_argument("--volume", metavar="CT", help="CT for the level images (default: the result's volume.file)")

@@ -27,7 +27,7 @@ from .exclusions import flag_excludes, flag_text, fractures, normalize_exclusion
 from .followup import compare
 from .applicability import for_criterion
 from .material import implausible_vbmd, reconcile
-from .patient import resolve_patient, study_facts, study_warnings
+from .patient import contrast_recorded, resolve_patient, study_facts, study_warnings
 from .values import check_result_doc, finite_number, has_vbmd, level_order, value_table, vbmd_unit
 
 FRACTURE_OVERRIDE_LABEL = "osteoporosis (fracture)"
@@ -258,6 +258,9 @@ def evaluate(crit: Mapping[str, object], table, exclusions, patient: Mapping[str
         prefix = _classify_value(v, crit, shape, s, table, unit, options)
         _apply_fracture_rules(v, crit, fx, patient)
         _apply_level_count_note(v, crit)
+        if options.get("contrast") and crit.get("contrast_validated") is False and v["status"] == "ok":
+            v["notes"].append("Contrast-enhanced scan: this criterion was not validated on contrast-enhanced CT; "
+                              "contrast raises trabecular HU and may under-call osteoporosis.")
         _apply_applicability(v, applicable, app_note)
         v["rule"] = prefix + v["decision"]
         out.append(v)
@@ -358,6 +361,7 @@ def build_diagnosis(
     *,
     convert_material: bool = False,
     confirm_same_patient: bool = False,
+    precision_mg_cm3: Optional[float] = None,
 ) -> Dict[str, object]:
     """The diagnosis document (schema ``Resources/Schemas/osteoroi-diagnosis-1.schema.json``).
 
@@ -367,7 +371,8 @@ def build_diagnosis(
     :mod:`followup`). ``convert_material``: the user opts into the Goodsitt 1992 conversion between
     K2HPO4 and HA when the measurement and a criterion differ in material (:mod:`material`).
     ``confirm_same_patient``: the user confirms a prior whose PatientID or birth date differs
-    (:mod:`followup_identity`; recorded in the follow-up).
+    (:mod:`followup_identity`; recorded in the follow-up). ``precision_mg_cm3``: the site's vBMD
+    precision in mg/cm³ (LSC in absolute units, :mod:`followup`).
     """
     check_result_doc(result_doc)
     table = value_table(result_doc)
@@ -377,7 +382,9 @@ def build_diagnosis(
     unit = vbmd_unit(result_doc)
     warnings, study_notes = study_warnings(result_doc)
     notes = _general_notes(result_doc, pat, crits, bool(criteria), study_notes)
-    options = {"convert_material": bool(convert_material), "kvp": study_facts(result_doc).get("kvp")}
+    study = study_facts(result_doc)
+    options = {"convert_material": bool(convert_material), "kvp": study.get("kvp"),
+               "contrast": contrast_recorded(study.get("contrast_agent"))}
     verdicts = _all_verdicts(crits, table, excl, pat, unit, options)
     lead = verdicts[0] if verdicts else None
     cal = result_doc.get("calibration")
@@ -403,5 +410,5 @@ def build_diagnosis(
     }
     if prior is not None:
         doc["followup"] = compare(result_doc, prior, doc, precision_pct=precision_pct, prior_file=prior_file,
-                                  confirm_same_patient=confirm_same_patient)
+                                  confirm_same_patient=confirm_same_patient, precision_mg_cm3=precision_mg_cm3)
     return json_safe(doc)
