@@ -239,7 +239,9 @@ def qct(dx):
 def test_vbmd_from_an_implausible_calibration_is_shown_not_categorised():
     # slope 0.05 gave 2102 mg/cm3 "normal"; intercept 5000 gave -4079 "osteoporosis"
     for value in (2102.0, -4079.0):
-        v = qct(build_diagnosis(result({"L1": value, "L2": value}), patient=ADULT_MAN))
+        dx = build_diagnosis(result({"L1": value, "L2": value}), patient=ADULT_MAN)
+        validate_diagnosis(dx)
+        v = qct(dx)
         assert v["value"] == value and v["category"] is None and v["bmd_category"] is None
         assert "outside the plausible range" in v["not_categorised"]
 
@@ -249,7 +251,9 @@ def test_hydroxyapatite_vbmd_is_not_categorised_against_k2hpo4_cut_offs_without_
     v = qct(build_diagnosis(doc, patient=ADULT_MAN))
     assert v["category"] is None and "--convert-material" in v["not_categorised"]
     # with the opt-in: Goodsitt 1992 ratio at the scan's 120 kVp, interpolated between 0.86 (80) and 0.81 (140)
-    v = qct(build_diagnosis(doc, patient=ADULT_MAN, convert_material=True))
+    dx = build_diagnosis(doc, patient=ADULT_MAN, convert_material=True)
+    validate_diagnosis(dx)
+    v = qct(dx)
     assert v["value"] == pytest.approx(100.0 * (0.86 - 0.05 * 40 / 60), abs=0.005)
     assert v["material_conversion"]["ratio_k2hpo4_per_ha"] == pytest.approx(0.8267, abs=1e-4)
     assert v["category_class"] == "low_bone_mass" and "Goodsitt 1992" in " ".join(v["notes"])

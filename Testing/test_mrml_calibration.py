@@ -342,3 +342,15 @@ def test_the_fit_summary_states_the_fit_as_the_result_document_does():
         assert fit["see_hu"] == block["see"]
         assert fit["effective_energy_kev"] == block.get("effective_energy_kev")
     assert fit["effective_energy_kev"] == internal.internal["effective_energy_kev"] is not None
+
+
+def test_the_module_refuses_an_implausible_manual_line_unless_accepted(make_scene, qrm):
+    # the core guard (calibration.plausibility) serves the MRML logic too; the override is recorded
+    s = make_scene(qrm)
+    s.logic.run(s.volumeNode, s.levels, shapes=["oval"])
+    with pytest.raises(InputError, match=r"slope 0\.05 .*no physical meaning|no physical meaning.*slope 0\.05"):
+        s.logic.setManualCalibration(0.05, -10.0, "HA")
+    assert s.logic.calibration() is None
+    s.logic.setManualCalibration(0.05, -10.0, "HA", acceptImplausible=True)
+    assert any("accepted by the user" in w for w in s.logic.calibrationSummary()["fit"]["warnings"])
+    assert s.logic.calibration().overrides
