@@ -469,3 +469,36 @@ def test_criteria_not_validated_on_contrast_say_so_on_an_enhanced_scan():
             assert any("not validated on contrast-enhanced CT" in n for n in v["notes"]), v["criterion_id"]
     plain = build_diagnosis(result({"L1": 100.0, "L2": 100.0}, dicom={"contrast_agent": "NONE"}), patient=ADULT_MAN)
     assert not any("contrast-enhanced CT" in n for v in plain["verdicts"] for n in v["notes"])
+
+
+def test_patient_identity_is_read_from_dicom_and_reaches_the_diagnosis(tmp_path):
+    pytest.importorskip("pydicom")
+    from test_dicom import stored_values, write_series  # the DICOM writer of the io tests
+
+    from OsteoROILib.io import dicom_read
+
+    write_series(tmp_path, stored_values(4, 8, 8), tags={"PatientID": "P-123", "PatientName": "DOE^JANE",
+                                                         "PatientBirthDate": "19520304"})
+    facts = dicom_read.read_dicom_directory(str(tmp_path)).facts
+    assert (facts["patient_id"], facts["patient_name"], facts["patient_birth_date"]) == ("P-123", "DOE^JANE", "19520304")
+    doc = result({"L1": 100.0, "L2": 100.0}, dicom={k: facts[k] for k in ("patient_id", "patient_birth_date")})
+    assert build_diagnosis(doc, patient=ADULT_MAN)["patient"]["patient_id"] == "P-123"
+
+
+def test_applicability_is_read_from_the_criterion_data(tmp_path):
+    # a site criterion for men from 65: the same 60-year-old man is categorised by the built-in, not by it
+    path = _custom(tmp_path, "men65.json", lambda d: d.update(id="site-qct-men65", applies_to={"men_min_age_years": 65}))
+    dx = build_diagnosis(result({"L1": 100.0, "L2": 100.0}), criteria=["qct-acr2018", path],
+                         patient={"age": 60, "sex": "M"})
+    builtin, site = dx["verdicts"]
+    assert builtin["category"] == "low bone mass (osteopenia)" and site["category"] is None
+    assert any("65" in n for n in site["notes"])
+
+
+def test_the_severe_rule_keeps_its_minimum_genant_grade(tmp_path):
+    path = _custom(tmp_path, "sev2.json", lambda d: d.update(id="site-qct-sev2") or d["severe"].update(min_fracture_grade=2))
+    low = result({"L1": 70.0, "L2": 75.0, "L3": 72.0})
+    mild = build_diagnosis(low, criteria=[path], exclusions=["L1=fracture:1:fragility"], patient=ADULT_MAN)["verdicts"][0]
+    assert mild["category"] == "osteoporosis (fracture)"
+    moderate = build_diagnosis(low, criteria=[path], exclusions=["L1=fracture:2:fragility"], patient=ADULT_MAN)
+    assert moderate["verdicts"][0]["category"] == "severe osteoporosis"

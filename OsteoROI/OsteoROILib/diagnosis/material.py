@@ -61,8 +61,8 @@ def reconcile(value: float, measured_unit: Optional[str], criterion: Dict[str, o
     if wanted is None or have is None or have == wanted:
         return value, None, None
     if not convert:
-        return None, None, (f"the measurement is in mg/cm3 {have} but the criterion's cut-offs are in mg/cm3 {wanted}; "
-                            f"not categorised. Pass {CONVERT_OPTION} (convert_material=True) to apply the documented "
+        return None, None, (f"the measurement is in mg/cm3 {have} but the criterion's cut-offs are in mg/cm3 {wanted}. "
+                            f"Pass {CONVERT_OPTION} (convert_material=True) to apply the documented "
                             "conversion of Goodsitt 1992, which the report states.")
     ratio, k, how = goodsitt_ratio(kvp)
     converted = value * ratio if (have, wanted) == ("HA", "K2HPO4") else value / ratio

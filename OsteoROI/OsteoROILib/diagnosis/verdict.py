@@ -187,13 +187,17 @@ def _apply_fracture_rules(v: Dict[str, object], crit, fx: List[Dict[str, object]
     band of the severe rule (vBMD < 80) is severe osteoporosis (seed 000 key points i, iv; QCT_BRIEF §3). A flagged
     fracture whose cause the reader did not state is of unknown cause: it excludes the level, nothing more."""
     what = "vBMD" if crit["quantity"] == "vbmd" else "HU"
-    fragility = [f"{f['level']} (Genant {f['grade']})" for f in fx if f.get("cause") == "fragility"]
+    vertebral = [f for f in fx if f.get("cause") == "fragility"]
+    fragility = [f"{f['level']} (Genant {f['grade']})" for f in vertebral]
     if patient.get("fragility_fracture"):
         fragility.append(f"{patient['fragility_fracture']} (non-vertebral, reader)")
     if fragility:
         where = ", ".join(fragility)
         severe = crit.get("severe")
-        if severe and v["bmd_class"] == severe["when_class"]:
+        # a non-vertebral fragility fracture has no Genant grade: it meets the severe rule as it is
+        graded = patient.get("fragility_fracture") or any(f["grade"] >= severe["min_fracture_grade"]
+                                                          for f in vertebral) if severe else False
+        if severe and graded and v["bmd_class"] == severe["when_class"]:
             v["category"], v["category_class"] = severe["label"], "osteoporosis"
             v["decision"] += f"; with fragility fracture at {where} → {severe['label']}"
         else:
