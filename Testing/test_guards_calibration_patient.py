@@ -502,3 +502,18 @@ def test_the_severe_rule_keeps_its_minimum_genant_grade(tmp_path):
     assert mild["category"] == "osteoporosis (fracture)"
     moderate = build_diagnosis(low, criteria=[path], exclusions=["L1=fracture:2:fragility"], patient=ADULT_MAN)
     assert moderate["verdicts"][0]["category"] == "severe osteoporosis"
+
+
+def test_an_enhanced_aorta_marks_the_scan_contrast_enhanced_without_the_dicom_tag():
+    hu = _tissue_hu_at(62.5)
+    # enhanced blood spoils the μ/ρ line with cortical bone; without it the fit passes (R² > 0.9)
+    cal = IC.fit_internal({"air": -1000.0, "adipose": -100.0, "muscle": 40.0, "blood": 180.0})
+    assert cal.internal["contrast_from_aorta_hu"] == 180.0
+    assert any("contrast-enhanced" in w and "180 HU" in w for w in cal.warnings)
+    plain = IC.fit_internal(hu)
+    assert plain.internal["contrast_from_aorta_hu"] is None
+    # the diagnosis of a result calibrated with it says so, though the DICOM tag is absent
+    _, extra = calibrate_measurement({"rows": [{"level": "L1", "shape": "oval", "mean_hu": 150.0}], "warnings": []}, cal)
+    dx = build_diagnosis(result({"L1": 100.0, "L2": 100.0}, calibration=extra["calibration"]), patient=ADULT_MAN)
+    assert any("aorta reads 180 HU" in w for w in dx["warnings"])
+    assert any("not validated on contrast-enhanced CT" in n for n in qct(dx)["notes"])

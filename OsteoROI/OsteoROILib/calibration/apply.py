@@ -89,6 +89,7 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
         summary["r2"] = cal.internal.get("r2")
         summary["screening_only"] = True
         summary["method_error"] = cal.internal.get("method_error")
+        summary["contrast_from_aorta_hu"] = cal.internal.get("contrast_from_aorta_hu")
     return json_safe(summary)
 
 

@@ -74,6 +74,8 @@ REDUCED_SET_SPREAD_MG_CM3 = (74.0, 106.0)
 METHOD_ERROR_MG_CM3 = (12.6, 13.2)
 METHOD_ERROR_SOURCE = ("Bartenschlager S et al. J Bone Miner Res 2023: phantomless calibration without "
                        "pre-calibration differed from phantom-based QCT by 12.6 ± 13.2 mg/cm3")
+#: Blood (aorta) above this HU is contrast-enhanced: unenhanced blood reads 20 ± 40 HU (QCT_BRIEF §4).
+ENHANCED_BLOOD_HU = 100.0
 SCREENING_NOTE = ("Internal (phantomless) calibration: vBMD is a screening estimate, not diagnostic QCT; method "
                   "error 12.6 ± 13.2 mg/cm3 (Bartenschlager 2023).")
 
@@ -167,6 +169,11 @@ def _internal_guards(clean: Mapping[str, float], energy: float, scanner: Optiona
     overrides = plausibility.enforce(plausibility.energy_problems(energy, (scanner or {}).get("kvp")),
                                      "The internal calibration", accept_implausible=accept_implausible)
     warnings = list(overrides) + [SCREENING_NOTE]
+    blood = clean.get("blood")
+    if blood is not None and blood > ENHANCED_BLOOD_HU:
+        warnings.append(f"Blood (aorta) reads {blood:.0f} HU (> {ENHANCED_BLOOD_HU:g}): the scan is contrast-enhanced; "
+                        "enhanced blood is no reference tissue (remove its ROI) and the criteria were not validated "
+                        "on contrast-enhanced CT.")
     missing = [t for t in FULL_TISSUE_SET if t not in clean]
     if missing:
         lo, hi = REDUCED_SET_SPREAD_MG_CM3
@@ -231,6 +238,7 @@ def fit_internal(tissue_hu: Mapping[str, float], tissue_sd: Optional[Mapping[str
         "method_error": {"mean_mg_cm3": METHOD_ERROR_MG_CM3[0], "sd_mg_cm3": METHOD_ERROR_MG_CM3[1],
                          "source": METHOD_ERROR_SOURCE},
         "screening_only": True,
+        "contrast_from_aorta_hu": clean["blood"] if clean.get("blood", 0.0) > ENHANCED_BLOOD_HU else None,
         "nist_source": "NIST XCOM / X-ray mass attenuation coefficients (Resources/Data/NIST_SOURCE.txt)",
     }
     cal = Calibration(kind="internal", unit="K2HPO4", method="michalski-2020", r2=r2, n_points=len(names),

@@ -151,6 +151,13 @@ def contrast_recorded(value) -> Optional[bool]:
     return str(value).strip().upper() not in _NO_CONTRAST
 
 
+def aorta_contrast_hu(result_doc: Mapping[str, object]) -> Optional[float]:
+    """The enhanced aorta HU an internal calibration measured (its blood ROI), or None."""
+    cal = result_doc.get("calibration") if isinstance(result_doc, Mapping) else None
+    value = cal.get("contrast_from_aorta_hu") if isinstance(cal, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def study_facts(result_doc: Mapping[str, object]) -> Dict[str, object]:
     volume = result_doc.get("volume") or {}
     facts = dict(volume.get("dicom") or {})
@@ -187,6 +194,10 @@ def study_warnings(result_doc: Mapping[str, object]) -> Tuple[List[str], List[st
     if contrast is not None and str(contrast).strip().upper() not in _NO_CONTRAST:
         warnings.append(f"Contrast agent recorded ({contrast}): contrast raises trabecular HU; the thresholds are for "
                         "non-contrast CT and may under-call osteoporosis.")
+    aorta = aorta_contrast_hu(result_doc)
+    if aorta is not None:
+        warnings.append(f"The aorta reads {aorta:.0f} HU (enhanced blood; measured for the internal calibration): the "
+                        "scan is contrast-enhanced whatever the DICOM tag says; the thresholds are for non-contrast CT.")
     st = study["slice_thickness_mm"]
     if st is not None and st > MAX_SLICE_THICKNESS_MM + 1e-9:
         warnings.append(f"Slice thickness {st:g} mm (> {MAX_SLICE_THICKNESS_MM:g} mm): partial volume with the "

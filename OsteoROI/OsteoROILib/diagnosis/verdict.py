@@ -27,7 +27,7 @@ from .exclusions import flag_excludes, flag_text, fractures, normalize_exclusion
 from .followup import compare
 from .applicability import for_criterion
 from .material import implausible_vbmd, reconcile
-from .patient import contrast_recorded, resolve_patient, study_facts, study_warnings
+from .patient import aorta_contrast_hu, contrast_recorded, resolve_patient, study_facts, study_warnings
 from .values import check_result_doc, finite_number, has_vbmd, level_order, value_table, vbmd_unit
 
 FRACTURE_OVERRIDE_LABEL = "osteoporosis (fracture)"
@@ -388,7 +388,7 @@ def build_diagnosis(
     notes = _general_notes(result_doc, pat, crits, bool(criteria), study_notes)
     study = study_facts(result_doc)
     options = {"convert_material": bool(convert_material), "kvp": study.get("kvp"),
-               "contrast": contrast_recorded(study.get("contrast_agent"))}
+               "contrast": contrast_recorded(study.get("contrast_agent")) or aorta_contrast_hu(result_doc) is not None}
     verdicts = _all_verdicts(crits, table, excl, pat, unit, options)
     lead = verdicts[0] if verdicts else None
     cal = result_doc.get("calibration")
