@@ -88,8 +88,11 @@ def test_demo_writes_a_4x5_table_matching_the_phantom_truth(tmp_path, capsys):
     with open(tmp_path / "demo" / "osteoroi-demo-diagnosis.csv", newline="") as f:
         dx = list(csv.DictReader(f))
     qct = next(r for r in dx if r["criterion_id"].startswith("qct"))
-    expected = (demo_truth.level("L1").trabecular_density + demo_truth.level("L2").trabecular_density) / 2
-    assert float(qct["value"]) == pytest.approx(expected, abs=1.0)
+    # The demo (HA phantom) opts into the Goodsitt 1992 conversion to the criterion's K2HPO4: x 0.8267 at the
+    # assumed 120 kVp (0.86 at 80 kVp, 0.81 at 140 kVp, linear in kVp).
+    ratio = 0.86 + (0.81 - 0.86) * (120 - 80) / (140 - 80)
+    expected = (demo_truth.level("L1").trabecular_density + demo_truth.level("L2").trabecular_density) / 2 * ratio
+    assert float(qct["value"]) == pytest.approx(expected, abs=1.0) and qct["unit"] == "mg/cm3 K2HPO4"
     band = "normal" if expected > 120 else ("osteoporosis" if expected < 80 else "low bone mass")
     assert qct["category"].startswith(band)
     assert (tmp_path / "demo" / "osteoroi-demo-report.html").stat().st_size > 10000

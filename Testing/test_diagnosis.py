@@ -37,7 +37,7 @@ def make_doc(values, quantity="vbmd", shapes=("oval",), dicom=None, calibration=
                    "sd_hu": 5.0, "median_hu": 0.0, "n_voxels": 100, "area_mm2": 100.0,
                    "center_ras": [0.0, 0.0, 0.0], "slice_index": 0, "warnings": []}
             if quantity == "vbmd":
-                row.update(vbmd_mg_cm3=v, vbmd_unit="mg/cm3 HA", vbmd_sd=1.0)
+                row.update(vbmd_mg_cm3=v, vbmd_unit="mg/cm3 K2HPO4", vbmd_sd=1.0)
             rows.append(row)
     doc = {"schema": "osteoroi-measurement/1", "osteoroi_version": "0", "created": "2024-01-01T00:00:00+00:00",
            "volume": {"file": "", "size": [10, 10, 10], "spacing_mm": [1.0, 1.0, 1.0],
@@ -169,7 +169,7 @@ def test_unmeasured_level_is_replaced_too():
 
 
 def test_qct_insufficient_with_reason():
-    dx = build_diagnosis(make_doc(VALUES), exclusions=["L1=fracture:3", "L2=artefact", "L3=focal_lesion"],
+    dx = build_diagnosis(make_doc(VALUES), exclusions=["L1=fracture:3:fragility", "L2=artefact", "L3=focal_lesion"],
                          patient=ADULT_MAN)
     v = verdict(dx, "qct-acr2018")
     assert v["status"] == "insufficient" and v["value"] is None and v["levels_used"] == []
@@ -221,19 +221,20 @@ def test_shape_preference_and_default_criteria():
 
 # --- fractures -----------------------------------------------------------------------------------
 def test_severe_needs_fracture_and_vbmd_below_80():
-    dx = build_diagnosis(make_doc({"L1": 60.0, "L2": 75.0, "L3": 78.0}), exclusions=["L1=fracture:1"], patient=ADULT_MAN)
+    dx = build_diagnosis(make_doc({"L1": 60.0, "L2": 75.0, "L3": 78.0}), exclusions=["L1=fracture:1:fragility"],
+                         patient=ADULT_MAN)
     v = verdict(dx, "qct-acr2018")
     assert v["value"] == 76.5 and v["bmd_class"] == "osteoporosis" and v["category"] == "severe osteoporosis"
     assert "L1 (Genant 1)" in v["rule"]
 
 
 def test_fracture_means_osteoporosis_whatever_the_bmd():
-    dx = build_diagnosis(make_doc({"L1": 150.0, "L2": 140.0, "L3": 130.0}), exclusions=["L3=fracture:2"],
+    dx = build_diagnosis(make_doc({"L1": 150.0, "L2": 140.0, "L3": 130.0}), exclusions=["L3=fracture:2:fragility"],
                          patient=ADULT_MAN)
     v = verdict(dx, "qct-acr2018")
     assert v["bmd_category"] == "normal" and v["category"] == "osteoporosis (fracture)"
     assert "whatever the vBMD" in v["rule"] and v["levels_used"] == ["L1", "L2"]
-    assert dx["fractures"] == [{"level": "L3", "grade": 2, "fragility": True}]
+    assert dx["fractures"] == [{"level": "L3", "grade": 2, "cause": "fragility", "fragility": True}]
     for v in dx["verdicts"][1:]:  # HU criteria too
         assert v["category"] == "osteoporosis (fracture)"
 
@@ -260,7 +261,10 @@ def test_bad_exclusions_are_refused(text):
 
 
 def test_exclusion_forms():
-    assert parse_exclusion("l2=Fracture:2") == ("L2", {"reason": "fracture", "note": "", "grade": 2, "fragility": True})
+    # the cause of a fracture is the reader's call: unknown unless stated (QCT_BRIEF §3)
+    assert parse_exclusion("l2=Fracture:2") == ("L2", {"reason": "fracture", "note": "", "grade": 2, "cause": "unknown",
+                                                     "fragility": None})
+    assert parse_exclusion("L2=fracture:2:fragility")[1]["cause"] == "fragility"
     a = normalize_exclusions({"L2": {"reason": "fracture", "grade": 2}, "L3": "artifact"})
     assert a["L2"][0]["grade"] == 2 and a["L3"][0]["reason"] == "artefact"
     assert normalize_exclusions(["L1=lesion:bone island"])["L1"][0] == {"reason": "focal_lesion", "note": "bone island"}

@@ -67,7 +67,7 @@ def test_gain_and_exact_lsc_boundary():
 def test_same_levels_compared_when_a_level_is_excluded_now():
     prior = make_doc({"L1": 100.0, "L2": 100.0, "L3": 90.0})
     current = make_doc({"L1": 60.0, "L2": 95.0, "L3": 85.0})
-    dx = build_diagnosis(current, prior=prior, exclusions=["L1=fracture:2"], patient=ADULT_MAN)
+    dx = build_diagnosis(current, prior=prior, exclusions=["L1=fracture:2:fragility"], patient=ADULT_MAN)
     s = summary(dx, "qct-acr2018")
     # current uses L2+L3 = 90; the prior is taken over L2+L3 too = 95 -> -5.263 %
     assert s["levels"] == ["L2", "L3"] and s["prior"] == pytest.approx(95.0) and s["current"] == pytest.approx(90.0)
@@ -89,7 +89,7 @@ def test_hu_follow_up_when_only_one_exam_is_calibrated():
 
 
 def test_scanner_and_kvp_differences_are_warned():
-    prior = make_doc({"L1": 100.0, "L2": 100.0}, dicom={"kvp": 120.0, "manufacturer": "GE", "model": "A",
+    prior = make_doc({"L1": 95.0, "L2": 95.0}, dicom={"kvp": 120.0, "manufacturer": "GE", "model": "A",
                                                         "convolution_kernel": "STD", "study_date": "20230101"})
     same = dict(kvp=120.0, manufacturer="GE", model="A", convolution_kernel="STD", study_date="20240101")
     dx = build_diagnosis(make_doc({"L1": 100.0, "L2": 100.0}, dicom=same), prior=prior, patient=ADULT_MAN)
@@ -114,7 +114,7 @@ def test_nonpositive_prior_has_no_percent():
 def test_mixed_vbmd_units_refused_by_the_diagnosis_and_compared_as_hu_in_follow_up():
     # K2HPO4 and HA densities cannot be averaged (QCT_BRIEF §4): one exam in both units
     prior = make_doc({"L1": 100.0, "L2": 110.0})
-    prior["rows"][1]["vbmd_unit"] = "mg/cm3 K2HPO4"
+    prior["rows"][1]["vbmd_unit"] = "mg/cm3 HA"
     with pytest.raises(InputError, match="different units"):
         build_diagnosis(prior, patient=ADULT_MAN)
     dx = build_diagnosis(make_doc({"L1": 90.0, "L2": 99.0}), prior=prior, patient=ADULT_MAN)
@@ -125,11 +125,11 @@ def test_mixed_vbmd_units_refused_by_the_diagnosis_and_compared_as_hu_in_follow_
 
 
 def test_rows_without_a_unit_take_the_calibration_unit_in_follow_up_as_in_the_diagnosis():
-    prior = make_doc({"L1": 100.0, "L2": 110.0}, calibration={"unit": "mg/cm3 HA"})
+    prior = make_doc({"L1": 100.0, "L2": 110.0}, calibration={"unit": "mg/cm3 K2HPO4"})
     for row in prior["rows"]:
         del row["vbmd_unit"]
-    assert verdict(build_diagnosis(prior, patient=ADULT_MAN), "qct-acr2018")["unit"] == "mg/cm3 HA"
+    assert verdict(build_diagnosis(prior, patient=ADULT_MAN), "qct-acr2018")["unit"] == "mg/cm3 K2HPO4"
     dx = build_diagnosis(make_doc({"L1": 90.0, "L2": 99.0}), prior=prior, patient=ADULT_MAN)
-    # L1+L2: prior 105, current 94.5 (rows in mg/cm3 HA): -10 %
+    # L1+L2: prior 105, current 94.5 (rows in mg/cm3 K2HPO4): -10 %
     assert summary(dx, "qct-acr2018")["change_pct"] == pytest.approx(-10.0)
     assert not dx["followup"]["warnings"]

@@ -116,6 +116,14 @@ def test_level_image_independent_of_storage_orientation(phantom_doc, tmp_path):
     assert np.mean(np.abs(ia - ib) > 2) < 0.01
 
 
+def _earlier_exam(doc, hu_shift=8.0):
+    """The same phantom as an earlier study: every ROI 8 HU higher (a prior that is not a copy)."""
+    doc = json.loads(json.dumps(doc))
+    for r in doc["rows"]:
+        r["mean_hu"] += hu_shift
+    return doc
+
+
 def _calibrated(doc, slope=1.25, intercept=-10.0):
     doc = json.loads(json.dumps(doc))
     for r in doc["rows"]:
@@ -131,7 +139,7 @@ def _calibrated(doc, slope=1.25, intercept=-10.0):
 def test_html_is_self_contained_with_one_image_per_level(phantom_doc):
     volume, truth, doc = phantom_doc
     cal = _calibrated(doc)
-    dx = build_diagnosis(cal, exclusions=["L2=fracture:2"], patient={"age": 70, "sex": "F"}, prior=doc)
+    dx = build_diagnosis(cal, exclusions=["L2=fracture:2"], patient={"age": 70, "sex": "F"}, prior=_earlier_exam(doc))
     text = build_html(dx, cal, volume=volume)
     imgs = re.findall(r"<img class='roi-image' data-level='(L\d)'[^>]*src='data:image/png;base64,([^']+)'", text)
     assert [lv for lv, _ in imgs] == [lv.name for lv in truth.levels]
@@ -195,7 +203,9 @@ def demo_files(tmp_path_factory, phantom_doc):
     path.write_text(json.dumps(doc))
     cal = folder / "cal.json"
     cal.write_text(json.dumps(_calibrated(doc)))
-    return {"folder": folder, "result": str(path), "cal": str(cal), "ct": ct, "truth": truth}
+    prior = folder / "prior.json"
+    prior.write_text(json.dumps(_earlier_exam(doc)))
+    return {"folder": folder, "result": str(path), "cal": str(cal), "ct": ct, "truth": truth, "prior": str(prior)}
 
 
 def run(argv, capsys):
@@ -206,18 +216,22 @@ def run(argv, capsys):
 
 def test_cli_report_writes_everything(demo_files, capsys, tmp_path):
     html_path, csv_path, json_path = tmp_path / "r.html", tmp_path / "r.csv", tmp_path / "r.json"
-    code, out, err = run(["report", demo_files["cal"], "--prior", demo_files["result"], "--exclude", "L1=fracture:1",
+    code, out, err = run(["report", demo_files["cal"], "--prior", demo_files["prior"], "--exclude", "L1=fracture:1:fragility",
                           "--age", "72", "--sex", "F", "--precision-pct", "2.5", "--html", html_path, "--csv", csv_path,
-                          "--json", json_path], capsys)
+                          "--json", json_path, "--convert-material"], capsys)
     assert code == 0, err
     dx = json.loads(json_path.read_text())
     validate_diagnosis(dx)
     assert dx["followup"]["lsc_pct"] == pytest.approx(2.77 * 2.5)
     qct = dx["verdicts"][0]
     assert qct["criterion_id"] == "qct-acr2018" and qct["levels_used"] == ["L2", "L3"]
-    # truth: L2 116, L3 96 mg/cm3 -> mean 106: low bone mass, with a fragility fracture -> osteoporosis (fracture)
+    # truth: L2 116, L3 96 mg/cm3 HA -> mean 106 HA; the QCT cut-offs are K2HPO4, so with --convert-material
+    # x 0.8267 (Goodsitt 1992: 0.86 at 80 kVp, 0.81 at 140 kVp, linear; kVp unknown -> 120) = 87.6: low bone
+    # mass, with a fragility fracture -> osteoporosis (fracture)
     dens = {lv.name: lv.trabecular_density for lv in demo_files["truth"].levels}
-    assert qct["value"] == pytest.approx((dens["L2"] + dens["L3"]) / 2, abs=0.01)
+    ratio = 0.86 + (0.81 - 0.86) * (120 - 80) / (140 - 80)
+    assert qct["value"] == pytest.approx((dens["L2"] + dens["L3"]) / 2 * ratio, abs=0.01)
+    assert qct["material_conversion"]["from"] == "HA" and qct["material_conversion"]["to"] == "K2HPO4"
     assert qct["bmd_class"] == "low_bone_mass" and qct["category"] == "osteoporosis (fracture)"
     assert html_path.read_text().count("class='roi-image'") == 4
     assert "osteoporosis (fracture)" in out and f"wrote {html_path}" in out

@@ -85,10 +85,14 @@ def calibration_summary(cal: Calibration) -> Dict[str, Any]:
         # the rods (or reference tissues) the line was fitted to, so a report can plot them with their residuals
         "points": [{k: p.get(k) for k in ("name", "density", "mean_hu", "sd_hu", "n_voxels", "residual_hu")
                     if k in p} for p in (cal.points or []) if isinstance(p, Mapping)],
+        "overrides": list(cal.overrides),
     }
     if cal.kind == "internal" and cal.internal:
         summary["effective_energy_kev"] = cal.effective_energy_kev
         summary["r2"] = cal.internal.get("r2")
+        summary["screening_only"] = True
+        summary["method_error"] = cal.internal.get("method_error")
+        summary["contrast_from_aorta_hu"] = cal.internal.get("contrast_from_aorta_hu")
     return json_safe(summary)
 
 

@@ -35,7 +35,8 @@ from ..errors import InputError
 from ..io.jsonfile import read_json
 from ..io.outputs import check_output_paths, json_safe, write_atomically
 from ..resources import resource_path
-from .phantom_library import normalize_unit, unit_label
+from . import plausibility
+from .phantom_library import METHOD_MINDWAYS, normalize_unit, unit_label
 
 SCHEMA_ID = "osteoroi-calibration/1"
 SCHEMA_FILE = ("Schemas", "osteoroi-calibration-1.schema.json")
@@ -144,6 +145,7 @@ class Calibration:
     command: str = ""
     origin: str = "this-scan"
     origin_path: Optional[str] = None
+    overrides: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.unit = normalize_unit(self.unit)
@@ -263,6 +265,7 @@ class Calibration:
             "internal": self.internal,
             "note": self.note,
             "warnings": list(self.warnings),
+            "overrides": list(self.overrides),
         }
         return json_safe(doc)
 
@@ -276,6 +279,7 @@ class Calibration:
             raise InputError(f"{where} is not an OsteoROI calibration (schema {SCHEMA_ID}).",
                              "Create one with `osteoroi calibrate ... --out cal.json`.")
         _validate_schema(doc, where)
+        overrides = _check_saved(doc, where)
         fit = doc.get("fit") or {}
         cal = cls(
             kind=doc["kind"], unit=doc["unit"], method=doc["method"],
@@ -286,7 +290,7 @@ class Calibration:
             warnings=list(doc.get("warnings") or []), phantom=doc.get("phantom"),
             scanner=dict(doc.get("scanner") or {}), source_volume=doc.get("source_volume"),
             internal=doc.get("internal"), note=str(doc.get("note") or ""), created=str(doc.get("created") or ""),
-            command=str(doc.get("command") or ""), origin="saved", origin_path=path,
+            command=str(doc.get("command") or ""), origin="saved", origin_path=path, overrides=overrides,
         )
         vu = doc.get("vbmd_unit")
         if vu is not None and normalize_unit(vu) != cal.unit:
@@ -294,6 +298,38 @@ class Calibration:
                              "The file was edited inconsistently; create the calibration again.")
         return cal
 
+
+
+def _check_saved(doc: Mapping[str, Any], where: str) -> List[str]:
+    """A saved calibration is checked again as it is loaded: typed fields, its own fit quality (R² ≥
+    R2_REFUSE), its line against its own rod table, and the physical window (:mod:`.plausibility`).
+    Problems the user accepted when it was made (its ``overrides``) stay accepted; returns them."""
+    typed = plausibility.typed_field_problems(doc)
+    if typed:
+        raise InputError(f"{where} has fields of the wrong type: " + "; ".join(typed) + ".",
+                         "Create the calibration again with `osteoroi calibrate` instead of editing the file.")
+    r2 = (doc.get("fit") or {}).get("r2")
+    if doc.get("kind") != "manual" and r2 is not None and float(r2) < R2_REFUSE:
+        raise InputError(f"{where}: its own fit has R² = {float(r2):.3f} < {R2_REFUSE} (QCT_BRIEF §4).",
+                         "Calibrate again: check each rod's ROI, the phantom and its certificate values.")
+    edited = plausibility.stored_line_problems(doc)
+    if edited:
+        raise InputError(f"{where}: " + "; ".join(edited) + ".",
+                         "Create the calibration again with `osteoroi calibrate` instead of editing the file.")
+    accepted = [str(o) for o in (doc.get("overrides") or [])]
+    problems = []
+    if doc.get("kind") in ("phantom", "manual"):
+        kvp = (doc.get("scanner") or {}).get("kvp")
+        problems = plausibility.line_problems(doc["slope_hu_per_mg_cm3"], doc["intercept_hu"],
+                                              normalize_unit(doc["unit"]), kvp)
+        problems += plausibility.rod_order_problems(doc.get("points") or [], doc.get("method") == METHOD_MINDWAYS)
+    elif doc.get("kind") == "internal" and isinstance(doc.get("internal"), Mapping):
+        energy = doc["internal"].get("effective_energy_kev")
+        if isinstance(energy, (int, float)):
+            problems = plausibility.energy_problems(energy, (doc.get("scanner") or {}).get("kvp"))
+    open_problems = [p for p in problems if not any(p in a for a in accepted)]
+    plausibility.enforce(open_problems, f"The saved calibration {where}")
+    return accepted
 
 
 def _validate_schema(doc: Mapping[str, Any], where: str) -> None:

@@ -29,8 +29,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from . import plausibility
 from .model import R2_REFUSE, R2_WARN, SCANNER_KEYS, Calibration, LinearFit, fit_line
-from .phantom_library import METHOD_MINDWAYS, PhantomDefinition
+from .phantom_library import METHOD_MINDWAYS, MINDWAYS_INTERCEPT_OFFSET, MINDWAYS_SLOPE_OFFSET, PhantomDefinition
 
 #: A rod is flagged when its leave-one-out residual exceeds this many SEE (QCT_BRIEF §4).
 RESIDUAL_FLAG_SEE = 3.0
@@ -39,9 +40,6 @@ RESIDUAL_FLAG_FLOOR_HU = 0.5
 #: A rod ROI's SD is "high" above this many HU, or above twice the rods' median SD + 5 HU.
 ROD_SD_WARN_HU = 50.0
 
-#: Mindways Model 3 constants (QCT Pro user guide v5; QCT_BRIEF §4).
-MINDWAYS_SLOPE_OFFSET = 0.2174
-MINDWAYS_INTERCEPT_OFFSET = 999.6
 
 #: Measurement keys a rod's point keeps (when the rod has them).
 _ROD_KEYS = ("sd_hu", "n_voxels", "center_ras", "roi_radius_mm", "rod_radius_mm", "slab_mm", "found_by")
@@ -227,13 +225,16 @@ def _flag_noisy_rods(points: List[Dict[str, Any]]) -> List[str]:
 
 
 def fit_phantom(rods: Sequence[Any], phantom: PhantomDefinition, scanner: Optional[Mapping[str, Any]] = None,
-                source_volume: Optional[str] = None, command: str = "") -> Calibration:
+                source_volume: Optional[str] = None, command: str = "", *,
+                accept_implausible: bool = False) -> Calibration:
     """Fit a phantom calibration from measured rods and apply the QA rules.
 
     ``rods``: dicts (or objects) with ``name``, ``mean_hu`` and optionally ``sd_hu``,
     ``n_voxels``, ``center_ras``, ``roi_radius_mm``, ``slab_mm``, ``warnings``; the density
     (and water density) come from ``phantom`` by the rod's name. The phantom's method decides
-    between OLS and the Mindways two-component fit.
+    between OLS and the Mindways two-component fit. A line with no physical meaning (slope,
+    intercept or rod order, :mod:`.plausibility`) is refused unless ``accept_implausible``, which
+    is then recorded in the calibration's ``overrides``.
     """
     points = _rod_points(rods, phantom)
     mindways = phantom.method == METHOD_MINDWAYS
@@ -244,6 +245,11 @@ def fit_phantom(rods: Sequence[Any], phantom: PhantomDefinition, scanner: Option
     f = fit_line(x, y)  # refuses < 2 distinct densities
     slope, intercept, reference, what = _scanner_line(f, mindways)
     warnings = _check_fit(f, slope, what, mindways, points, x)
+    problems = plausibility.line_problems(slope, intercept, phantom.unit, (scanner or {}).get("kvp"))
+    problems += plausibility.rod_order_problems(points, mindways)
+    overrides = plausibility.enforce(problems, f"The calibration of phantom {phantom.id}",
+                                     accept_implausible=accept_implausible)
+    warnings += overrides
     warnings += _flag_outlier_rods(points, x, y, f, mindways)
     warnings += _flag_noisy_rods(points)
     for p in points:
@@ -255,7 +261,7 @@ def fit_phantom(rods: Sequence[Any], phantom: PhantomDefinition, scanner: Option
         slope=slope, intercept=intercept, r2=f.r2, see=f.see, n_points=f.n, x_mean=f.x_mean, sxx=f.sxx,
         density_range=[float(x.min()), float(x.max())], points=points, warnings=warnings,
         phantom=phantom.to_dict(), reference_fit=reference, scanner=dict(scanner or {}),
-        source_volume=source_volume, command=command,
+        source_volume=source_volume, command=command, overrides=overrides,
     )
     note = cal.uncertainty_note()
     if note:
@@ -264,8 +270,9 @@ def fit_phantom(rods: Sequence[Any], phantom: PhantomDefinition, scanner: Option
 
 
 def manual_calibration(slope: float, intercept: float, unit: str, note: str = "", command: str = "",
-                       scanner: Optional[Mapping[str, Any]] = None) -> Calibration:
-    """A user's slope (HU per mg/cm³) and intercept (HU), recorded as manual."""
+                       scanner: Optional[Mapping[str, Any]] = None, *, accept_implausible: bool = False) -> Calibration:
+    """A user's slope (HU per mg/cm³) and intercept (HU), recorded as manual; a line no phantom
+    can give (:mod:`.plausibility`) is refused unless ``accept_implausible`` (recorded)."""
     try:
         s, b = float(slope), float(intercept)
     except (TypeError, ValueError):
@@ -275,6 +282,9 @@ def manual_calibration(slope: float, intercept: float, unit: str, note: str = ""
         raise InputError("The manual slope and intercept must be finite numbers.", "Give e.g. --slope 1.25 --intercept -10.")
     cal = Calibration(kind="manual", unit=unit, method="manual", slope=s, intercept=b, note=note, command=command,
                       scanner=dict(scanner or {}))
+    cal.overrides = plausibility.enforce(plausibility.line_problems(s, b, cal.unit, cal.scanner.get("kvp")),
+                                         "The manual calibration", accept_implausible=accept_implausible)
+    cal.warnings.extend(cal.overrides)
     cal.warnings.append("Manual calibration: slope and intercept were entered by the user, not fitted; "
                         "vBMD has no uncertainty from a fit.")
     return cal

@@ -18,7 +18,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
 from ..io.outputs import check_output_paths, write_atomically
@@ -30,6 +30,15 @@ UNITS = ("K2HPO4", "HA")
 METHOD_LINEAR = "linear"
 METHOD_MINDWAYS = "mindways-two-component"
 METHODS = (METHOD_LINEAR, METHOD_MINDWAYS)
+#: Mindways Model 3 two-component constants: σ_CT = σ_ref − 0.2174, β_CT = β_ref + 999.6
+#: (QCT Pro user guide v5; QCT_BRIEF §4).
+MINDWAYS_SLOPE_OFFSET = 0.2174
+MINDWAYS_INTERCEPT_OFFSET = 999.6
+#: Rod densities a calibration phantom can hold (mg/cm³): Mindways rods go slightly negative
+#: (−53.40, QCT_BRIEF §4), HA rods reach 800-1200 (QRM, cortical inserts); beyond is a typing error.
+ROD_DENSITY_RANGE = (-200.0, 1500.0)
+#: Water density of a two-component rod (mg/cm³; Mindways example 923-1120, QCT_BRIEF §4).
+ROD_WATER_DENSITY_RANGE = (700.0, 1300.0)
 
 _UNIT_ALIASES = {
     "k2hpo4": "K2HPO4",
@@ -164,6 +173,13 @@ def _finite(value: Any, what: str) -> float:
     return v
 
 
+def _check_rod_range(value: float, limits: Tuple[float, float], what: str) -> None:
+    if not limits[0] <= value <= limits[1]:
+        raise InputError(f"{what} is {value:g} mg/cm3, outside what a calibration phantom holds "
+                         f"({limits[0]:g} to {limits[1]:g} mg/cm3).",
+                         "Enter the value in mg/cm3 as printed on the phantom's certificate (--rod NAME=DENSITY).")
+
+
 def validate_phantom(data: Any) -> PhantomDefinition:
     """Check a phantom (a dict as in phantoms.json, or a PhantomDefinition) and return it.
 
@@ -200,6 +216,9 @@ def validate_phantom(data: Any) -> PhantomDefinition:
         density = _finite(item.get("density"), f"The density of rod {name} of phantom {pid}")
         water = item.get("water_density")
         water = None if water is None else _finite(water, f"The water density of rod {name} of phantom {pid}")
+        _check_rod_range(density, ROD_DENSITY_RANGE, f"The density of rod {name} of phantom {pid}")
+        if water is not None:
+            _check_rod_range(water, ROD_WATER_DENSITY_RANGE, f"The water density of rod {name} of phantom {pid}")
         rods.append(Rod(name=name, density=density, water_density=water))
     names = [r.name.lower() for r in rods]
     if len(set(names)) != len(names):

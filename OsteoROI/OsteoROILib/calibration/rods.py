@@ -28,12 +28,15 @@ from ..io.volume import Volume
 from ..roi.disc import rod_roi
 from ..roi.stats import roi_statistics
 from .model import Calibration
-from .phantom_fit import fit_phantom
+from .phantom_fit import fit_phantom, scanner_facts
 from .phantom_library import METHOD_MINDWAYS, PhantomDefinition
 from .rod_finder import FIND_SLAB_MM, MIN_SLAB_SLICES, ROI_WALL_PIXELS, SEARCH_RADII_MM, RodCandidate, find_rods
 
 #: Default rod slab thickness (mm; at least ``MIN_SLAB_SLICES`` slices).
 ROD_SLAB_MM = 10.0
+#: Phantoms with fewer rods are auto-detected only with confirmation (a 2-point line always fits).
+MIN_AUTO_RODS = 3
+CONFIRM_OPTION = "--confirm-rods"
 #: ROI radius = min(ROI_FRACTION·R, R − ROI_WALL_PIXELS·pixel).
 ROI_FRACTION = 0.7
 
@@ -302,7 +305,7 @@ def _best_match(volume: Volume, phantom: PhantomDefinition, chosen: Sequence[Rod
             rods.append(_measure_at(volume, name, center, r, slab_mm, "auto", None,
                                     "phantom definition" if radius_def else "fitted"))
         try:
-            cal = fit_phantom([m.to_dict() for m in rods], phantom)
+            cal = fit_phantom([m.to_dict() for m in rods], phantom, scanner=scanner_facts(volume))
         except InputError as exc:
             errors.append(str(exc.problem))
             continue
@@ -310,20 +313,29 @@ def _best_match(volume: Volume, phantom: PhantomDefinition, chosen: Sequence[Rod
             best = (rods, cal)
     if best is None:
         raise InputError(
-            f"The {len(phantom.rods)} discs found do not match phantom {phantom.id}: ordered by HU, no assignment to "
-            f"its rods gives an acceptable fit ({errors[0] if errors else ''}).\n" + "\n".join(report),
+            f"Nothing phantom-like was found: the {len(phantom.rods)} discs found do not match phantom {phantom.id}; "
+            f"ordered by HU, no assignment to its rods gives a physical, acceptable fit "
+            f"({errors[0] if errors else ''}).\n" + "\n".join(report),
             "Check the phantom choice and its certificate values, or place one point per rod with --rod NAME=R,A,S.",
         )
     return best
 
 
 def auto_rods(volume: Volume, phantom: PhantomDefinition, region=None, center_s: Optional[float] = None,
-              slab_mm: Optional[float] = None) -> AutoRodsResult:
+              slab_mm: Optional[float] = None, *, confirm_few_rods: bool = False) -> AutoRodsResult:
     """Find the phantom's rods, match them to its rods by HU order and measure them.
 
     Refuses (InputError, saying what was found) when the count differs from the phantom's or
-    when no order consistent with HU rising with density gives an acceptable fit.
+    when no order consistent with HU rising with density gives a physical, acceptable fit
+    (:mod:`.plausibility`). A phantom of fewer than ``MIN_AUTO_RODS`` rods is never found
+    without ``confirm_few_rods``: two blobs of anything fit a line exactly (R² = 1).
     """
+    if len(phantom.rods) < MIN_AUTO_RODS and not confirm_few_rods:
+        raise InputError(
+            f"Phantom {phantom.id} has {len(phantom.rods)} rods: two discs of anything (fat, contrast) fit a line "
+            "exactly, so its rods are not found automatically without confirmation.",
+            f"Place one point per rod with --rod NAME=R,A,S, or confirm with {CONFIRM_OPTION} after checking "
+            "that the discs found are the phantom's rods.")
     if phantom.layout != "rods":
         raise InputError(f"Phantom {phantom.id} has {phantom.layout}, not rods: automatic rod finding does not apply.",
                          "Place one point per insert with --rod NAME=R,A,S.")

@@ -114,7 +114,8 @@ def cmd_calibrate(args, out=None) -> int:
     check_output_paths([args.out], overwrite=args.overwrite, inputs=[args.volume])
     report: List[str] = []
     if args.manual:
-        cal = manual_calibration(args.slope, args.intercept, args.unit, note=args.note or "", command=_command_line())
+        cal = manual_calibration(args.slope, args.intercept, args.unit, note=args.note or "", command=_command_line(),
+                                 accept_implausible=args.accept_implausible_calibration)
     else:
         from ..io.image_files import read_volume
 
@@ -137,7 +138,8 @@ def cmd_calibrate(args, out=None) -> int:
 
             phantom = get_phantom(args.phantom, args.user_phantoms)
             if args.auto_rods:
-                res = auto_rods(volume, phantom, region=_parse_region(args.region), slab_mm=args.slab_mm)
+                res = auto_rods(volume, phantom, region=_parse_region(args.region), slab_mm=args.slab_mm,
+                                confirm_few_rods=args.confirm_rods)
                 rods = res.rods
                 report = list(res.report)
             else:
@@ -149,7 +151,7 @@ def cmd_calibrate(args, out=None) -> int:
                     points[key] = xyz
                 rods = measure_rods(volume, points, phantom, slab_mm=args.slab_mm)
             cal = fit_phantom([m.to_dict() for m in rods], phantom, scanner=facts, source_volume=volume.source,
-                              command=_command_line())
+                              command=_command_line(), accept_implausible=args.accept_implausible_calibration)
         else:
             from ..calibration.internal import fit_internal, measure_tissues
 
@@ -161,7 +163,8 @@ def cmd_calibrate(args, out=None) -> int:
             extra = {k: {kk: vv for kk, vv in v.items() if kk not in ("mean_hu", "sd_hu")} for k, v in measured.items()}
             cal = fit_internal({k: v["mean_hu"] for k, v in measured.items()},
                                tissue_sd={k: v["sd_hu"] for k, v in measured.items()}, scanner=facts,
-                               source_volume=volume.source, command=_command_line(), points_extra=extra)
+                               source_volume=volume.source, command=_command_line(), points_extra=extra,
+                               accept_implausible=args.accept_implausible_calibration)
         if args.note:
             cal.note = args.note
     path = save_calibration(cal, args.out, overwrite=args.overwrite)
@@ -203,6 +206,10 @@ def register(subparsers) -> None:
     c.add_argument("--slab-mm", type=float, default=None, help="ROI slab thickness for rods/tissues (default 10 mm)")
     c.add_argument("--user-phantoms", metavar="DIR", default=None, help="folder of saved user phantoms")
     c.add_argument("--note", help="free text stored with the calibration")
+    c.add_argument("--accept-implausible-calibration", action="store_true",
+                   help="use a calibration outside the physical range (NIST) anyway; recorded in the result and report")
+    c.add_argument("--confirm-rods", action="store_true",
+                   help="confirm that the discs found are the rods of a phantom with fewer than 3 rods (--auto-rods)")
     c.add_argument("--out", required=True, help="write the calibration JSON here")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     c.set_defaults(func=cmd_calibrate, _parser=c)

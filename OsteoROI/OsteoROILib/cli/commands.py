@@ -124,13 +124,14 @@ def _document(measurement, volume, calibration=None, extra=None):
     return build_document(measurement, volume.describe(), command=_command_line(), extra=extra)
 
 
-def _write_report(doc, volume, html_path: str, overwrite: bool, out, patient=None, csv_path=None) -> List[str]:
+def _write_report(doc, volume, html_path: str, overwrite: bool, out, patient=None, csv_path=None,
+                  convert_material: bool = False) -> List[str]:
     """Diagnosis table + HTML report of a result document (``osteoroi report`` has all options)."""
     from .report import print_summary
     from ..diagnosis.verdict import build_diagnosis
     from ..export.html_report import write_report
 
-    dx = build_diagnosis(doc, patient=patient)
+    dx = build_diagnosis(doc, patient=patient, convert_material=convert_material)
     written = write_report(dx, doc, html_path=html_path, volume=volume, csv_path=csv_path, overwrite=overwrite)
     print_summary(dx, out)
     print_impression(dx, out)
@@ -194,8 +195,10 @@ def cmd_demo(args, out=None) -> int:
     print_vbmd_table(doc["rows"], out, truth={lv.name: lv.trabecular_density for lv in truth.levels})
     print(f"\n{len(doc['rows'])} rows ({len(points)} levels x {len(SHAPE_NAMES)} ROI shapes).", file=out)
     print(f"\nDiagnosis (demo patient: {DEMO_PATIENT['age']}-year-old woman):", file=out)
+    # The demo's phantom is HA and the QCT cut-offs are taken as K2HPO4: the demo opts into the documented
+    # Goodsitt 1992 conversion, which its verdict and report state (diagnosis.material).
     _write_report(doc, volume, names["report"], overwrite=True, out=out, patient=dict(DEMO_PATIENT),
-                  csv_path=names["diagnosis"])
+                  csv_path=names["diagnosis"], convert_material=True)
     print("", file=out)
     for key in ("json", "csv", "diagnosis", "report", "calibration", "volume", "points"):
         print(f"wrote {names[key]}", file=out)

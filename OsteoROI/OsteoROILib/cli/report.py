@@ -74,7 +74,11 @@ def _diagnose(args, result_path: str, result, prior=None, patient=None):
     from ..diagnosis.verdict import build_diagnosis
 
     return build_diagnosis(result, criteria=args.criteria, exclusions=getattr(args, "exclude", None), patient=patient,
-                           prior=prior, precision_pct=args.precision_pct, source_file=os.path.abspath(result_path),
+                           prior=prior, precision_pct=args.precision_pct,
+                           convert_material=getattr(args, "convert_material", False),
+                           confirm_same_patient=getattr(args, "confirm_same_patient", False),
+                           precision_mg_cm3=getattr(args, "precision_mg_cm3", None),
+                           source_file=os.path.abspath(result_path),
                            prior_file=os.path.abspath(args.prior) if getattr(args, "prior", None) else "")
 
 
@@ -187,6 +191,13 @@ def register(subparsers) -> None:
     p.add_argument("--menopause", choices=["post", "pre"], help="menopausal status of a woman")
     p.add_argument("--fragility-fracture", metavar="TEXT",
                    help="a fragility fracture elsewhere (e.g. 'hip 2023'): osteoporosis whatever the BMD")
+    p.add_argument("--convert-material", action="store_true",
+                   help="categorise a vBMD measured in the other material (K2HPO4/HA) than the criterion's, by the "
+                        "Goodsitt 1992 conversion; stated in the report")
+    p.add_argument("--confirm-same-patient", action="store_true",
+                   help="the prior's PatientID or birth date differs but it is the same patient (recorded)")
+    p.add_argument("--precision-mg-cm3", type=float, default=None,
+                   help="the site's vBMD precision error in mg/cm3: LSC = 2.77 x it, in absolute units (QCT)")
     p.add_argument("--precision-pct", type=float, default=3.0,
                    help="site precision error in %% for the follow-up (LSC = 2.77 x precision; default 3)")
     p.add_argument("--volume", metavar="CT", help="CT for the level images (default: the result's volume.file)")

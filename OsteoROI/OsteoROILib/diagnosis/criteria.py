@@ -12,8 +12,19 @@ A criterion file (``"format": "osteoroi-criteria/1"``) states
 * ``bands`` (or ``bands_by_shape``) — categories that partition the number line, each with
   ``lower``/``upper`` (null = unbounded) and whether each end is inclusive. Validation refuses gaps,
   overlaps and a boundary value that belongs to two bands or to none;
-* optional ``severe`` — the category a fracture turns a band into (QCT: < 80 with a fracture);
-* ``source.citation`` — where the numbers come from (required).
+* optional ``severe`` — the category a fragility fracture turns a band into (QCT: < 80 with a fracture);
+* ``source.citation`` — where the numbers come from (required);
+* ``reference_material`` — for vBMD, the material of the cut-offs (K2HPO4 or HA; :mod:`material`);
+* ``applies_to`` — whom the categories apply to (:mod:`applicability`; defaults: post-menopausal
+  women and men ≥ 50, never children);
+* a band's optional ``basis`` — ``"source"`` (a category of the source) or ``"tool"`` (this tool's
+  construction between the source's thresholds, said in the verdict);
+* ``level_rule.derived_on_count`` — the number of levels the cut-offs were derived on (fewer → indicative).
+
+Beyond the format, :mod:`criteria_semantics` refuses bands not ordered from worst to best, a vBMD
+criterion without its material, a custom file reusing a built-in id with other content, and a
+built-in's cut-offs relabelled as the other quantity. The file format is also described by
+``Resources/Schemas/osteoroi-criteria-1.schema.json`` (checked when jsonschema is installed).
 
 ``value_decimals``: the summary value is rounded to this many decimals (the precision the
 cut-offs are published with) before it is compared, so the category always agrees with the
@@ -27,8 +38,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from ..errors import InputError
 from ..io.jsonfile import read_json
 from ..resources import resource_path, resources_dir
+from .applicability import check_applies_to
+from .criteria_semantics import builtin_checker, check_band_order, check_material
 
 FORMAT_ID = "osteoroi-criteria/1"
+SCHEMA_FILE = ("Schemas", "osteoroi-criteria-1.schema.json")
 QUANTITIES = {"vbmd": "vbmd_mg_cm3", "hu": "mean_hu"}
 BAND_CLASSES = ("osteoporosis", "possible_osteoporosis", "low_bone_mass", "indeterminate", "normal")
 LEVEL_METHODS = ("first_valid", "mean_of_valid")
@@ -86,8 +100,11 @@ def validate_bands(bands, where: str) -> List[Dict[str, object]]:
             raise _bad(w, "lower_inclusive/upper_inclusive must be true or false")
         if lower is not None and upper is not None and not lower < upper:
             raise _bad(w, f"lower {lower:g} must be below upper {upper:g}")
+        basis = b.get("basis", "source")
+        if basis not in ("source", "tool"):
+            raise _bad(w, f'"basis" must be "source" or "tool", got {basis!r}')
         out.append({"label": label, "class": cls, "lower": lower, "lower_inclusive": lo_inc if lower is not None else False,
-                    "upper": upper, "upper_inclusive": up_inc if upper is not None else False})
+                    "upper": upper, "upper_inclusive": up_inc if upper is not None else False, "basis": basis})
     if out[0]["lower"] is not None:
         raise _bad(where, "the first band must have lower null (unbounded below)")
     if out[-1]["upper"] is not None:
@@ -99,6 +116,7 @@ def validate_bands(bands, where: str) -> List[Dict[str, object]]:
         if a["upper_inclusive"] == b["lower_inclusive"]:
             raise _bad(where, f"the boundary {a['upper']:g} between '{a['label']}' and '{b['label']}' must belong to "
                               "exactly one of them (set exactly one of upper_inclusive / lower_inclusive)")
+    check_band_order(out, where)
     return out
 
 
@@ -147,6 +165,9 @@ def _check_level_rule(rule, where: str) -> Dict[str, object]:
         if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= len(levels):
             raise _bad(where, '"level_rule.min_count" must be an integer between 1 and the number of levels')
         rule["min_count"] = mc
+    full = rule.get("derived_on_count")
+    if full is not None and (isinstance(full, bool) or not isinstance(full, int) or not 1 <= full <= len(levels)):
+        raise _bad(where, '"level_rule.derived_on_count" must be an integer between 1 and the number of levels')
     return rule
 
 
@@ -203,9 +224,11 @@ def validate_criterion(doc, where: str = "file") -> Dict[str, object]:
         raise _bad(where, f'"shape_mode" must be one of {", ".join(SHAPE_MODES)}')
     norm_by_shape = _check_bands_by_shape(doc, shapes, where)
     severe = _check_severe(doc.get("severe"), where)
+    material = check_material(doc, where)
     out = dict(doc)
     out.update({"level_rule": rule, "shape_mode": mode, "bands_by_shape": norm_by_shape, "severe": severe,
-                "value_decimals": decimals, "short_title": doc.get("short_title") or title})
+                "value_decimals": decimals, "short_title": doc.get("short_title") or title,
+                "reference_material": material, "applies_to": check_applies_to(doc.get("applies_to"), where)})
     out.pop("bands", None)
     return out
 
@@ -218,10 +241,33 @@ def criteria_dir() -> str:
     return os.path.join(resources_dir(), "Criteria")
 
 
-def load_criterion_file(path: str) -> Dict[str, object]:
+def _validate_schema(doc, where: str) -> None:
+    try:
+        import jsonschema
+    except ImportError:  # optional: the checks of validate_criterion still apply
+        return
+    schema = read_json(resource_path(*SCHEMA_FILE), "criteria schema", "Restore Resources/Schemas.")
+    try:
+        jsonschema.validate(instance=doc, schema=schema)
+    except jsonschema.ValidationError as exc:
+        loc = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise _bad(where, f"does not match the criteria schema at {loc}: {exc.message}") from None
+
+
+def _builtin_docs() -> List[Dict[str, object]]:
+    return [load_builtin(cid) for cid in BUILTIN_FILES]
+
+
+_CHECK_BUILTINS = builtin_checker(_builtin_docs, ALIASES)
+
+
+def load_criterion_file(path: str, *, builtin: bool = False) -> Dict[str, object]:
     doc = read_json(path, "criteria file",
                     f"Give a built-in name ({', '.join(BUILTIN_FILES)}) or the path of a valid criteria JSON file.")
+    _validate_schema(doc, os.path.basename(path))
     crit = validate_criterion(doc, where=os.path.basename(path))
+    if not builtin:
+        _CHECK_BUILTINS(crit, os.path.basename(path))
     crit["_file"] = os.path.abspath(path)
     return crit
 
@@ -231,7 +277,7 @@ def load_builtin(name: str) -> Dict[str, object]:
     if cid not in BUILTIN_FILES:
         raise InputError(f"There is no built-in criterion {name!r}.",
                          f"Use one of {', '.join(BUILTIN_FILES)} (or {', '.join(ALIASES)}), or give a JSON file.")
-    crit = load_criterion_file(resource_path("Criteria", BUILTIN_FILES[cid]))
+    crit = load_criterion_file(resource_path("Criteria", BUILTIN_FILES[cid]), builtin=True)
     crit["_builtin"] = True
     return crit
 
@@ -242,6 +288,7 @@ def load_criterion(spec: Union[str, Mapping[str, object]]) -> Dict[str, object]:
         if "bands_by_shape" in spec and "bands" not in spec and spec.get("_validated"):
             return dict(spec)
         crit = validate_criterion(dict(spec), where="given criterion")
+        _CHECK_BUILTINS(crit, "given criterion")
     elif isinstance(spec, str):
         key = spec.strip()
         if key in BUILTIN_FILES or key in ALIASES:

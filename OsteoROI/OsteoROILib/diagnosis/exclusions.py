@@ -2,8 +2,10 @@
 
 An excluded vertebra is left out of every criterion's level rule and replaced by the next valid
 one (QCT_BRIEF §1 "also to avoid", §3). A fracture is graded by Genant's semi-quantitative method:
-grade 0 documents a normal vertebra, grade ≥ 1 is a fracture; a fragility fracture (the default)
-means osteoporosis whatever the BMD (seed 000 key point i), a traumatic one only excludes the level.
+grade 0 documents a normal vertebra, grade ≥ 1 is a fracture. Whether a fracture is a fragility
+fracture is the reader's call (QCT_BRIEF §3): its cause is "unknown" unless stated. A fragility
+fracture means osteoporosis whatever the BMD (seed 000 key point i); a traumatic one or one of
+unknown cause only excludes the level.
 """
 from __future__ import annotations
 
@@ -37,7 +39,25 @@ def _check_level(level: str, where: str) -> str:
     return lv
 
 
-def _flag(reason: str, grade=None, fragility=True, note: str = "", where: str = "exclusion") -> Dict[str, object]:
+#: Fracture causes: what the reader stated, else unknown (QCT_BRIEF §3).
+FRACTURE_CAUSES = {"fragility": "fragility", "insufficiency": "fragility", "osteoporotic": "fragility",
+                   "traumatic": "traumatic", "trauma": "traumatic", "unknown": "unknown"}
+
+
+def _cause(fragility) -> str:
+    """"fragility", "traumatic" or "unknown" from a flag's ``fragility`` (True/False/None) or cause text."""
+    if fragility is None:
+        return "unknown"
+    if isinstance(fragility, bool):
+        return "fragility" if fragility else "traumatic"
+    cause = FRACTURE_CAUSES.get(str(fragility).strip().lower())
+    if cause is None:
+        raise InputError(f"Fracture cause {fragility!r} is not understood.",
+                         "Add :fragility or :traumatic after the grade (e.g. L2=fracture:2:fragility); unknown otherwise.")
+    return cause
+
+
+def _flag(reason: str, grade=None, fragility=None, note: str = "", where: str = "exclusion") -> Dict[str, object]:
     key = _REASON_ALIASES.get(str(reason).strip().lower().replace(" ", "-"))
     if key is None:
         raise InputError(f"{where}: unknown exclusion reason {reason!r}.",
@@ -53,13 +73,14 @@ def _flag(reason: str, grade=None, fragility=True, note: str = "", where: str = 
             raise InputError(f"{where}: Genant grade {grade!r} is not 0, 1, 2 or 3.",
                              "Give the Genant semi-quantitative grade: 0 normal, 1 mild, 2 moderate, 3 severe.")
         flag["grade"] = g
-        flag["fragility"] = bool(fragility)
+        flag["cause"] = _cause(fragility)
+        flag["fragility"] = {"fragility": True, "traumatic": False}.get(flag["cause"])
     return flag
 
 
 def parse_exclusion(text: str) -> Tuple[str, Dict[str, object]]:
-    """``L2=fracture:2`` / ``L2=fracture:2:traumatic`` / ``L3=artefact[:note]`` / ``L4=focal_lesion`` /
-    ``L1=manual[:note]`` → (level, flag)."""
+    """``L2=fracture:2`` (cause unknown) / ``L2=fracture:2:fragility`` / ``L2=fracture:2:traumatic`` /
+    ``L3=artefact[:note]`` / ``L4=focal_lesion`` / ``L1=manual[:note]`` → (level, flag)."""
     where = f"--exclude {text!r}"
     if "=" not in str(text):
         raise InputError(f"{where} has no level.", "Write it as LEVEL=REASON, e.g. --exclude L2=fracture:2.")
@@ -69,11 +90,11 @@ def parse_exclusion(text: str) -> Tuple[str, Dict[str, object]]:
     reason = parts[0]
     if _REASON_ALIASES.get(reason.strip().lower().replace(" ", "-")) == "fracture":
         grade = parts[1] if len(parts) > 1 else None
-        kind = parts[2].strip().lower() if len(parts) > 2 else "fragility"
-        if kind not in ("fragility", "traumatic", "insufficiency", "osteoporotic"):
-            raise InputError(f"{where}: fracture kind {kind!r} is not understood.",
-                             "Add :traumatic for a traumatic fracture; fragility is the default.")
-        return level, _flag("fracture", grade, fragility=(kind != "traumatic"), where=where)
+        kind = parts[2].strip().lower() if len(parts) > 2 else "unknown"
+        if kind not in FRACTURE_CAUSES:
+            raise InputError(f"{where}: fracture cause {kind!r} is not understood.",
+                             "Add :fragility or :traumatic after the grade; without it the cause is unknown.")
+        return level, _flag("fracture", grade, fragility=kind, where=where)
     return level, _flag(reason, note=":".join(parts[1:]), where=where)
 
 
@@ -92,7 +113,7 @@ def normalize_exclusions(exclusions) -> Dict[str, List[Dict[str, object]]]:
                     items.append(parse_exclusion(f"{level}={s}"))
                 elif isinstance(s, Mapping):
                     lv = _check_level(level, "exclusion")
-                    items.append((lv, _flag(s.get("reason", ""), s.get("grade"), s.get("fragility", True),
+                    items.append((lv, _flag(s.get("reason", ""), s.get("grade"), s.get("cause", s.get("fragility")),
                                             s.get("note", ""), where=f"exclusion of {lv}")))
                 else:
                     raise InputError(f"Exclusion of {level}: {s!r} is not understood.",
@@ -111,8 +132,8 @@ def normalize_exclusions(exclusions) -> Dict[str, List[Dict[str, object]]]:
 def flag_text(flag: Mapping[str, object]) -> str:
     if flag["reason"] == "fracture":
         text = f"fracture, {GENANT_TEXT[int(flag['grade'])]}"
-        if not flag.get("fragility", True) and int(flag["grade"]) >= 1:
-            text += ", traumatic"
+        if int(flag["grade"]) >= 1:
+            text += {"fragility": ", fragility", "traumatic": ", traumatic"}.get(str(flag.get("cause")), ", cause unknown")
         return text
     text = EXCLUSION_REASONS[str(flag["reason"])]
     return f"{text}: {flag['note']}" if flag.get("note") else text
@@ -125,10 +146,12 @@ def flag_excludes(flag: Mapping[str, object]) -> bool:
 
 
 def fractures(exclusions: Mapping[str, List[Mapping[str, object]]]) -> List[Dict[str, object]]:
-    """The graded fractures (Genant ≥ 1) among the flags, head to foot: level, grade, fragility."""
+    """The graded fractures (Genant ≥ 1) among the flags, head to foot: level, grade, cause
+    ("fragility", "traumatic", "unknown") and ``fragility`` (True only when the reader said so)."""
     out = []
     for lv in level_order(exclusions):
         for f in exclusions[lv]:
             if f["reason"] == "fracture" and int(f["grade"]) >= 1:
-                out.append({"level": lv, "grade": int(f["grade"]), "fragility": bool(f.get("fragility", True))})
+                cause = f.get("cause") or _cause(f.get("fragility"))
+                out.append({"level": lv, "grade": int(f["grade"]), "cause": cause, "fragility": cause == "fragility"})
     return out

@@ -14,14 +14,17 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..errors import InputError
 from ..io.dicom_facts import patient_age_years
+from .applicability import DEFAULT_APPLIES_TO, MAX_PLAUSIBLE_AGE, applicability
 
 #: Reference technique of the criteria (QCT_BRIEF §2, §3).
 REFERENCE_KVP = 120.0
 MAX_SLICE_THICKNESS_MM = 3.0
 #: Age from which men are in the criteria's population (seed 000 Table 2 footnote).
-MIN_AGE_MEN = 50.0
+MIN_AGE_MEN = float(DEFAULT_APPLIES_TO["men_min_age_years"])
 #: Age from which a woman of unstated menopausal status is presumed post-menopausal.
-PRESUMED_MENOPAUSE_AGE = 50.0
+PRESUMED_MENOPAUSE_AGE = float(DEFAULT_APPLIES_TO["presumed_menopause_age_years"])
+#: Patient identity recorded from the DICOM header (a follow-up checks it is the same patient).
+IDENTITY_KEYS = ("patient_id", "patient_name", "patient_birth_date")
 
 
 def _norm_sex(value) -> Optional[str]:
@@ -47,10 +50,15 @@ def _dicom_facts(result_doc) -> Mapping[str, object]:
 def _resolve_age(facts: Mapping[str, object], user_age, notes: List[str]) -> Dict[str, object]:
     """The age given (years or a DICOM age string) over the DICOM PatientAge; a disagreement is noted."""
     dicom_age = patient_age_years(facts.get("patient_age")) if facts.get("patient_age") else None
+    if dicom_age is not None and not 0 <= dicom_age <= MAX_PLAUSIBLE_AGE and (user_age is None or user_age == ""):
+        notes.append(f"DICOM PatientAge {facts.get('patient_age')} is implausible; it is not used. Give --age.")
+        return {"age_years": None, "age_source": f"DICOM PatientAge {facts.get('patient_age')} (implausible)",
+                "age_implausible": True}
     if user_age is not None and user_age != "":
         age = patient_age_years(user_age if not isinstance(user_age, str) else user_age.strip())
-        if age is None or not 0 <= age < 130:
-            raise InputError(f"Age {user_age!r} is not understood.", "Give the age in years, e.g. --age 67.")
+        if age is None or not 0 <= age <= MAX_PLAUSIBLE_AGE:
+            raise InputError(f"Age {user_age!r} is not understood or not plausible.",
+                             "Give the age in years (0-120), e.g. --age 67.")
         if dicom_age is not None and abs(dicom_age - age) >= 1.0:
             notes.append(f"The age given ({age:g}) differs from the DICOM PatientAge ({facts.get('patient_age')}); "
                          "the age given is used.")
@@ -88,46 +96,6 @@ def _norm_menopause(value) -> Optional[str]:
     raise InputError(f"Menopausal status {value!r} is not understood.", "Give post or pre.")
 
 
-def _man_applicability(age: Optional[float]) -> Tuple[bool, str]:
-    if age is None:
-        return False, "Age unknown: the categories apply to men aged 50 or over. Give the age (--age) to apply them."
-    if age >= MIN_AGE_MEN:
-        return True, f"Man aged {age:g} (≥ 50): the criteria apply."
-    return False, (f"Man aged {age:g} (< 50): the categories are not applied; low values in younger patients "
-                   "prompt a search for secondary causes (seed 000 Table 2).")
-
-
-def _woman_applicability(age: Optional[float], meno: Optional[str]) -> Tuple[bool, str]:
-    if meno == "post":
-        return True, "Post-menopausal woman (stated): the criteria apply."
-    if meno == "pre":
-        return False, ("Pre-menopausal woman: the categories are not applied; low values prompt a search for "
-                       "secondary causes (seed 000 Table 2).")
-    if age is not None and age >= PRESUMED_MENOPAUSE_AGE:
-        return True, (f"Woman aged {age:g}: presumed post-menopausal (state --menopause pre if not); the criteria apply.")
-    if age is None:
-        return False, ("Age and menopausal status unknown: the categories apply to post-menopausal women. "
-                       "Give --age or --menopause post to apply them.")
-    return False, (f"Woman aged {age:g}, menopausal status not given: the categories are not applied. "
-                   "Give --menopause post if she is post-menopausal.")
-
-
-def _applicability(age: Optional[float], sex: Optional[str], meno: Optional[str]) -> Tuple[bool, str]:
-    """Whether the categories apply (post-menopausal women, men ≥ 50; seed 000 Table 2), and why."""
-    if sex == "M":
-        applicable, note = _man_applicability(age)
-    elif sex == "F":
-        applicable, note = _woman_applicability(age, meno)
-    elif sex == "O":
-        applicable, note = False, "Sex recorded as other: the categories (post-menopausal women, men ≥ 50) are not applied."
-    else:
-        applicable, note = False, ("Sex unknown: the categories apply to post-menopausal women and men aged 50 or over. "
-                                   "Give --sex and --age (or --menopause) to apply them.")
-    if age is not None and age < 18:
-        note += " Densitometric categories must never be applied to children."
-    return applicable, note
-
-
 def resolve_patient(result_doc: Mapping[str, object], patient: Optional[Mapping[str, object]] = None) -> Dict[str, object]:
     """Age, sex, menopausal status and whether the criteria's categories apply (seed 000 Table 2).
 
@@ -147,8 +115,11 @@ def resolve_patient(result_doc: Mapping[str, object], patient: Optional[Mapping[
     ff = patient.get("fragility_fracture")
     out["fragility_fracture"] = str(ff).strip() if ff else None
 
+    out["menopause_stated"] = meno
+    out["age_implausible"] = bool(out.get("age_implausible"))
+    out.update({k: facts.get(k) for k in IDENTITY_KEYS})
     age, sex = out["age_years"], out["sex"]
-    applicable, note = _applicability(age, sex, meno)
+    applicable, note = applicability(age, sex, meno, age_implausible=out["age_implausible"])
     if sex == "F" and meno is None and applicable:
         out["menopause"], out["menopause_source"] = "post", f"presumed from age ≥ {PRESUMED_MENOPAUSE_AGE:g}"
     out["applicable"] = applicable
@@ -171,6 +142,20 @@ def _slice_thickness(volume: Mapping[str, object]) -> Optional[float]:
 
 
 _NO_CONTRAST = {"", "NONE", "NO", "N", "N/A", "NA", "NIL", "0", "WITHOUT", "NON-CONTRAST", "NONCONTRAST", "NATIVE"}
+
+
+def contrast_recorded(value) -> Optional[bool]:
+    """True when the DICOM ContrastBolusAgent names an agent, False when it says none, None when absent."""
+    if value is None:
+        return None
+    return str(value).strip().upper() not in _NO_CONTRAST
+
+
+def aorta_contrast_hu(result_doc: Mapping[str, object]) -> Optional[float]:
+    """The enhanced aorta HU an internal calibration measured (its blood ROI), or None."""
+    cal = result_doc.get("calibration") if isinstance(result_doc, Mapping) else None
+    value = cal.get("contrast_from_aorta_hu") if isinstance(cal, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def study_facts(result_doc: Mapping[str, object]) -> Dict[str, object]:
@@ -209,6 +194,10 @@ def study_warnings(result_doc: Mapping[str, object]) -> Tuple[List[str], List[st
     if contrast is not None and str(contrast).strip().upper() not in _NO_CONTRAST:
         warnings.append(f"Contrast agent recorded ({contrast}): contrast raises trabecular HU; the thresholds are for "
                         "non-contrast CT and may under-call osteoporosis.")
+    aorta = aorta_contrast_hu(result_doc)
+    if aorta is not None:
+        warnings.append(f"The aorta reads {aorta:.0f} HU (enhanced blood; measured for the internal calibration): the "
+                        "scan is contrast-enhanced whatever the DICOM tag says; the thresholds are for non-contrast CT.")
     st = study["slice_thickness_mm"]
     if st is not None and st > MAX_SLICE_THICKNESS_MM + 1e-9:
         warnings.append(f"Slice thickness {st:g} mm (> {MAX_SLICE_THICKNESS_MM:g} mm): partial volume with the "

@@ -25,7 +25,9 @@ from .criteria import KNOWN_LEVELS, KNOWN_SHAPES, QUANTITIES, band_text, classif
 from .document import SCHEMA_ID
 from .exclusions import flag_excludes, flag_text, fractures, normalize_exclusions
 from .followup import LSC_FACTOR, compare, lsc_pct
-from .patient import resolve_patient, study_facts, study_warnings
+from .applicability import for_criterion
+from .material import implausible_vbmd, reconcile
+from .patient import aorta_contrast_hu, contrast_recorded, resolve_patient, study_facts, study_warnings
 from .values import check_result_doc, finite_number, has_vbmd, level_order, value_table, vbmd_unit
 
 FRACTURE_OVERRIDE_LABEL = "osteoporosis (fracture)"
@@ -119,7 +121,29 @@ def _summary(crit, shape, table, exclusions) -> Dict[str, object]:
 # --------------------------------------------------------------------------------------------
 # The verdicts of one criterion
 # --------------------------------------------------------------------------------------------
-def _classify_value(v: Dict[str, object], crit, shape, s, table, unit: str) -> str:
+def _value_to_classify(v: Dict[str, object], crit, s, unit: str, options: Mapping[str, object]) -> Optional[float]:
+    """The summary value in the criterion's terms, or None (with the reason in ``not_categorised``) when the
+    material differs without the user's opt-in or a vBMD is implausible (:mod:`material`)."""
+    exact = s["value_exact"]
+    if crit["quantity"] != "vbmd":
+        return exact
+    bad = implausible_vbmd(exact, unit)
+    if bad:
+        v["not_categorised"] = bad
+        return None
+    converted, record, refusal = reconcile(exact, unit, crit, convert=bool(options.get("convert_material")),
+                                           kvp=options.get("kvp"))
+    if refusal:
+        v["not_categorised"] = refusal
+        return None
+    if record:
+        v["material_conversion"] = record
+        v["notes"].append(f"Converted from mg/cm3 {record['from']} to mg/cm3 {record['to']} at the user's request: "
+                          f"x {record['ratio_k2hpo4_per_ha']:g} per K2HPO4/HA ({record['kvp_source']}; Goodsitt 1992).")
+    return converted
+
+
+def _classify_value(v: Dict[str, object], crit, shape, s, table, unit: str, options: Mapping[str, object]) -> str:
     """Status, value, band and decision of one verdict; returns the rule's prefix (what was averaged)."""
     decimals = int(crit["value_decimals"])
     what = "vBMD" if crit["quantity"] == "vbmd" else "HU"
@@ -134,66 +158,97 @@ def _classify_value(v: Dict[str, object], crit, shape, s, table, unit: str) -> s
             v["decision"] = f"insufficient: {s['insufficient']}"
         return ""
     v["status"] = "ok"
-    value = round(s["value_exact"], decimals)
+    exact = _value_to_classify(v, crit, s, unit, options)
+    lv_text = "+".join(s["levels_used"]) if len(s["levels_used"]) <= 2 else \
+        f"{', '.join(s['levels_used'])} (n = {len(s['levels_used'])})"
+    mean = "mean " if len(s["levels_used"]) > 1 else ""
+    if exact is None:
+        v["value"] = round(s["value_exact"], decimals)
+        v["decision"] = f"not categorised: {v['not_categorised']}"
+        return f"{mean}{what} of {lv_text}, {shape} ROI = {v['value']:.{decimals}f} {unit}; "
+    value = round(exact, decimals)
     v["value"] = value
     band = classify(value, crit["bands_by_shape"][shape])
     v["bmd_category"], v["bmd_class"] = band["label"], band["class"]
     v["band"] = band_text(band, crit["unit"])
-    lv_text = "+".join(s["levels_used"]) if len(s["levels_used"]) <= 2 else \
-        f"{', '.join(s['levels_used'])} (n = {len(s['levels_used'])})"
-    mean = "mean " if len(s["levels_used"]) > 1 else ""
+    shown_unit = unit
+    if v.get("material_conversion"):
+        shown_unit = v["unit"] = f"mg/cm3 {v['material_conversion']['to']}"
     v["decision"] = f"{v['band'].replace('x', 'value', 1)} → {band['label']}"
     v["category"], v["category_class"] = band["label"], band["class"]
-    return f"{mean}{what} of {lv_text}, {shape} ROI = {value:.{decimals}f} {unit}; "
+    if band.get("basis") == "tool":
+        v["notes"].append(f"The band '{band['label']}' is this tool's construction between the source's cut-offs, "
+                          "not a category of the source.")
+    return f"{mean}{what} of {lv_text}, {shape} ROI = {value:.{decimals}f} {shown_unit}; "
 
 
 def _apply_fracture_rules(v: Dict[str, object], crit, fx: List[Dict[str, object]], patient) -> None:
-    """A fragility fracture means osteoporosis whatever the BMD; with low BMD, severe (seed 000 key points i, iv)."""
+    """A fragility fracture means osteoporosis whatever the BMD; any fragility fracture, vertebral or not, with a
+    band of the severe rule (vBMD < 80) is severe osteoporosis (seed 000 key points i, iv; QCT_BRIEF §3). A flagged
+    fracture whose cause the reader did not state is of unknown cause: it excludes the level, nothing more."""
     what = "vBMD" if crit["quantity"] == "vbmd" else "HU"
-    fragility = [f for f in fx if f["fragility"]]
+    vertebral = [f for f in fx if f.get("cause") == "fragility"]
+    fragility = [f"{f['level']} (Genant {f['grade']})" for f in vertebral]
+    if patient.get("fragility_fracture"):
+        fragility.append(f"{patient['fragility_fracture']} (non-vertebral, reader)")
     if fragility:
-        where = ", ".join(f"{f['level']} (Genant {f['grade']})" for f in fragility)
+        where = ", ".join(fragility)
         severe = crit.get("severe")
-        max_grade = max(f["grade"] for f in fragility)
-        if severe and v["bmd_class"] == severe["when_class"] and max_grade >= severe["min_fracture_grade"]:
+        # a non-vertebral fragility fracture has no Genant grade: it meets the severe rule as it is
+        graded = patient.get("fragility_fracture") or any(f["grade"] >= severe["min_fracture_grade"]
+                                                          for f in vertebral) if severe else False
+        if severe and graded and v["bmd_class"] == severe["when_class"]:
             v["category"], v["category_class"] = severe["label"], "osteoporosis"
             v["decision"] += f"; with fragility fracture at {where} → {severe['label']}"
         else:
             v["category"], v["category_class"] = FRACTURE_OVERRIDE_LABEL, "osteoporosis"
             v["decision"] += (f"; fragility fracture at {where} → {FRACTURE_OVERRIDE_LABEL} whatever the "
                               f"{what} (seed 000 key point i)")
-    elif patient.get("fragility_fracture"):
-        v["category"], v["category_class"] = FRACTURE_OVERRIDE_LABEL, "osteoporosis"
-        v["decision"] += (f"; fragility fracture recorded ({patient['fragility_fracture']}) → "
-                          f"{FRACTURE_OVERRIDE_LABEL} whatever the {what} (seed 000 key point i)")
-    if [f for f in fx if not f["fragility"]]:
-        v["notes"].append("Traumatic fracture(s) at " + ", ".join(f["level"] for f in fx if not f["fragility"])
+    unknown = [f["level"] for f in fx if f.get("cause") == "unknown"]
+    if unknown:
+        v["notes"].append(f"Fracture(s) at {', '.join(unknown)} of unknown cause: level excluded; the fragility-fracture "
+                          "rule is not applied. State the cause with --exclude LEVEL=fracture:GRADE:fragility "
+                          "(or :traumatic).")
+    if [f for f in fx if f.get("cause") == "traumatic"]:
+        v["notes"].append("Traumatic fracture(s) at " + ", ".join(f["level"] for f in fx if f.get("cause") == "traumatic")
                           + ": level excluded, no fragility-fracture rule applied.")
 
 
-def _apply_applicability(v: Dict[str, object], patient) -> None:
-    """Outside the criteria's population the values stay, the category goes (seed 000 Table 2 footnote)."""
-    if not patient["applicable"] and v["category"] is not None:
+def _apply_level_count_note(v: Dict[str, object], crit) -> None:
+    """Cut-offs derived on a mean of n levels, used on fewer: the verdict is indicative (seed 002 Methods)."""
+    full = crit["level_rule"].get("derived_on_count")
+    if v["status"] == "ok" and full and v["n_levels"] < int(full):
+        v["indicative"] = True
+        v["notes"].append(f"Indicative only: the cut-offs were derived on the mean of {int(full)} levels "
+                          f"({crit['level_rule'].get('derived_on', 'the source')}); {v['n_levels']} used here.")
+
+
+def _apply_applicability(v: Dict[str, object], applicable: bool, note: str) -> None:
+    """Outside the criterion's population the values stay, the category goes (its ``applies_to``; seed 000 Table 2)."""
+    if not applicable and v["category"] is not None:
         # The printed rule must not end in a category the table does not give.
-        v["notes"].append(f"Not categorised (would be: {v['category']}). {patient['applicability_note']}")
+        v["notes"].append(f"Not categorised (would be: {v['category']}). {note}")
         v["decision"] = (f"not categorised: the criteria do not apply to this patient (the bands alone would give: "
                          f"{v['decision']})")
         v["category"], v["category_class"] = None, None
-    elif not patient["applicable"] and v["status"] == "ok":
-        v["notes"].append(patient["applicability_note"])
+    elif not applicable and v["status"] == "ok":
+        v["notes"].append(note)
 
 
 def evaluate(crit: Mapping[str, object], table, exclusions, patient: Mapping[str, object],
-             unit_actual: Optional[str] = None) -> List[Dict[str, object]]:
-    """The verdicts of one criterion (one per ROI type for ``shape_mode: each``)."""
+             unit_actual: Optional[str] = None, options: Optional[Mapping[str, object]] = None) -> List[Dict[str, object]]:
+    """The verdicts of one criterion (one per ROI type for ``shape_mode: each``). ``options``:
+    ``convert_material`` (the user's opt-in to the Goodsitt conversion) and the scan's ``kvp``."""
+    options = options or {}
     unit = unit_actual if (crit["quantity"] == "vbmd" and unit_actual) else crit["unit"]
+    applicable, app_note = for_criterion(crit, patient)
     shapes = _shapes_for(crit, table)
     base = {"criterion_id": crit["id"], "criterion": crit["title"], "short_title": crit["short_title"],
             "quantity": crit["quantity"], "unit": unit, "citation": crit["source"]["citation"]}
     if not shapes:
         return [dict(base, shape=None, status="unavailable", levels_used=[], n_levels=0, levels_skipped=[],
                      value=None, value_exact=None, bmd_category=None, bmd_class=None, band=None, category=None,
-                     category_class=None, applicable=patient["applicable"],
+                     category_class=None, applicable=applicable,
                      rule=f"no rows of the ROI types this criterion uses ({', '.join(crit['shapes'])})", notes=[])]
     fx = fractures(exclusions)
     out = []
@@ -202,11 +257,15 @@ def evaluate(crit: Mapping[str, object], table, exclusions, patient: Mapping[str
         v: Dict[str, object] = dict(base, shape=shape, levels_used=s["levels_used"], n_levels=len(s["levels_used"]),
                                     levels_skipped=s["levels_skipped"], value_exact=s["value_exact"],
                                     level_values=s["level_values"], notes=list(s["notes"]),
-                                    applicable=patient["applicable"])
+                                    applicable=applicable)
         v.update(value=None, bmd_category=None, bmd_class=None, band=None, category=None, category_class=None)
-        prefix = _classify_value(v, crit, shape, s, table, unit)
+        prefix = _classify_value(v, crit, shape, s, table, unit, options)
         _apply_fracture_rules(v, crit, fx, patient)
-        _apply_applicability(v, patient)
+        _apply_level_count_note(v, crit)
+        if options.get("contrast") and crit.get("contrast_validated") is False and v["status"] == "ok":
+            v["notes"].append("Contrast-enhanced scan: this criterion was not validated on contrast-enhanced CT; "
+                              "contrast raises trabecular HU and may under-call osteoporosis.")
+        _apply_applicability(v, applicable, app_note)
         v["rule"] = prefix + v["decision"]
         out.append(v)
     return out
@@ -221,11 +280,11 @@ def default_criteria_specs(result_doc: Mapping[str, object]) -> List[str]:
     return (["qct-acr2018"] + hu) if has_vbmd(result_doc) else hu
 
 
-def _all_verdicts(crits, table, excl, pat, unit: Optional[str]) -> List[Dict[str, object]]:
+def _all_verdicts(crits, table, excl, pat, unit: Optional[str], options) -> List[Dict[str, object]]:
     """Every criterion's verdicts in order; the first one leads."""
     verdicts: List[Dict[str, object]] = []
     for c in crits:
-        verdicts.extend(evaluate(c, table, excl, pat, unit_actual=unit))
+        verdicts.extend(evaluate(c, table, excl, pat, unit_actual=unit, options=options))
     if verdicts:
         verdicts[0]["lead"] = True
         for v in verdicts[1:]:
@@ -303,13 +362,21 @@ def build_diagnosis(
     source_file: str = "",
     prior_file: str = "",
     timestamp: Optional[str] = None,
+    *,
+    convert_material: bool = False,
+    confirm_same_patient: bool = False,
+    precision_mg_cm3: Optional[float] = None,
 ) -> Dict[str, object]:
     """The diagnosis document (schema ``Resources/Schemas/osteoroi-diagnosis-1.schema.json``).
 
     ``criteria``: names/paths/dicts (default: :func:`default_criteria_specs`); the first leads.
     ``exclusions``: see :func:`exclusions.normalize_exclusions`. ``patient``: see
     :func:`patient.resolve_patient`. ``prior``: an earlier result document for the follow-up (see
-    :mod:`followup`).
+    :mod:`followup`). ``convert_material``: the user opts into the Goodsitt 1992 conversion between
+    K2HPO4 and HA when the measurement and a criterion differ in material (:mod:`material`).
+    ``confirm_same_patient``: the user confirms a prior whose PatientID or birth date differs
+    (:mod:`followup_identity`; recorded in the follow-up). ``precision_mg_cm3``: the site's vBMD
+    precision in mg/cm³ (LSC in absolute units, :mod:`followup`).
     """
     check_result_doc(result_doc)
     table = value_table(result_doc)
@@ -319,7 +386,10 @@ def build_diagnosis(
     unit = vbmd_unit(result_doc)
     warnings, study_notes = study_warnings(result_doc)
     notes = _general_notes(result_doc, pat, crits, bool(criteria), study_notes)
-    verdicts = _all_verdicts(crits, table, excl, pat, unit)
+    study = study_facts(result_doc)
+    options = {"convert_material": bool(convert_material), "kvp": study.get("kvp"),
+               "contrast": contrast_recorded(study.get("contrast_agent")) or aorta_contrast_hu(result_doc) is not None}
+    verdicts = _all_verdicts(crits, table, excl, pat, unit, options)
     lead = verdicts[0] if verdicts else None
     cal = result_doc.get("calibration")
     doc: Dict[str, object] = {
@@ -346,5 +416,6 @@ def build_diagnosis(
         "notes": notes,
     }
     if prior is not None:
-        doc["followup"] = compare(result_doc, prior, doc, precision_pct=precision_pct, prior_file=prior_file)
+        doc["followup"] = compare(result_doc, prior, doc, precision_pct=precision_pct, prior_file=prior_file,
+                                  confirm_same_patient=confirm_same_patient, precision_mg_cm3=precision_mg_cm3)
     return json_safe(doc)

@@ -157,7 +157,9 @@ def _fractures(dx: Mapping[str, object]) -> str:
     other = (dx.get("patient") or {}).get("fragility_fracture")
     if not fx and not other:
         return "No vertebral fracture recorded by the reader."
-    parts = [f"{f['level']} Genant grade {f['grade']} ({'fragility' if f['fragility'] else 'traumatic'})" for f in fx]
+    causes = {"fragility": "fragility", "traumatic": "traumatic"}
+    parts = [f"{f['level']} Genant grade {f['grade']} ({causes.get(str(f.get('cause')), 'cause not stated')})"
+             for f in fx]
     if other:
         parts.append(f"fragility fracture elsewhere: {other}")
     tail = (" A fragility fracture means osteoporosis whatever the density; fractured vertebrae are left out "

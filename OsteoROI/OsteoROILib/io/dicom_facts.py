@@ -29,13 +29,15 @@ FACT_TAGS: Dict[str, Tuple[str, type]] = {
     "contrast_agent": ("0018|0010", str),
     "patient_age": ("0010|1010", str),
     "patient_sex": ("0010|0040", str),
+    # patient identity and study: a follow-up compares the same patient (QCT_BRIEF §5); the signed
+    # report's header and the DICOM SR reference the study
+    "patient_id": ("0010|0020", str),
+    "patient_name": ("0010|0010", str),
+    "patient_birth_date": ("0010|0030", str),
+    "study_instance_uid": ("0020|000d", str),
     "study_date": ("0008|0020", str),
     "series_description": ("0008|103e", str),
     "series_instance_uid": ("0020|000e", str),
-    # identity and study, for the signed report's header and the DICOM SR that must reference the study
-    "patient_name": ("0010|0010", str),
-    "patient_id": ("0010|0020", str),
-    "study_instance_uid": ("0020|000d", str),
     "rescale_slope": ("0028|1053", float),
     "rescale_intercept": ("0028|1052", float),
 }

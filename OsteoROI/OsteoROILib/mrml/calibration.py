@@ -166,27 +166,33 @@ class SceneCalibration:
             extra = self.scannerWarnings(cal)
         return self.apply(cal, source_of(cal, calibration if isinstance(calibration, str) else None), extra)
 
-    def manual(self, slope: float, intercept: float, unit: str, note: str):
-        """HU = intercept + slope × density, typed by the user; returns (Calibration, state)."""
-        cal = manual_calibration(slope, intercept, unit, note=note or "entered in the OsteoROI module")
+    def manual(self, slope: float, intercept: float, unit: str, note: str, acceptImplausible: bool = False):
+        """HU = intercept + slope × density, typed by the user; returns (Calibration, state). A line no
+        phantom can give is refused unless ``acceptImplausible`` (recorded; calibration.plausibility)."""
+        cal = manual_calibration(slope, intercept, unit, note=note or "entered in the OsteoROI module",
+                                 accept_implausible=acceptImplausible)
         return cal, self.apply(cal, {"mode": "manual"})
 
-    def fitFromRods(self, rodPointsNode, phantom, volumeNode=None, slabMm: Optional[float] = None):
+    def fitFromRods(self, rodPointsNode, phantom, volumeNode=None, slabMm: Optional[float] = None,
+                    acceptImplausible: bool = False):
         """A phantom calibration from a point list labelled by rod name; returns (Calibration, state)."""
         definition = _phantom_definition(phantom)
         volumeNode = self._volumeNode(volumeNode)
-        source = {"mode": "phantom", "phantom": definition.id, "slab_mm": slabMm, "live": True}
-        cal = self._fitRods(rodPointsNode, definition, volumeNode, slabMm)  # refuses before any change
+        source = {"mode": "phantom", "phantom": definition.id, "slab_mm": slabMm, "live": True,
+                  "accept_implausible": bool(acceptImplausible)}
+        cal = self._fitRods(rodPointsNode, definition, volumeNode, slabMm, acceptImplausible)  # refuses first
         self.store.setRef(ROLE_CAL_VOLUME, volumeNode)
         self.store.setRef(ROLE_ROD_POINTS, rodPointsNode)
         return cal, self.apply(cal, source)
 
-    def detectRods(self, phantom, volumeNode=None, region=None, slabMm: Optional[float] = None):
+    def detectRods(self, phantom, volumeNode=None, region=None, slabMm: Optional[float] = None,
+                   confirmFewRods: bool = False):
         """Find the phantom's rods (``auto_rods``) into the module's rod list and fit from it;
-        returns (rod point list, state)."""
+        returns (rod point list, state). A phantom of fewer than 3 rods needs ``confirmFewRods``."""
         definition = _phantom_definition(phantom)
         volumeNode = self._volumeNode(volumeNode)
-        found = auto_rods(self.volumes.of(volumeNode), definition, region=region, slab_mm=slabMm)
+        found = auto_rods(self.volumes.of(volumeNode), definition, region=region, slab_mm=slabMm,
+                          confirm_few_rods=confirmFewRods)
         node = self._ownPointList(ROLE_OWN_RODS, "OsteoROI rods", ROD_COLOR)
         with self.live.mute():
             node.RemoveAllControlPoints()  # the module's own list, refilled
@@ -262,12 +268,12 @@ class SceneCalibration:
                              "Select the CT that shows the phantom's rods (or the reference tissues).")
         return node
 
-    def _fitRods(self, pointsNode, definition, volumeNode, slabMm):
+    def _fitRods(self, pointsNode, definition, volumeNode, slabMm, acceptImplausible: bool = False):
         volume = self.volumes.of(volumeNode)
         points = labelled_points_from_node(pointsNode, "rod")
         rods = measure_rods(volume, points, definition, slab_mm=slabMm)
         return fit_phantom([m.to_dict() for m in rods], definition, scanner=scanner_facts(volume),
-                           source_volume=volume.source, command=COMMAND)
+                           source_volume=volume.source, command=COMMAND, accept_implausible=acceptImplausible)
 
     def _fitTissues(self, pointsNode, volumeNode, radiusMm, slabMm):
         volume = self.volumes.of(volumeNode)
@@ -299,7 +305,7 @@ class SceneCalibration:
             volumeNode = self._volumeNode()
             if mode == "phantom":
                 cal = self._fitRods(self.store.ref(ROLE_ROD_POINTS), _phantom_definition(source.get("phantom")),
-                                    volumeNode, source.get("slab_mm"))
+                                    volumeNode, source.get("slab_mm"), bool(source.get("accept_implausible")))
             else:
                 cal = self._fitTissues(self.store.ref(ROLE_TISSUE_POINTS), volumeNode,
                                        source.get("radius_mm") or TISSUE_RADIUS_MM, source.get("slab_mm"))

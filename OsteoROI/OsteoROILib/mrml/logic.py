@@ -290,27 +290,33 @@ class OsteoROIMRMLLogic:
         """Use a ``Calibration``, its dict or a saved calibration file (path); None for HU only."""
         self._calibrated(None, self._cal.use(calibration))
 
-    def setManualCalibration(self, slope: float, intercept: float, unit: str = "K2HPO4", note: str = ""):
-        """HU = intercept + slope × density, typed by the user (``calibration.model.manual_calibration``)."""
-        return self._calibrated(*self._cal.manual(slope, intercept, unit, note))
+    def setManualCalibration(self, slope: float, intercept: float, unit: str = "K2HPO4", note: str = "",
+                             acceptImplausible: bool = False):
+        """HU = intercept + slope × density, typed by the user (``calibration.model.manual_calibration``);
+        ``acceptImplausible`` uses a line no phantom can give (recorded in the result and report)."""
+        return self._calibrated(*self._cal.manual(slope, intercept, unit, note, acceptImplausible))
 
-    def calibrateFromRods(self, rodPointsNode, phantom, volumeNode=None, slabMm: Optional[float] = None):
+    def calibrateFromRods(self, rodPointsNode, phantom, volumeNode=None, slabMm: Optional[float] = None,
+                          acceptImplausible: bool = False):
         """Fit a phantom calibration from a point list labelled by rod name; re-fits when a point moves.
 
         ``phantom`` — a phantom id of the library (``osteoroi phantoms``) or a PhantomDefinition;
         ``volumeNode`` — the CT with the phantom (default: the measured CT); ``slabMm`` — rod ROI
-        thickness (default ``calibration.rods.ROD_SLAB_MM``). Returns the Calibration.
+        thickness (default ``calibration.rods.ROD_SLAB_MM``); ``acceptImplausible`` — use a fit with no
+        physical meaning anyway (``calibration.plausibility``; recorded). Returns the Calibration.
         """
-        return self._calibrated(*self._cal.fitFromRods(rodPointsNode, phantom, volumeNode, slabMm))
+        return self._calibrated(*self._cal.fitFromRods(rodPointsNode, phantom, volumeNode, slabMm, acceptImplausible))
 
-    def autoDetectRods(self, phantom, volumeNode=None, region=None, slabMm: Optional[float] = None):
+    def autoDetectRods(self, phantom, volumeNode=None, region=None, slabMm: Optional[float] = None,
+                       confirmFewRods: bool = False):
         """Find the phantom's rods (``calibration.rods.auto_rods``), put them in the module's point list
         "OsteoROI rods" (one point per rod, labelled by name, editable) and fit from it.
 
         ``region`` — RAS box (R0, R1, A0, A1[, S0, S1]) to search, default the row of rods below
-        the patient. Returns the rod point list. Never touches a user's point list.
+        the patient. Returns the rod point list. Never touches a user's point list. A phantom of fewer than
+        3 rods is found only with ``confirmFewRods`` (two discs of anything fit a line exactly).
         """
-        return self._calibrated(*self._cal.detectRods(phantom, volumeNode, region, slabMm))
+        return self._calibrated(*self._cal.detectRods(phantom, volumeNode, region, slabMm, confirmFewRods))
 
     def calibrateFromTissues(self, tissuePointsNode, volumeNode=None, radiusMm: float = TISSUE_RADIUS_MM,
                              slabMm: Optional[float] = None):
