@@ -51,7 +51,7 @@ def test_report_prints_the_vbmd_table_and_the_impression(exams, capsys, tmp_path
                           "--signed-date", "2025-01-03", "--comment", "Suggest DXA of the hip."], capsys)
     assert code == 0, err
     lines = out.splitlines()
-    i = lines.index("vBMD per ROI (mg/cm3 HA):")
+    i = lines.index("vBMD per ROI (mg/cm3 K2HPO4):")
     assert lines[i + 2].split() == ["L1", "100.0"] and lines[i + 5].split() == ["L4", "100.0"]
     j = lines.index("Impression:")
     assert lines[j + 1].strip().startswith("QCT vBMD") and "low bone mass (osteopenia)." in lines[j + 1]

@@ -29,7 +29,7 @@ def make_doc(vbmd=None, hu=None, vbmd_sd=1.0, dicom=None, shapes=("oval",)):
             row = {"level": lv, "shape": s, "mean_hu": h, "sd_hu": 12.5, "median_hu": h, "n_voxels": 321,
                    "area_mm2": 100.0, "center_ras": [0.0, 0.0, 0.0], "slice_index": 0, "warnings": []}
             if vbmd:
-                row.update(vbmd_mg_cm3=vbmd[lv], vbmd_unit="mg/cm3 HA", vbmd_sd=vbmd_sd)
+                row.update(vbmd_mg_cm3=vbmd[lv], vbmd_unit="mg/cm3 K2HPO4", vbmd_sd=vbmd_sd)
             rows.append(row)
     doc = {"schema": "osteoroi-measurement/1", "osteoroi_version": "0", "created": "2024-01-01T00:00:00+00:00",
            "volume": {"file": "", "size": [10, 10, 10], "spacing_mm": [1.0, 1.0, 1.0],
@@ -37,7 +37,7 @@ def make_doc(vbmd=None, hu=None, vbmd_sd=1.0, dicom=None, shapes=("oval",)):
                       "dicom": dict({"kvp": 120.0}, **(dicom or {}))},
            "settings": {"shapes": list(shapes), "slab_mm": 1.0}, "levels": {}, "rows": rows, "warnings": []}
     if vbmd:
-        doc["calibration"] = {"method": "ols", "kind": "phantom", "unit": "HA", "vbmd_unit": "mg/cm3 HA",
+        doc["calibration"] = {"method": "ols", "kind": "phantom", "unit": "K2HPO4", "vbmd_unit": "mg/cm3 K2HPO4",
                               "slope_hu_per_mg_cm3": 1.0, "intercept_hu": 0.0, "r2": 0.999, "warnings": []}
     return doc
 
@@ -54,21 +54,21 @@ def test_impression_leads_with_qct_and_names_supporting_and_disagreeing():
     imp = build_impression(dx)
     assert imp["criterion_id"] == "qct-acr2018"
     assert imp["category"] == "low bone mass (osteopenia)"
-    assert "100.0 mg/cm3 HA" in imp["statement"] and "low bone mass" in imp["statement"]
+    assert "100.0 mg/cm3 K2HPO4" in imp["statement"] and "low bone mass" in imp["statement"]
     assert imp["statement"].count(".") == 2  # one sentence (the decimal point and the full stop)
     assert imp["disagreeing"].startswith("Disagreeing: ")
     assert "L1-L4 HU (Wang et al.)" in imp["disagreeing"] and "82.5 HU osteoporosis" in imp["disagreeing"]
-    assert "L1 HU (Pickhardt)" in imp["disagreeing"] and "210.0 HU normal" in imp["disagreeing"]
+    assert "L1 HU (Pickhardt)" in imp["disagreeing"] and "210.0 HU osteoporosis unlikely" in imp["disagreeing"]
     assert imp["supporting"] == ""
     assert imp["borderline"] == ""  # 100 is 20 from either cut-off; LSC 8.31 % of 120 = 9.97
 
 
 def test_impression_is_the_lead_verdict_for_every_lead():
-    for criteria, lead_cat in ((["seed002", "qct"], "osteoporosis"), (["pickhardt", "qct"], "normal (> 200 HU: NPV 99 %)")):
+    for criteria, lead_cat in ((["seed002", "qct"], "osteoporosis"), (["pickhardt", "qct"], "osteoporosis unlikely (> 200 HU: NPV 99 %)")):
         dx = build_diagnosis(disagreeing_doc(), criteria=criteria, patient=WOMAN)
         imp = build_impression(dx)
         assert imp["category"] == lead_cat == dx["verdicts"][0]["category"]
-        assert "QCT vBMD (L1+L2): oval 100.0 mg/cm3 HA low bone mass" in imp["disagreeing"]
+        assert "QCT vBMD (L1+L2): oval 100.0 mg/cm3 K2HPO4 low bone mass" in imp["disagreeing"]
 
 
 def test_agreeing_criteria_are_supporting():
@@ -98,7 +98,7 @@ def test_borderline_within_the_least_significant_change(value, precision, expect
     assert imp["category"] == lead["category"]
     if expect:
         cut = 80 if value < 100 else 120
-        assert f"{cut:g} mg/cm3 HA cut-off" in imp["borderline"] and "least significant change" in imp["borderline"]
+        assert f"{cut:g} mg/cm3 K2HPO4 cut-off" in imp["borderline"] and "least significant change" in imp["borderline"]
 
 
 def test_borderline_within_the_calibration_uncertainty():
@@ -130,7 +130,7 @@ def test_a_lead_without_value_has_no_agreeing_or_disagreeing_criteria():
 
 
 def test_fracture_turns_the_impression_and_is_named():
-    dx = build_diagnosis(disagreeing_doc(), patient=WOMAN, exclusions=["L2=fracture:2"])
+    dx = build_diagnosis(disagreeing_doc(), patient=WOMAN, exclusions=["L2=fracture:2:fragility"])
     imp = build_impression(dx)
     assert imp["category"] == dx["verdicts"][0]["category"] == "osteoporosis (fracture)"
     assert "L1+L3" in imp["statement"] and "L2 Genant grade 2 (fragility)" in imp["fractures"]
@@ -176,9 +176,12 @@ def test_no_internal_strings_jargon_or_raw_timestamps():
     doc = make_doc(vbmd={"L1": 85.0, "L2": 85.0, "L3": 85.0, "L4": 85.0}, hu={lv: 95.0 for lv in ("L1", "L2", "L3", "L4")},
                    dicom={"kvp": 100.0, "contrast_agent": "IOMERON", "study_date": "20240131"})
     doc["volume"]["file"] = "/data/dicom"
+    # an earlier study of the same patient (a copy of the current exam is refused as a prior)
+    prior = make_doc(vbmd={lv: 90.0 for lv in ("L1", "L2", "L3", "L4")}, hu={lv: 100.0 for lv in ("L1", "L2", "L3", "L4")},
+                     dicom={"kvp": 100.0, "contrast_agent": "IOMERON", "study_date": "20230131"})
     for patient, excl in ((WOMAN, ["L2=fracture:2", "L3=fracture:1:traumatic"]), ({"age": 30, "sex": "F"}, None),
                           ({"age": 60, "sex": "M", "fragility_fracture": "hip 2023"}, None)):
-        dx = build_diagnosis(doc, patient=patient, exclusions=excl, prior=doc, timestamp="2026-12-06T20:15:00+00:00")
+        dx = build_diagnosis(doc, patient=patient, exclusions=excl, prior=prior, timestamp="2026-12-06T20:15:00+00:00")
         text = build_html(dx, doc, render_images=False)
         for marker in INTERNAL_MARKERS:
             assert marker.lower() not in text.lower(), marker

@@ -47,7 +47,7 @@ def test_current_point_leaves_the_band_exactly_when_the_change_is_significant(cu
 
 def test_no_trend_without_a_prior_or_a_comparable_value():
     assert trend_svg(build_diagnosis(exam(90.0, "20250101"), patient=WOMAN)) == ""
-    prior_hu_only = make_doc(hu={"L1": 150.0, "L2": 150.0})
+    prior_hu_only = make_doc(hu={"L1": 140.0, "L2": 140.0})  # an earlier study: other values than the current
     dx = build_diagnosis(exam(90.0, "20250101"), patient=WOMAN, prior=prior_hu_only)
     assert trend_svg(dx) == "" and "class=\"chart trend\"" not in build_html(dx, exam(90.0, "20250101"),
                                                                             render_images=False)
