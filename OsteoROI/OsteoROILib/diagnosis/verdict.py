@@ -57,6 +57,9 @@ def _valid_levels(crit, shape, table, exclusions) -> Tuple[List[str], List[Dict[
         if row is None:
             skipped.append({"level": lv, "reason": "not measured"})
             continue
+        if row.get("use_in_criteria") is False:  # forced placement or a reader's caveat: shown, never categorised
+            skipped.append({"level": lv, "reason": "flagged: " + ", ".join(row.get("flags") or ["not for diagnosis"])})
+            continue
         v = finite_number(row.get(field))
         if v is None:
             why = "no vBMD (not calibrated)" if crit["quantity"] == "vbmd" else "no value"
