@@ -236,7 +236,8 @@ def forced_case(phantom, out, capsys, where):
     doc = json.loads(out["json"].read_text())
     assert doc["rows"] and all("forced" in r["flags"] and r["use_in_criteria"] is False for r in doc["rows"])
     assert "osteoporosis" not in o.split("rule:")[0].lower() and "normal" not in o.split("rule:")[0].lower()
-    assert "forced" in out["html"].read_text()
+    html = out["html"].read_text()
+    assert "flagged: forced" in html and ">valid<" not in html
     assert out["keep"].read_text() == KEEP_TEXT
 
 
@@ -554,3 +555,21 @@ def test_nan_split_across_read_chunks_is_counted(tmp_path, monkeypatch):
     sitk.WriteImage(sitk.GetImageFromArray(a), path)
     monkeypatch.setattr(nifti_raw, "CHUNK_BYTES", 7)  # not a multiple of 4 bytes
     assert nifti_raw.count_nonfinite(path) == 2
+
+
+def test_a_flagged_level_is_left_out_of_every_criterion_and_replaced(phantom, out, capsys):
+    """Rows that must not be categorised (here L2, as interpolated slices would flag it) are skipped by
+    every criterion's level rule, like an excluded vertebra, and marked in the level table."""
+    from OsteoROILib.diagnosis.verdict import build_diagnosis
+
+    code, _, err = measure_points(phantom, out, capsys, phantom["points"])
+    assert code == 0, err
+    doc = json.loads(out["json"].read_text())
+    for r in doc["rows"]:
+        if r["level"] == "L2":
+            r["flags"], r["use_in_criteria"] = ["interpolated_slices"], False
+    dx = build_diagnosis(doc, patient={"age": 67, "sex": "F"})
+    assert dx["verdicts"] and all("L2" not in v["levels_used"] for v in dx["verdicts"])
+    assert any(v["levels_used"] for v in dx["verdicts"])  # the other levels still serve
+    l2 = next(lv for lv in dx["levels"] if lv["level"] == "L2")
+    assert l2["excluded"] and "interpolated_slices" in l2["flag_text"]

@@ -25,6 +25,7 @@ from .criteria import KNOWN_LEVELS, KNOWN_SHAPES, QUANTITIES, band_text, classif
 from .document import SCHEMA_ID
 from .exclusions import flag_excludes, flag_text, fractures, normalize_exclusions
 from .followup import compare
+from .row_use import level_exclusion, row_exclusion
 from .patient import resolve_patient, study_facts, study_warnings
 from .values import check_result_doc, finite_number, has_vbmd, level_order, value_table, vbmd_unit
 
@@ -57,8 +58,8 @@ def _valid_levels(crit, shape, table, exclusions) -> Tuple[List[str], List[Dict[
         if row is None:
             skipped.append({"level": lv, "reason": "not measured"})
             continue
-        if row.get("use_in_criteria") is False:  # forced placement or a reader's caveat: shown, never categorised
-            skipped.append({"level": lv, "reason": "flagged: " + ", ".join(row.get("flags") or ["not for diagnosis"])})
+        if row_exclusion(row):  # forced placement or a reader's caveat: shown, never categorised
+            skipped.append({"level": lv, "reason": row_exclusion(row)})
             continue
         v = finite_number(row.get(field))
         if v is None:
@@ -267,8 +268,8 @@ def _level_rows(table, excl, verdicts) -> List[Dict[str, object]]:
             "n_voxels": r.get("n_voxels"),
             "vbmd_mg_cm3": finite_number(r.get("vbmd_mg_cm3")), "vbmd_sd": finite_number(r.get("vbmd_sd")),
             "vbmd_unit": r.get("vbmd_unit") if finite_number(r.get("vbmd_mg_cm3")) is not None else None,
-            "excluded": any(flag_excludes(f) for f in flags),
-            "flags": [flag_text(f) for f in flags],
+            "excluded": any(flag_excludes(f) for f in flags) or bool(row_exclusion(r)),
+            "flags": [flag_text(f) for f in flags] + ([row_exclusion(r)] if row_exclusion(r) else []),
             "genant_grade": next((int(f["grade"]) for f in flags if f["reason"] == "fracture"), None),
             "used_by": used_by.get((lv, shape), []),
             "warnings": list(r.get("warnings") or []),
@@ -282,9 +283,11 @@ def _level_flags(table, excl) -> List[Dict[str, object]]:
     levels = []
     for lv in level_order(list(measured_levels) + list(excl)):
         flags = excl.get(lv, [])
+        flagged = level_exclusion(r for (level, _), r in table.items() if level == lv)
         levels.append({"level": lv, "measured": lv in measured_levels,
-                       "excluded": any(flag_excludes(f) for f in flags),
-                       "flags": [dict(f) for f in flags], "flag_text": "; ".join(flag_text(f) for f in flags)})
+                       "excluded": any(flag_excludes(f) for f in flags) or bool(flagged),
+                       "flags": [dict(f) for f in flags],
+                       "flag_text": "; ".join([flag_text(f) for f in flags] + ([flagged] if flagged else []))})
     return levels
 
 
