@@ -573,3 +573,25 @@ def test_a_flagged_level_is_left_out_of_every_criterion_and_replaced(phantom, ou
     assert any(v["levels_used"] for v in dx["verdicts"])  # the other levels still serve
     l2 = next(lv for lv in dx["levels"] if lv["level"] == "L2")
     assert l2["excluded"] and "interpolated_slices" in l2["flag_text"]
+
+
+def test_moving_one_level_onto_another_in_the_scene_is_refused():
+    """The Slicer module re-places only a moved level; it is still checked against the others."""
+    pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
+    from test_mrml_logic import Headless
+    from OsteoROILib.mrml.logic import OsteoROIMRMLLogic
+
+    volume, truth = make_phantom(noise_sigma=25.0, seed=11)
+    h = Headless((volume, truth))
+    try:
+        logic = OsteoROIMRMLLogic(h.scene)
+        logic.run(h.volumeNode, h.pointsNode, shapes=["oval"])
+        before = logic.state()["levels"]["L2"]["point_ras"]
+        i = next(i for i in range(4) if h.pointsNode.GetNthControlPointLabel(i) == "L2")
+        l4 = truth.level("L4").center_ras
+        h.pointsNode.SetNthControlPointPosition(i, float(l4[0]), float(l4[1]), float(l4[2]))
+        logic.processPendingUpdates()
+        assert logic.lastError and "L2" in logic.lastError
+        assert logic.state()["levels"].get("L2", {}).get("point_ras", before) == before  # not re-placed there
+    finally:
+        h.close()
