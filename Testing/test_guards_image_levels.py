@@ -595,3 +595,26 @@ def test_moving_one_level_onto_another_in_the_scene_is_refused():
         assert logic.state()["levels"].get("L2", {}).get("point_ras", before) == before  # not re-placed there
     finally:
         h.close()
+
+
+def test_air_alone_is_not_a_body(phantom, out, capsys):
+    """A scan whose only tissue-like peak is air (everything else shifted) is refused, not flagged."""
+    a = phantom["hu"].astype(np.int32)
+    a = np.where(a > -500, a - 1024, a).astype(np.int16)  # tissue moved to air level; air left as is
+    measure_refused(phantom, out, capsys, a, "does not look like a CT")
+
+
+def test_the_guards_benchmark_row_is_consistent(tmp_path):
+    """benchmarks/bench_guards.py on a tiny CT: the row's ratio is its figure over its baseline (no timing asserted)."""
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import bench_guards
+    finally:
+        sys.path.remove(bench)
+    (row,) = bench_guards.run(quick=True, phantom={"size": (96, 96, 48), "spacing": (2.0, 2.0, 3.0)},
+                              cache_dir=str(tmp_path))
+    assert row["key"] == "guards_check_ct" and row["ratio"] == pytest.approx(row["figure"] / row["baseline"])
+    assert row["met"] == (row["ratio"] <= bench_guards.MAX_CHECK_TO_READ)
