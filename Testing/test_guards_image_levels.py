@@ -618,3 +618,15 @@ def test_the_guards_benchmark_row_is_consistent(tmp_path):
                               cache_dir=str(tmp_path))
     assert row["key"] == "guards_check_ct" and row["ratio"] == pytest.approx(row["figure"] / row["baseline"])
     assert row["met"] == (row["ratio"] <= bench_guards.MAX_CHECK_TO_READ)
+
+
+@pytest.mark.parametrize("agent", ["Iomeron 350", None])
+def test_a_recorded_contrast_agent_is_printed(phantom, out, capsys, agent):
+    folder = out["dir"].parent / f"{out['dir'].name}-dicom"
+    if agent:
+        write_dicom(folder, phantom, tags={"ContrastBolusAgent": agent})
+    else:
+        write_dicom(folder, phantom, omit=("ContrastBolusAgent",))
+    code, _, err = run(["measure", folder, *point_args(phantom["points"]), *output_args(out)], capsys)
+    assert code == 0, err
+    assert ("contrast agent recorded: Iomeron 350" in err) == bool(agent)

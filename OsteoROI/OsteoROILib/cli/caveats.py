@@ -11,6 +11,9 @@ def print_caveats(volume: Volume, stream) -> None:
     """``note:`` lines for the volume's notes, ``caveat:`` lines for its caveats."""
     for note in volume.notes:
         print(f"note: {note}", file=stream)
+    contrast = volume.facts.get("contrast_agent")
+    if contrast:  # the DICOM fact as recorded; the diagnosis says what it means for the thresholds
+        print(f"note: DICOM: contrast agent recorded: {contrast} (contrast raises HU; QCT_BRIEF §2).", file=stream)
     for caveat in volume.caveats:
         rows = " (the rows it affects are flagged and not categorised)" if caveat.excludes else ""
         print(f"caveat: {caveat.text}{rows}", file=stream)
