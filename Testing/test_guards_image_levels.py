@@ -630,3 +630,28 @@ def test_a_recorded_contrast_agent_is_printed(phantom, out, capsys, agent):
     code, _, err = run(["measure", folder, *point_args(phantom["points"]), *output_args(out)], capsys)
     assert code == 0, err
     assert ("contrast agent recorded: Iomeron 350" in err) == bool(agent)
+
+
+def test_every_writer_is_exclusive_unless_told_to_overwrite(tmp_path, monkeypatch):
+    """The default of the one output writer is exclusive create; a saved calibration goes through it."""
+    import OsteoROILib.calibration.model as model
+    from OsteoROILib.calibration.model import save_calibration
+    from OsteoROILib.calibration.phantom_fit import manual_calibration
+
+    target = tmp_path / "cal.json"
+    target.write_text("the other run's calibration")
+    with pytest.raises(OutputError):
+        outputs.write_atomically({str(target): "{}"})
+    cal = manual_calibration(1.2, -5.0, unit="HA")
+    racing = tmp_path / "race.json"
+    real_check = outputs.check_output_paths
+
+    def check_then_race(paths, overwrite=False, inputs=()):  # another run writes between check and write
+        out = real_check(paths, overwrite=overwrite, inputs=inputs)
+        racing.write_text("written by the other run")
+        return out
+
+    monkeypatch.setattr(model, "check_output_paths", check_then_race)
+    with pytest.raises(OutputError):
+        save_calibration(cal, str(racing))
+    assert racing.read_text() == "written by the other run" and target.read_text() == "the other run's calibration"

@@ -223,7 +223,7 @@ def cmd_demo(args, out=None) -> int:
     }
     write_volume(volume, names["volume"])
     save_calibration(cal, names["calibration"], overwrite=True)
-    write_atomically(texts)
+    write_atomically(texts, overwrite=True)  # the demo owns its files
     _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_hu for lv in truth.levels})
     _print_table(doc["rows"], out, truth_hu={lv.name: lv.trabecular_density for lv in truth.levels},
                  key="vbmd_mg_cm3", title=f"vBMD per ROI ({cal.unit_label})")

@@ -100,7 +100,7 @@ def refuse_symlink(path: str) -> None:
                           "or write through links.", "Give the path of a regular file (or remove the link).")
 
 
-def write_atomically(outputs: Mapping[str, str], overwrite: bool = True) -> None:
+def write_atomically(outputs: Mapping[str, str], overwrite: bool = False) -> None:
     """Write ``{path: text}`` all or nothing: every text to a temporary file beside its target first,
     then each moved into place. Without ``overwrite`` each target name is claimed by exclusive create
     before anything is moved, so a file that exists (or that a concurrent run has just written) is
