@@ -261,14 +261,13 @@ def test_osteoporotic_body_is_accepted_although_its_hu_is_like_muscle(tmp_path, 
         assert abs(r["mean_hu"] - truth.level(r["level"]).trabecular_hu) <= 1.0
 
 
-def test_roi_partly_outside_is_clipped_with_a_warning(phantom_files, tmp_path, capsys):
+def test_slab_thicker_than_the_body_is_refused(phantom_files, tmp_path, capsys):
+    """A slab beyond the endplates would average discs and neighbours (it used to be clipped with a warning)."""
     out = tmp_path / "o.json"
     code, _, err = run(["measure", phantom_files["ct"], *point_args({"L1": phantom_files["points"]["L1"]}),
                         "--slab-mm", 1000, "--json", out], capsys)
-    assert code == 0, err
-    doc = json.loads(out.read_text())
-    assert all(any("clipped" in w for w in r["warnings"]) for r in doc["rows"])
-    assert "clipped" in err
+    assert code == 1 and "thicker than the vertebral body" in err and "--slab-mm" in err
+    assert not out.exists()
 
 
 def test_duplicate_level_labels(phantom_files, capsys):

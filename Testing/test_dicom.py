@@ -353,7 +353,10 @@ def test_series_in_subfolder_is_found(tmp_path):
 
 
 def test_read_volume_on_a_dicom_folder(tmp_path):
-    stored = stored_values(20, 32, 32)
+    # air, fat and soft tissue (stored = HU + 1024) with noise, as the HU-scale check expects of a CT
+    rng = np.random.default_rng(0)
+    tissue = np.choose(rng.integers(0, 3, size=(20, 32, 32)), [24, 924, 1064])
+    stored = (tissue + rng.integers(-8, 9, size=tissue.shape)).astype(np.int16)
     m = rotation((0.0, 0.0, 1.0), 15.0)
     write_series(tmp_path, stored, row=m[:, 0], col=m[:, 1], origin=(1.0, 2.0, 3.0), step=2.0)
     vol = read_volume(str(tmp_path))  # runs check_ct: air present, modality CT

@@ -64,7 +64,8 @@ def test_impression_leads_with_qct_and_names_supporting_and_disagreeing():
 
 
 def test_impression_is_the_lead_verdict_for_every_lead():
-    for criteria, lead_cat in ((["seed002", "qct"], "osteoporosis"), (["pickhardt", "qct"], "osteoporosis unlikely (> 200 HU: NPV 99 %)")):
+    for criteria, lead_cat in ((["seed002", "qct"], "osteoporosis"),
+                               (["pickhardt", "qct"], "osteoporosis unlikely (> 200 HU: NPV 99 %)")):
         dx = build_diagnosis(disagreeing_doc(), criteria=criteria, patient=WOMAN)
         imp = build_impression(dx)
         assert imp["category"] == lead_cat == dx["verdicts"][0]["category"]

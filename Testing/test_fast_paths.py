@@ -424,7 +424,8 @@ def test_check_ct_integer_scan_equals_full_minimum(dtype):
         if want >= CT_MIN_HU_REQUIRED:
             assert got is not None and f"its lowest value is {want:g}," in got
         else:
-            assert got is None
+            # random voxels are no anatomy: the HU-scale check may refuse them, never for "no air"
+            assert got is None or "lowest value" not in got
 
 
 def test_check_ct_block_scan_stops_at_air_but_finds_it_anywhere():

@@ -379,7 +379,7 @@ def internal_vbmd_sd(params: Mapping[str, Any], hu: float) -> Optional[float]:
 def save_calibration(cal: Calibration, path: str, overwrite: bool = False) -> str:
     """Write the calibration JSON atomically (refuses to replace a file unless ``overwrite``)."""
     [out] = check_output_paths([path], overwrite=overwrite)
-    write_atomically({out: cal.to_json_text()})
+    write_atomically({out: cal.to_json_text()}, overwrite=overwrite)
     return out
 
 

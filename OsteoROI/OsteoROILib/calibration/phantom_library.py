@@ -345,5 +345,5 @@ def save_user_phantom(phantom: PhantomDefinition, folder: Optional[str] = None, 
     path = os.path.join(folder, f"{p.id}.json")
     check_output_paths([path], overwrite=overwrite)
     doc = dict(p.to_dict(), schema="osteoroi-phantom/1")
-    write_atomically({path: json.dumps(doc, indent=2) + "\n"})
+    write_atomically({path: json.dumps(doc, indent=2) + "\n"}, overwrite=overwrite)
     return path

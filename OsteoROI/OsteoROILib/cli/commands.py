@@ -3,7 +3,7 @@
     osteoroi demo [--out DIR]
     osteoroi measure VOLUME (--point L1=R,A,S ... | --points FILE.mrk.json | --labels SEG [--label-map MAP])
                      [--shapes oval,round,front,left,right] [--slab-mm N] [--no-auto]
-                     [--json OUT] [--csv OUT] [--force] [--overwrite]
+                     [--json OUT] [--csv OUT] [--report OUT.html] [--force] [--overwrite] [--series UID]
 
 Exit codes: 0 success, 1 bad input or a result that cannot be written (the message says what
 to do), 2 wrong command-line usage (unknown option, missing argument, options that do not go
@@ -24,6 +24,7 @@ from ..errors import InputError, OsteoROIError
 from ..io.markups_file import parse_named_point, point_list_document, points_by_label, read_point_list
 from ..placement.measure import measure_levels
 from ..io.outputs import check_output_paths, write_atomically
+from .caveats import print_caveats, warnings_not_printed
 from ..export.measurement import build_document, to_csv_text, to_json_text
 from ..roi.family import SHAPE_NAMES
 
@@ -80,7 +81,7 @@ def cmd_measure(args, out=None) -> int:
         raise InputError("--label-map was given without --labels.", "Give the segmentation with --labels SEG.")
     points = None if args.labels else collect_points(args.point, args.points)
     calibration = _load_calibration(args.calibration)
-    volume = read_volume(args.volume)
+    volume = read_volume(args.volume, series_uid=args.series)
     placements, warnings = ({}, [])
     if args.labels:
         placements, warnings = _placements_from_labels(args, volume)
@@ -92,15 +93,15 @@ def cmd_measure(args, out=None) -> int:
         texts[args.json] = to_json_text(doc)
     if args.csv:
         texts[args.csv] = to_csv_text(doc["rows"])
-    write_atomically(texts)
-    written = list(texts)
     if args.report:
-        written += _write_report(doc, volume, args.report, overwrite=args.overwrite, out=out)
+        texts[args.report] = _report_html(doc, volume, out)
+    print_caveats(volume, sys.stderr)
+    write_atomically(texts, overwrite=args.overwrite)  # all or nothing: no JSON/CSV without the report
     print_level_table(doc["rows"], out)
     print_vbmd_table(doc["rows"], out)
-    for w in doc["warnings"]:
+    for w in warnings_not_printed(volume, doc["warnings"]):
         print(f"warning: {w}", file=sys.stderr)
-    for path in written:
+    for path in texts:
         print(f"wrote {path}", file=out)
     return 0
 
@@ -122,6 +123,18 @@ def _document(measurement, volume, calibration=None, extra=None):
         measurement, cal_extra = calibrate_measurement(measurement, calibration, volume.facts)
         extra.update(cal_extra)
     return build_document(measurement, volume.describe(), command=_command_line(), extra=extra)
+
+
+def _report_html(doc, volume, out, patient=None) -> str:
+    """The HTML report of a result document (its diagnosis table and impression printed to ``out``)."""
+    from .report import print_summary
+    from ..diagnosis.verdict import build_diagnosis
+    from ..export.html_report import build_html
+
+    dx = build_diagnosis(doc, patient=patient)
+    print_summary(dx, out)
+    print_impression(dx, out)
+    return build_html(dx, doc, volume=volume)
 
 
 def _write_report(doc, volume, html_path: str, overwrite: bool, out, patient=None, csv_path=None,
@@ -190,7 +203,7 @@ def cmd_demo(args, out=None) -> int:
     }
     write_volume(volume, names["volume"])
     save_calibration(cal, names["calibration"], overwrite=True)
-    write_atomically(texts)
+    write_atomically(texts, overwrite=True)  # the demo owns its files
     print_level_table(doc["rows"], out, truth={lv.name: lv.trabecular_hu for lv in truth.levels})
     print_vbmd_table(doc["rows"], out, truth={lv.name: lv.trabecular_density for lv in truth.levels})
     print(f"\n{len(doc['rows'])} rows ({len(points)} levels x {len(SHAPE_NAMES)} ROI shapes).", file=out)
@@ -241,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--report", metavar="OUT.html",
                    help="also write the diagnosis table and HTML report (all options: `osteoroi report`)")
     m.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    m.add_argument("--series", metavar="UID",
+                   help="the SeriesInstanceUID to read when the DICOM folder holds several CT series")
     m.add_argument("--no-auto", dest="auto", action="store_false",
                    help="outline the body on the point's own axial slice (the simple shell-ray probe) instead of "
                         "finding the mid-vertebral slice and the body's outline and AP axis automatically")

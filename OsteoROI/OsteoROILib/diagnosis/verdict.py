@@ -27,6 +27,7 @@ from .exclusions import flag_excludes, flag_text, fractures, normalize_exclusion
 from .followup import LSC_FACTOR, compare, lsc_pct
 from .applicability import for_criterion
 from .material import implausible_vbmd, reconcile
+from .row_use import level_exclusion, row_exclusion
 from .patient import aorta_contrast_hu, contrast_recorded, resolve_patient, study_facts, study_warnings
 from .values import check_result_doc, finite_number, has_vbmd, level_order, value_table, vbmd_unit
 
@@ -58,6 +59,9 @@ def _valid_levels(crit, shape, table, exclusions) -> Tuple[List[str], List[Dict[
         row = table.get((lv, shape))
         if row is None:
             skipped.append({"level": lv, "reason": "not measured"})
+            continue
+        if row_exclusion(row):  # forced placement or a reader's caveat: shown, never categorised
+            skipped.append({"level": lv, "reason": row_exclusion(row)})
             continue
         v = finite_number(row.get(field))
         if v is None:
@@ -323,8 +327,8 @@ def _level_rows(table, excl, verdicts) -> List[Dict[str, object]]:
             "n_voxels": r.get("n_voxels"),
             "vbmd_mg_cm3": finite_number(r.get("vbmd_mg_cm3")), "vbmd_sd": finite_number(r.get("vbmd_sd")),
             "vbmd_unit": r.get("vbmd_unit") if finite_number(r.get("vbmd_mg_cm3")) is not None else None,
-            "excluded": any(flag_excludes(f) for f in flags),
-            "flags": [flag_text(f) for f in flags],
+            "excluded": any(flag_excludes(f) for f in flags) or bool(row_exclusion(r)),
+            "flags": [flag_text(f) for f in flags] + ([row_exclusion(r)] if row_exclusion(r) else []),
             "genant_grade": next((int(f["grade"]) for f in flags if f["reason"] == "fracture"), None),
             "used_by": used_by.get((lv, shape), []),
             "warnings": list(r.get("warnings") or []),
@@ -338,9 +342,11 @@ def _level_flags(table, excl) -> List[Dict[str, object]]:
     levels = []
     for lv in level_order(list(measured_levels) + list(excl)):
         flags = excl.get(lv, [])
+        flagged = level_exclusion(r for (level, _), r in table.items() if level == lv)
         levels.append({"level": lv, "measured": lv in measured_levels,
-                       "excluded": any(flag_excludes(f) for f in flags),
-                       "flags": [dict(f) for f in flags], "flag_text": "; ".join(flag_text(f) for f in flags)})
+                       "excluded": any(flag_excludes(f) for f in flags) or bool(flagged),
+                       "flags": [dict(f) for f in flags],
+                       "flag_text": "; ".join([flag_text(f) for f in flags] + ([flagged] if flagged else []))})
     return levels
 
 

@@ -297,9 +297,9 @@ def write_report(diagnosis: Mapping[str, object], result_doc: Mapping[str, objec
         texts[levels_csv_path] = to_table_text(diagnosis["rows"], LEVEL_COLUMNS, _delimiter(levels_csv_path))
     if json_path:
         texts[json_path] = to_json_text(diagnosis)
-    write_atomically(texts)
+    write_atomically(texts, overwrite=overwrite)  # exclusive create unless overwrite
     if pdf_path:
-        write_pdf(html_text, pdf_path, page_size=page_size, browser=browser, overwrite=True)
+        write_pdf(html_text, pdf_path, page_size=page_size, browser=browser, overwrite=overwrite)
     return list(texts) + ([pdf_path] if pdf_path else [])
 
 

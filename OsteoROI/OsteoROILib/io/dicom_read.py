@@ -44,10 +44,12 @@ from .dicom_series import (
     DicomSlice,
     SeriesPlan,
     choose_series,
+    rival_series,
     find_series,
     no_series_hint,
     plan_series,
 )
+from .caveats import Caveat, add_caveat
 from .volume import LPS_TO_RAS, Volume
 
 #: Parallel pixel reading (``read_chunked``): a series of at least ``2 * MIN_FILES_PER_CHUNK`` files
@@ -82,7 +84,14 @@ def read_dicom_directory(path: str, series_uid: Optional[str] = None) -> Volume:
             "Give a folder containing a CT series or an image file (NRRD, NIfTI, MHA).",
         )
     chosen = choose_series(series, series_uid, path, notes)
-    return read_series(chosen, path, notes)
+    volume = read_series(chosen, path, notes)
+    rivals = [] if series_uid else rival_series(series, chosen)
+    if rivals:
+        add_caveat(volume.caveats, Caveat(
+            "series_chosen", f"DICOM: the folder holds {len(rivals) + 1} CT series; {chosen.label()} was read "
+            f"automatically, not {'; '.join(s.label() for s in rivals)}. Another reconstruction (kernel) or phase "
+            "(contrast) changes HU: choose the series with --series UID.", excludes=True))
+    return volume
 
 
 def read_series(series: DicomSeries, path: str, notes: List[str]) -> Volume:
@@ -434,6 +443,9 @@ def _fix_slice_geometry(volume: Volume, slices: List[DicomSlice], positions: np.
         what.append(f"{missing} slice(s) appear to be missing")
     what.append(f"the slice spacing varies from {steps.min():.3g} to {steps.max():.3g} mm "
                 f"(usually {median:.3g} mm; {irregular} irregular gap(s))")
+    add_caveat(volume.caveats, Caveat(
+        "interpolated_slices", f"DICOM: {' and '.join(what)}; {len(interpolated)} slice(s) were interpolated between "
+        f"neighbours ({_index_ranges(interpolated)}).", slices=list(interpolated), excludes=True))
     notes.append(
         f"DICOM: {' and '.join(what)}. The volume was resampled to a uniform {step:.4g} mm grid of {n_out} slices "
         f"so that positions are correct; {len(interpolated)} slice(s) were interpolated between neighbours "

@@ -280,6 +280,12 @@ def choose_series(series: List[DicomSeries], series_uid: Optional[str], path: st
     return chosen
 
 
+def rival_series(series: List[DicomSeries], chosen: DicomSeries) -> List[DicomSeries]:
+    """The other CT volumes of a folder that could have been read instead of ``chosen``."""
+    return [s for s in series if s is not chosen and s.modality.upper() == "CT" and not s.is_localizer
+            and s.image_count >= MIN_VOLUME_IMAGES]
+
+
 def _note_skipped(n_series: int, chosen: DicomSeries, skipped: List[DicomSeries], usable: List[DicomSeries],
                   notes: List[str]) -> None:
     """Note which series were skipped and why; warn when CT series of the same size tie (e.g. two

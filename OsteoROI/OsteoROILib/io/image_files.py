@@ -15,18 +15,23 @@ from typing import Optional
 
 from ..errors import InputError
 from .dicom_read import read_dicom_directory
+from .nifti_raw import refuse_nonfinite
 from .volume import Volume, check_ct
 
 
-def read_volume(path: str) -> Volume:
-    """Read a CT from an image file (NRRD, NIfTI, MHA, … via SimpleITK) or a DICOM directory.
+def read_volume(path: str, series_uid: Optional[str] = None) -> Volume:
+    """Read a CT from an image file (NRRD, NIfTI, MHA, … via SimpleITK) or a DICOM directory
+    (``series_uid``: the series to read when it holds several).
 
     The result is validated as a 3-D CT (``check_ct``); errors say what to do.
     """
     if not os.path.exists(path):
         raise InputError(f"No such file or directory: {path}.", "Check the path to the CT volume.")
     if os.path.isdir(path):
-        volume = read_dicom_directory(path)
+        volume = read_dicom_directory(path, series_uid=series_uid)
+    elif series_uid:
+        raise InputError(f"--series was given but {path} is a file, not a DICOM folder.",
+                         "Leave out --series, or give the DICOM folder.")
     else:
         volume = _read_image_file(path)
     check_ct(volume)
@@ -41,6 +46,7 @@ def _read_image_file(path: str) -> Volume:
     lower = path.lower()
     if lower.endswith(".nii") or lower.endswith(".nii.gz"):
         _check_nifti_complete(path)
+        refuse_nonfinite(path)
     try:
         image = sitk.ReadImage(path)
     except RuntimeError as exc:

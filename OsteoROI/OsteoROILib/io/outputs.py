@@ -2,7 +2,8 @@
 
 Writes are atomic: every output is first written to a temporary file beside its target and
 renamed into place only when all outputs were written, so a failure leaves no half-written
-file and changes no existing one.
+file and changes no existing one. A new file is created exclusively (a concurrent run cannot
+both "write" it), and a symbolic link is never replaced.
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def check_output_paths(paths: Iterable[str], overwrite: bool = False, inputs: It
                               "the input (--overwrite does not allow this).",
                               "Give the output another file name.")
         folder = os.path.dirname(path)
+        refuse_symlink(path)
         if os.path.isdir(path):
             raise OutputError(f"The output {path} is a directory.", "Give a file name.")
         if not os.path.isdir(folder):
@@ -91,24 +93,80 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(outputs: Mapping[str, str]) -> None:
-    """Write ``{path: text}``: all to temporary files first, then rename each into place."""
-    temps = []
+def refuse_symlink(path: str) -> None:
+    """A symbolic link (even a dangling one) is never replaced nor written through."""
+    if os.path.islink(path):
+        raise OutputError(f"The output {path} is a symbolic link (to {os.readlink(path)}); OsteoROI does not replace "
+                          "or write through links.", "Give the path of a regular file (or remove the link).")
+
+
+def write_atomically(outputs: Mapping[str, str], overwrite: bool = False) -> None:
+    """Write ``{path: text}`` all or nothing: every text to a temporary file beside its target first,
+    then each moved into place. Without ``overwrite`` each target name is claimed by exclusive create
+    before anything is moved, so a file that exists (or that a concurrent run has just written) is
+    refused and nothing is written. With ``overwrite`` the files replaced are kept until every output
+    is in place and restored if one fails. Symbolic links are refused either way."""
+    for path in outputs:
+        refuse_symlink(path)
+    temps: List[tuple] = []
     try:
         for path, text in outputs.items():
-            folder = os.path.dirname(os.path.abspath(path))
-            fd, tmp = tempfile.mkstemp(prefix=".osteoroi-", suffix=".part", dir=folder)
-            temps.append((tmp, path))
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
+            temps.append((_write_temp(path, text), os.path.abspath(path)))
+        _publish(temps, overwrite)
     except OSError as exc:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         raise OutputError(f"Could not write the results ({exc.strerror or exc}).",
                           "Check the output folder's free space and permissions.") from None
+    finally:
+        for tmp, _ in temps:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+
+
+def _write_temp(path: str, text: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".osteoroi-", suffix=".part", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _publish(temps: List[tuple], overwrite: bool) -> None:
+    """Move the temporary files into place, all or none (see ``write_atomically``)."""
+    claimed: List[str] = []
+    backups: List[tuple] = []
+    try:
+        for _, path in temps:
+            if overwrite and os.path.lexists(path):
+                refuse_symlink(path)
+                backup = path + f".osteoroi-{os.getpid()}.bak"
+                os.link(path, backup)
+                backups.append((backup, path))
+                continue
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                raise OutputError(f"The output file {path} already exists (another run may have just written it); "
+                                  "nothing was written.", "Choose another name, delete it, or pass --overwrite.") \
+                    from None
+            claimed.append(path)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for path in claimed:
+            if os.path.lexists(path):
+                os.unlink(path)
+        for backup, path in backups:
+            if os.path.lexists(path) and os.path.samefile(backup, path):
+                os.unlink(backup)  # never replaced; rename() between links to one file would do nothing
+            else:
+                os.replace(backup, path)
+        raise
+    for backup, _ in backups:
+        os.unlink(backup)

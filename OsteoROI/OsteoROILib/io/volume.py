@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..errors import InputError
+from .caveats import Caveat, add_caveat
+from .hu_scale import check_hu_scale
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -38,6 +40,8 @@ class Volume:
     source: str = ""
     facts: Dict[str, Any] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    #: Notes that can change a number (``caveats.Caveat``): printed, reported, flagging the rows they affect.
+    caveats: List[Caveat] = field(default_factory=list)
     #: Keeps a SimpleITK image alive when ``array`` is a view of its buffer (no copy).
     owner: Any = field(default=None, repr=False, compare=False)
 
@@ -210,6 +214,8 @@ class Volume:
             info["dicom"] = dict(self.facts)
         if self.notes:
             info["notes"] = list(self.notes)
+        if self.caveats:
+            info["caveats"] = [c.to_dict() for c in self.caveats]
         return info
 
 
@@ -232,33 +238,76 @@ def check_geometry(matrix3) -> None:
         )
 
 
+#: The values a CT can hold: 16-bit signed storage with slope 1 (extended-scale CT reaches about
+#: +30 000 HU for metal). A voxel outside is corrupt data, not tissue.
+CT_STORAGE_RANGE_HU = (-32768.0, 32767.0)
+
+
 def check_ct(volume: Volume) -> None:
-    """Refuse images that cannot be a CT in Hounsfield units (empty, NaN, no air)."""
+    """Refuse images that cannot be a CT in Hounsfield units: empty, non-finite or out-of-range voxels,
+    another modality, no air, or anatomy that says the HU scale is off (``hu_scale.check_hu_scale``).
+    Adds a note of what was checked, and a caveat for what could not be checked (no air in a crop)."""
     a = volume.array
     if a.size == 0:
         raise InputError("The image is empty (0 voxels).", "Load a CT volume with data.")
+    modality = volume.facts.get("modality")
+    if modality and modality != "CT":
+        raise InputError(
+            f"The DICOM modality is {modality}, not CT.",
+            "OsteoROI measures Hounsfield units; load a CT series.",
+        )
+    _check_finite_and_range(a)
     if a.dtype.kind in "biu" and a.ndim >= 1:
         lowest = _lowest_unless_below(a, CT_MIN_HU_REQUIRED)
     else:
         lowest = float(a.min())  # one pass, no temporary the size of the volume
-    if a.dtype.kind == "f" and not (np.isfinite(lowest) and np.isfinite(float(a.max()))):
+    scale = _hu_scale_or_no_air(a, lowest)
+    summary = scale.summary()
+    if summary not in volume.notes:
+        volume.notes.append(summary)
+    text = scale.caveat_text()
+    if text:
+        add_caveat(volume.caveats, Caveat("hu_scale_partly_checked", text))
+
+
+def _hu_scale_or_no_air(a: np.ndarray, lowest: float):
+    """The anatomy check; an image with nothing below ``CT_MIN_HU_REQUIRED`` passes only when fat and soft
+    tissue are both where a CT in HU puts them (a tight crop without air)."""
+    if lowest < CT_MIN_HU_REQUIRED:
+        return check_hu_scale(a)
+    try:
+        scale = check_hu_scale(a)
+    except InputError as exc:
+        if "Probable cause" in exc.problem:
+            raise
+        scale = None
+    if scale is None or len(scale.found) < 2:
+        raise InputError(
+            f"This does not look like a CT in Hounsfield units: its lowest value is {lowest:g}, "
+            f"but a body CT contains air near -1000 HU (nothing here is below {CT_MIN_HU_REQUIRED:g}).",
+            "Load a CT volume (not MR, not a mask), with rescale slope/intercept applied.",
+        )
+    return scale
+
+
+def _check_finite_and_range(a: np.ndarray) -> None:
+    """Refuse NaN/infinite voxels and values no CT storage holds (``CT_STORAGE_RANGE_HU``)."""
+    if a.dtype.kind in "biu" and a.dtype.itemsize <= 2:
+        return  # 8/16-bit integers: always finite; unsigned 16-bit storage is judged on anatomy
+    lo, hi = float(a.min()), float(a.max())
+    if a.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
         # min/max propagate NaN and reach ±inf: only a bad image pays for the full count.
         bad = int(a.size - np.count_nonzero(np.isfinite(a)))
         raise InputError(
             f"The image contains {bad} NaN or infinite voxels.",
             "Re-export the CT without missing values (or fill them) and try again.",
         )
-    if lowest >= CT_MIN_HU_REQUIRED:
+    if lo < CT_STORAGE_RANGE_HU[0] or hi > CT_STORAGE_RANGE_HU[1]:
+        bad = int(np.count_nonzero((a < CT_STORAGE_RANGE_HU[0]) | (a > CT_STORAGE_RANGE_HU[1])))
         raise InputError(
-            f"This does not look like a CT in Hounsfield units: its lowest value is {lowest:g}, "
-            f"but a body CT contains air near -1000 HU (nothing here is below {CT_MIN_HU_REQUIRED:g}).",
-            "Load a CT volume (not MR, not a mask), with rescale slope/intercept applied.",
-        )
-    modality = volume.facts.get("modality")
-    if modality and modality != "CT":
-        raise InputError(
-            f"The DICOM modality is {modality}, not CT.",
-            "OsteoROI measures Hounsfield units; load a CT series.",
+            f"The image holds {bad} voxel(s) outside the range a CT can store ({lo:.4g} to {hi:.4g}; a CT "
+            f"holds {CT_STORAGE_RANGE_HU[0]:g} to {CT_STORAGE_RANGE_HU[1]:g} HU): the data are corrupt.",
+            "Re-export the CT from the scanner or PACS; do not measure a corrupt file.",
         )
 
 

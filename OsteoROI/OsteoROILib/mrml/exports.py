@@ -88,5 +88,5 @@ class SceneExports:
             columns = ROW_COLUMNS + (("excluded", "genant_grade")
                                      + (("vbmd_mg_cm3", "vbmd_sd", "vbmd_unit") if doc.get("calibration") else ()))
             outputs[paths[-1]] = to_csv_text(doc["rows"], columns=columns)
-        write_atomically(outputs)
+        write_atomically(outputs, overwrite=overwrite)
         return list(outputs)

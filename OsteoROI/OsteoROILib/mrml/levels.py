@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..placement.labels import place_from_labels
+from ..placement.level_checks import check_level_order
 from ..placement.measure import measure_levels
 from ..roi.levels import LEVEL_NAMES, parse_shapes
 from ..roi.family import SHAPE_NAMES
@@ -119,6 +120,9 @@ class SceneLevels:
         if changed:
             result = measure_levels(self.volumes.measured(self.store), changed, shapes=state["shapes"],
                                     slab_mm=state["slab_mm"], force=state.get("force", False))
+            # the moved levels against the others too, not only among themselves
+            check_level_order({lv: info["outline"]["center_ras"] for lv, info in
+                               list(state["levels"].items()) + list(result["levels"].items())})
             self.place(state, result)
 
     def place(self, state: Dict[str, Any], result: Mapping[str, Any]) -> None:

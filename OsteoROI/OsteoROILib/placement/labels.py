@@ -25,12 +25,14 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError, PlacementError
+from ..io.caveats import Caveat, add_caveat
 from ..io.volume import Volume
 from ..roi.geometry import in_plane_frame
 from ..roi.levels import normalise_level
 from .canal import find_canal
 from .contour import fit_centred
 from .endplates import central_profile, plate_intervals
+from .level_checks import check_label_height, check_label_image
 from .landmarks import (FALLBACK_SCALE, LOW_QUALITY, METHOD_LABEL, MIN_BODY_HEIGHT_MM, PLANE_AXIAL, Canal, Contour,
                         Placement)
 from .outline_fit import outline_from_contour, outline_quality
@@ -99,6 +101,7 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
         raise InputError(f"The label image {path} is not a 3-D single-component image.",
                          "Give the segmentation's label map (one integer label per voxel).")
     labels = Volume.from_sitk(image, source=str(path))
+    check_label_image(labels.array, str(path))
     notes: List[str] = []
     same = (tuple(labels.dimensions) == tuple(volume.dimensions)
             and np.allclose(labels.ijk_to_ras, volume.ijk_to_ras, atol=1e-3))
@@ -118,6 +121,7 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
                          "Give the segmentation made from this CT (e.g. TotalSegmentator's output for this file).")
     notes.append(f"The label image {os.path.basename(str(path))} has another voxel grid than the CT; it was resampled "
                  "onto the CT's grid (nearest neighbour).")
+    add_caveat(volume.caveats, Caveat("labels_resampled", notes[-1]))
     return sitk.GetArrayFromImage(resampled), notes
 
 
@@ -154,6 +158,7 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
     axis = volume.slice_axis()
     body = _body_part(volume, in_label)  # sets the axial extent and the seed; the contour prior uses the label
     extent = _axial_extent(volume, body, value, prefix)
+    check_label_height(level or f"label {value}", (extent.hi - extent.lo + 1) * volume.slice_spacing())
     warnings: List[str] = [f"{prefix}{r}; the mid-vertebral slice is estimated from the visible part."
                            for r in extent.reasons]
     seed = _seed_on_slice(volume, body, extent.mid)

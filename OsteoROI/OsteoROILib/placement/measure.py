@@ -17,6 +17,8 @@ from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.outline import BodyOutline
 from ..roi.stats import median_of, roi_statistics_and_values
 from .click import place_from_click
+from .level_checks import check_level_order, check_slab_within_body
+from .row_flags import flag_rows
 from .probe import default_outline, outline_from_probe, probe_shell
 from .tilted import to_vertebra_plane
 
@@ -183,17 +185,22 @@ def measure_levels(
     rows: List[Dict[str, object]] = []
     levels: Dict[str, Dict[str, object]] = {}
     all_warnings: List[str] = list(warnings or [])
+    centres: Dict[str, np.ndarray] = {}
     for level in sorted(pts, key=LEVEL_NAMES.index):
         point = pts[level]
         outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
                                                                  auto, force, plane_choice)
+        check_slab_within_body(level, slab_mm, None if placed is None else placed.height_mm)
         family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
         level_warnings.extend(family.warnings)
         levels[level] = _level_entry(volume, point, outline, source, placed, level_warnings)
+        centres[level] = outline.center
         all_warnings.extend(w for w in level_warnings if w not in all_warnings)
         for row in _level_rows(volume, level, family, source, levels[level], slab_mm):
             all_warnings.extend(w for w in row["warnings"] if w not in all_warnings)
             rows.append(row)
+    check_level_order(centres, "labels" if placements else "points")
+    flag_rows(volume, rows, all_warnings)
     return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
 
 
