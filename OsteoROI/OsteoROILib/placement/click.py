@@ -2,8 +2,8 @@
 on the mid-vertebral slice, or the reasons why the point is not inside a vertebral body."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -112,27 +112,120 @@ def _not_in_a_body(prefix: str, point: np.ndarray, why: str,
 
 
 def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = "") -> Placement:
-    """Find the vertebral body around a click and its outline on the mid-vertebral slice: find the
-    body's ring near the click, find its endplates, fit the outline on the mid slice, score it
-    (see the method overview in ``OsteoROILib.placement``).
+    """Find the vertebral body around a click and its outline on the mid-vertebral slice (see the
+    method overview in ``OsteoROILib.placement``).
+
+    The click only says which vertebra: the placement is first made from the click, then made
+    again from the body's own centre at mid-height (``vertebra_seed``: the outline's centre on the
+    mid slice, on the image's voxel lattice) until that seed repeats, so that every click inside
+    the same body ends at the same seed, hence at the same placement. A cycle between seeds
+    (mid-height between two slices, decided differently from the two) is broken by a rule that
+    does not depend on where the cycle was entered (``_settled``). What the click itself showed
+    (snapped from outside the body, from a disc) stays in the warnings.
 
     Raises ``PlacementError`` (with the reasons) when no vertebral body is found around the
     point — a point in muscle, fat, the spinal canal — so that the caller can refuse or force.
     """
-    prefix = f"{level}: " if level else ""
     point = np.asarray(point_ras, dtype=float).reshape(3)
+    first, refusal = _place_once(volume, point, level, defer_refusal=True)
+    seen: Dict[Tuple[int, int, int], Placement] = {}
+    seed = vertebra_seed(volume, first)
+    current = first
+    for _ in range(MAX_SEED_PASSES):
+        if seed in seen:
+            current = _settled(seen, seed)
+            break
+        try:
+            current, _ = _place_once(volume, volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], level)
+        except PlacementError:
+            if refusal is not None:
+                raise refusal from None
+            # the body's own centre is refused where the click was not (a body at the image's edge):
+            # keep the placement made from the click, and say that it depends on the click
+            current = first
+            current.warnings.append(f"{level + ': ' if level else ''}the placement could not be repeated from the "
+                                    "body's own centre; it may depend on where you clicked.")
+            break
+        seen[seed] = current
+        seed = vertebra_seed(volume, current)
+    if refusal is not None and (current.fit_quality < LOW_QUALITY or not _near_body(volume, current, point)):
+        # the click's own ring fitted poorly and the body found from it does not hold the click
+        # (e.g. a click in the spinal canal): the click's refusal stands
+        raise refusal
+    click_notes = [w for w in first.warnings if w not in current.warnings and "snapped" in w]
+    result = replace(current, point_ras=point, snapped=first.snapped, warnings=click_notes + list(current.warnings))
+    result.seed_ijk = seed
+    return result
+
+
+#: Passes from the body's own centre before a placement is taken as settled (two suffice in
+#: practice: the second repeats the first's seed).
+MAX_SEED_PASSES = 4
+
+
+def vertebra_seed(volume: Volume, placement: Placement) -> Tuple[int, int, int]:
+    """The voxel (IJK, rounded) at the centre of the placement's outline on its mid slice: where
+    the placement is made again from (the body's own centre, not the click)."""
+    ijk = volume.ras_to_ijk_points(np.asarray(placement.outline.center, dtype=float))[0]
+    ijk[volume.slice_axis()] = placement.slice_index
+    return tuple(int(x) for x in np.floor(ijk + 0.5))
+
+
+def _settled(seen: Dict[Tuple[int, int, int], Placement], seed: Tuple[int, int, int]) -> Placement:
+    """The placement a cycle of seeds settles on: the pass whose mid-height lies nearest its own
+    slice (then the lowest seed), the same whichever seed the cycle was entered from."""
+    keys = list(seen)
+    cycle = keys[keys.index(seed):]
+    return seen[min(cycle, key=lambda k: (round(abs(seen[k].mid_offset_slices), 6), k))]
+
+
+def _near_body(volume: Volume, placement: Placement, point: np.ndarray) -> bool:
+    """Whether ``point`` lies within ``SNAP_MM`` of the placed body's outer outline in-plane and
+    within ``SNAP_AXIAL_MM`` of its endplates along the slice normal (a click that the body may
+    be snapped to)."""
+    o = placement.outline
+    d = point - np.asarray(o.center, dtype=float)
+    sup, inf = placement.endplates_s
+    h = float(point @ np.asarray(o.normal, dtype=float))
+    if sup is not None and not inf - SNAP_AXIAL_MM <= h <= sup + SNAP_AXIAL_MM:
+        return False
+    st = np.array([d @ np.asarray(o.ap_axis), d @ np.asarray(o.left_axis)])
+    r = float(np.hypot(*st))
+    if o.inner_contour is None or r < 1e-9:
+        return True
+    poly = o.inner_contour
+    ang = np.arctan2(poly[:, 1], poly[:, 0])
+    order = np.argsort(ang)
+    rad = np.hypot(poly[:, 0], poly[:, 1])[order]
+    edge = float(np.interp(np.arctan2(st[1], st[0]), ang[order], rad, period=2 * np.pi))
+    return r <= edge + o.cortical_mm + SNAP_MM
+
+
+def _place_once(volume: Volume, point: np.ndarray, level: str, defer_refusal: bool = False
+                ) -> Tuple[Placement, Optional[PlacementError]]:
+    """One pass of the placement from ``point``: find the body's ring near the point, find its
+    endplates, fit the outline on the mid slice, score it. With ``defer_refusal`` a poorly fitting
+    ring is returned with its refusal (for the caller to raise unless the body's own centre fits
+    well) instead of raised."""
+    prefix = f"{level}: " if level else ""
     box = Box(volume, point, CROP_HALF_INPLANE_MM, CROP_HALF_AXIAL_MM)
     pxys = box.to_box(point)[0]
     s_click = int(np.clip(round(pxys[2]), 0, box.ns - 1))
     warnings: List[str] = []
     contour, snapped, axial_mm = _find_body(box, s_click, pxys[:2], prefix, point, warnings)
     plates, snapped = _find_endplates(box, contour, prefix, snapped, warnings)
-    s_fit = int(np.clip(round(plates.s_mid), 0, box.ns - 1))
+    s_fit = int(np.clip(np.floor(plates.s_mid + 0.5), 0, box.ns - 1))
     final, canal, plates_reason = _fit_mid_slice(box, contour, s_fit, plates)
     outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
     quality, q_reasons = outline_quality(final, metrics, plates.quality, plates_reason, outline.depth_mm,
                                          outline.width_mm)
-    _refuse_a_poor_ring(box, contour, quality, q_reasons, snapped, axial_mm, prefix, point)
+    refusal = None
+    try:
+        _refuse_a_poor_ring(box, contour, quality, q_reasons, snapped, axial_mm, prefix, point)
+    except PlacementError as exc:
+        if not defer_refusal:
+            raise
+        refusal = exc
     fallback = quality < LOW_QUALITY
     if fallback:
         outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
@@ -142,9 +235,11 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     elif q_reasons:
         warnings.append(f"{prefix}fit quality {quality:.2f}: {'; '.join(q_reasons)}.")
     outline.meta.update({"fit_quality": round(quality, 3)})
-    return Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
-                     fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
-                     endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback)
+    pl = Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
+                   fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
+                   endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback)
+    pl.mid_offset_slices = float(plates.s_mid - s_fit)
+    return pl, refusal
 
 
 def _find_body(box: Box, s_click: int, xy, prefix: str, point: np.ndarray, warnings: List[str]
