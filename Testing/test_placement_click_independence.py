@@ -84,3 +84,36 @@ def test_tptbox_clicks_anywhere_in_l3_give_one_placement_and_one_mean(tptbox):
     assert "mid_height_offset_slices" in auto and str(placed[0].slice_index) in auto["mid_slice_rule"]
     means = {tuple(np.round(p, 3)): measure_levels(volume, {"L3": p})["rows"][0]["mean_hu"] for p in clicks[:3]}
     assert len(set(means.values())) == 1, means
+
+
+def test_totalseg_clicks_near_the_discs_never_place_a_disc(totalseg_dir):
+    """Clicks on the body's axis from 3 mm beyond each endplate of the label to the other: each is
+    refused or placed on a slice inside the middle of some body label (never on a disc, whose
+    slices no body label covers); a click inside the label's middle 60 % goes to that body."""
+    from OsteoROILib.errors import PlacementError
+
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
+    axis = 2 - volume.slice_axis()
+    middles = {}
+    for level, value in TOTALSEG_BODIES.items():
+        ks = np.flatnonzero(np.any(np.moveaxis(labels == value, axis, 0), axis=(1, 2)))
+        lo, hi = ks.min(), ks.max()
+        middles[level] = (lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo))
+    nrm = volume.slice_normal_ras()
+    for level, value in TOTALSEG_BODIES.items():
+        kji = np.argwhere(labels == value)
+        centre = volume.ijk_to_ras_points(kji.mean(axis=0)[::-1])[0]
+        k_c = kji.mean(axis=0)[0]
+        ds = volume.slice_spacing()
+        for k in np.arange(kji[:, 0].min() - 1, kji[:, 0].max() + 2):
+            click = centre + (k - k_c) * ds * nrm * np.sign(volume.direction[2, volume.slice_axis()])
+            try:
+                pl = place_from_click(volume, click, level)
+            except PlacementError:
+                continue
+            inside = [lv for lv, (a, b) in middles.items() if a - 0.5 <= pl.slice_index <= b + 0.5]
+            assert inside, (level, k, pl.slice_index)
+            a, b = middles[level]
+            if a <= k <= b:
+                assert inside == [level], (level, k, pl.slice_index)

@@ -168,6 +168,86 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
+def _click_stats(case, clicks):
+    """Per click: the ROI means by shape, the AP-axis error (degrees) against the reference, the
+    non-trabecular voxels in the ROIs, the chosen slice and the time; refused clicks counted."""
+    from OsteoROILib.errors import PlacementError
+
+    ref = case.reference_ap_axis()
+    means: Dict[str, List[float]] = {}
+    ap_err, bad, slices, times, refused = [], [], [], [], 0
+    for p in clicks:
+        t0 = time.perf_counter()
+        try:
+            res = measure_levels(case.volume, {case.level: p})
+        except PlacementError:
+            refused += 1
+            continue
+        times.append(time.perf_counter() - t0)
+        entry = res["levels"][case.level]
+        a = np.asarray(entry["outline"]["ap_axis_ras"], dtype=float)
+        nrm = case.volume.slice_normal_ras()
+        a = a - nrm * (a @ nrm)
+        ap_err.append(float(np.degrees(np.arccos(np.clip(abs(a @ ref) / np.linalg.norm(a), -1, 1)))))
+        slices.append(entry["slice_index"])
+        n_bad = 0
+        for row in res["rows"]:
+            means.setdefault(row["shape"], []).append(row["mean_hu"])
+            r = row["roi"]
+            shape = RoiShape(r["kind"], r["center_ras"], r["axis_u_ras"], r["axis_v_ras"], r["half_u_mm"],
+                             r["half_v_mm"], r["slab_mm"])
+            n_bad += case.non_trabecular_voxels(roi_voxels(shape, case.volume.ijk_to_ras, case.volume.dimensions))
+        bad.append(n_bad)
+    return means, ap_err, bad, slices, times, refused
+
+
+def _corpus_row(case, clicks) -> Dict[str, Any]:
+    means, ap_err, bad, slices, times, refused = _click_stats(case, clicks)
+    cv = {k: float(np.std(v, ddof=1) / abs(np.mean(v)) * 100) if len(v) > 1 else 0.0 for k, v in means.items()}
+    spread = {k: float(np.ptp(v)) for k, v in means.items()}
+    worst = max(cv.values()) if cv else float("nan")
+    synthetic = case.truth is not None
+    met = bool(cv and worst < 1.0 and refused == 0)
+    if case.partial:  # a vertebra cut by the image: refusing every click is right too
+        met = met or refused == len(clicks)
+    if synthetic:
+        met = met and max(ap_err) < 3.0 and max(bad) == 0
+    key = "".join(ch if ch.isalnum() else "_" for ch in f"{case.ct}_{case.level}").strip("_")
+    return bc.make_row(
+        f"click_corpus_{key}", f"click corpus: {case.ct} {case.level}" + (" (partial: cut by the crop)"
+                                                                          if case.partial else ""),
+        worst, "% CV (worst ROI type)",
+        target="CV < 1 % every ROI type, no refusal; synthetic also AP error < 3°, 0 non-trabecular voxels",
+        met=met,
+        notes=("CV " + ", ".join(f"{k} {v:.2f}%" for k, v in cv.items())
+               + "; max−min " + ", ".join(f"{k} {v:.1f}" for k, v in spread.items())
+               + f" HU; AP error max {max(ap_err, default=float('nan')):.1f}° ("
+               + ("truth" if synthetic else "label principal axes")
+               + f"); non-trabecular voxels max {max(bad, default=0)} ("
+               + ("noise-free model" if synthetic else "outside the label")
+               + f"); slices {sorted(set(slices))}; refused {refused}/{len(clicks)}; "
+               f"{np.median(times) * 1000 if times else float('nan'):.0f} ms/click"),
+        ct=case.ct, level=case.level, partial=case.partial, cv_percent=cv, max_minus_min_hu=spread,
+        ap_error_max_deg=max(ap_err, default=None), non_trabecular_voxels_max=max(bad, default=None),
+        slices=sorted(set(slices)), refused=refused, clicks=len(clicks),
+        ms_per_click=float(np.median(times) * 1000) if times else None)
+
+
+def bench_click_corpus(quick: bool) -> List[Dict[str, Any]]:
+    """Per CT and level: ≥ 20 clicks jittered ±3 mm in-plane and anywhere in the middle 60 % of the
+    body's height (``placement_corpus``); CV and max − min of each ROI type's mean HU, AP-axis error,
+    non-trabecular voxels in the ROIs, refusals and time per click."""
+    import placement_corpus as pc
+
+    n = 8 if quick else 20
+    rows = []
+    for i, case in enumerate(list(pc.real_cases()) + list(pc.synthetic_cases(quick))):
+        if quick and case.level not in ("L1", "L3"):
+            continue
+        rows.append(_corpus_row(case, case.clicks(n, seed=100 + i)))
+    return rows
+
+
 def bench_speed(quick: bool) -> List[Dict[str, Any]]:
     import SimpleITK as sitk
 
@@ -248,7 +328,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
 
 def run(quick: bool = False) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
-    for fn in (bench_accuracy, bench_precision, bench_speed, bench_peer):
+    for fn in (bench_accuracy, bench_precision, bench_click_corpus, bench_speed, bench_peer):
         t0 = time.perf_counter()
         try:
             rows += fn(quick)

@@ -23,6 +23,9 @@ SNAP_MM = 6.0
 #: (mm) away: half of a thick lumbar disc plus an endplate. Further away, a slice at the next disc
 #: level can offer the ring around the spinal canal, which no body lies in front of there.
 SNAP_AXIAL_MM = 12.0
+#: A lumbar body's height (mm) used to estimate mid-height from one endplate (adult L1–L4 bodies are
+#: ~25 mm high; QCT_BRIEF §7's peer report gives 22–24 mm middle heights on the real 3 mm CT).
+TYPICAL_BODY_HEIGHT_MM = 25.0
 #: The canal check probes this far (mm) in front of a candidate ring's anterior edge.
 CANAL_PROBE_MM = 12.0
 
@@ -138,8 +141,11 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
         try:
             current, _ = _place_once(volume, volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], level)
         except PlacementError:
-            if refusal is not None:
-                raise refusal from None
+            if refusal is not None or current.fit_quality < LOW_QUALITY:
+                # neither the click's ring nor the body's own centre gives a good body: refuse
+                raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the bone around it fits "
+                                                f"poorly ({'; '.join(current.reasons)}) and the placement cannot "
+                                                "be repeated from its centre.") from None
             # the body's own centre is refused where the click was not (a body at the image's edge):
             # keep the placement made from the click, and say that it depends on the click
             current = first
@@ -148,10 +154,13 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
             break
         seen[seed] = current
         seed = vertebra_seed(volume, current)
-    if refusal is not None and (current.fit_quality < LOW_QUALITY or not _near_body(volume, current, point)):
-        # the click's own ring fitted poorly and the body found from it does not hold the click
-        # (e.g. a click in the spinal canal): the click's refusal stands
-        raise refusal
+    if refusal is not None and current.fit_quality < LOW_QUALITY:
+        raise refusal  # neither the click's ring nor the body's own centre fits well
+    if (refusal is not None or first.snapped) and not _near_body(volume, current, point):
+        # the click was moved to a body that does not hold it (e.g. a click in the spinal canal at a
+        # disc level, moved across the cortex and then along the spine)
+        raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the nearest vertebral body lies "
+                                        "beyond the snapping distance from it.")
     click_notes = [w for w in first.warnings if w not in current.warnings and "snapped" in w]
     result = replace(current, point_ras=point, snapped=first.snapped, warnings=click_notes + list(current.warnings))
     result.seed_ijk = seed
@@ -306,10 +315,62 @@ def _find_endplates(box: Box, contour: Contour, prefix: str, snapped: bool, warn
     m_trim = central_profile(box, contour.center_xy, radius, trim=PROFILE_TRIM)
     intervals = plate_intervals(box, m, m_trim, (wall[0], wall[1]))
     chosen, moved = _body_interval(box, contour.s, intervals)
+    if not moved and chosen is not None and _is_disc(box, intervals, intervals.index(chosen), contour.center_xy,
+                                                     wall, m):
+        # a disc is never a body: the click's ring was an endplate's rim or a bulging annulus; the
+        # body is the neighbouring interval that holds bone. Without one, the fit quality speaks.
+        alt = _neighbour_body(box, intervals, intervals.index(chosen), contour, wall, m)
+        if alt is not None:
+            chosen, moved = alt, True
     if moved and not snapped:
         warnings.append(f"{prefix}the point lies in an intervertebral disc; snapped to the nearest body.")
         snapped = True
     return _mid_height(box, contour, chosen, wall, prefix, warnings), snapped
+
+
+#: An interval between endplates whose central HU (median, endplates left out) is at least this much
+#: below both neighbouring intervals' is disc-like (a disc next to brighter bone above and below).
+DISC_DARKER_HU = 20.0
+
+
+def _interior_hu(m: np.ndarray, iv: PlateInterval) -> Optional[float]:
+    """Median of the central profile strictly inside the interval, one slice clear of each endplate."""
+    if iv.lo is None or iv.hi is None:
+        return None
+    a, b = int(np.floor(iv.lo)) + 2, int(np.ceil(iv.hi)) - 1
+    return float(np.median(m[a:b])) if b > a else None
+
+
+def _is_disc(box: Box, intervals: List[PlateInterval], i: int, xy, wall, m: np.ndarray) -> bool:
+    """Whether interval ``i`` bounds a disc rather than a body: no body ring on its middle slice, and
+    either the body's wall run (from the click's ring) does not reach its middle or its central HU
+    is disc-like (``DISC_DARKER_HU`` below both neighbours). A weak mid-slice ring alone (the real
+    3 mm CT's L1) or a body darker than the discs beside it (the noisy TPTBox crop) is not enough."""
+    iv = intervals[i]
+    if iv.lo is None or iv.hi is None:
+        return False
+    mid = 0.5 * (iv.lo + iv.hi)
+    if _find_ring(box, int(np.clip(np.floor(mid + 0.5), 0, box.ns - 1)), xy)[0] is not None:
+        return False
+    w_lo, w_hi = wall[0], wall[1]
+    walled = (w_lo is not None or w_hi is not None) and (w_lo is None or w_lo <= mid) and (w_hi is None or mid <= w_hi)
+    if not walled:
+        return True
+    here = _interior_hu(m, iv)
+    around = [_interior_hu(m, intervals[j]) for j in (i - 1, i + 1) if 0 <= j < len(intervals)]
+    return here is not None and len(around) == 2 and None not in around and \
+        all(here <= x - DISC_DARKER_HU for x in around)
+
+
+def _neighbour_body(box: Box, intervals: List[PlateInterval], i: int, contour: Contour, wall, m: np.ndarray
+                    ) -> Optional[PlateInterval]:
+    """The interval above or below interval ``i`` of a body's height that is no disc, the one whose
+    middle is nearer the ring's slice; None when neither is."""
+    cands = [j for j in (i - 1, i + 1) if 0 <= j < len(intervals)
+             and _plausible_height(box, intervals[j].lo, intervals[j].hi)
+             and not _is_disc(box, intervals, j, contour.center_xy, wall, m)]
+    best = min(cands, key=lambda j: abs(0.5 * (intervals[j].lo + intervals[j].hi) - contour.s), default=None)
+    return None if best is None else intervals[best]
 
 
 def _plausible_height(box: Box, lo: Optional[float], hi: Optional[float]) -> bool:
@@ -352,17 +413,24 @@ def _mid_height(box: Box, contour: Contour, chosen: Optional[PlateInterval], wal
         ends = [float(box.to_ras([[contour.center_xy[0], contour.center_xy[1], q]])[0] @ box.normal)
                 for q in (lo_s, hi_s)]
         return _Endplates(0.5 * (lo_s + hi_s), max(ends), min(ends))
-    known = w_lo if w_lo is not None else w_hi
-    if known is None and chosen is not None:
-        known = chosen.lo if chosen.lo is not None else chosen.hi
+    # the one visible endplate: the central profile's peak first (it does not move with the ring's
+    # slice, as the wall run's end does), else the wall run's end; +1: the body lies above it in the box
+    if chosen is not None and (chosen.lo is not None) != (chosen.hi is not None):
+        known, direction = (chosen.lo, 1) if chosen.lo is not None else (chosen.hi, -1)
+    elif w_lo is not None or w_hi is not None:
+        known, direction = (w_lo, 1) if w_lo is not None else (w_hi, -1)
+    else:
+        known, direction = None, 1
     at_edge = w_lo_edge or w_hi_edge or (chosen is not None and (chosen.lo_edge or chosen.hi_edge))
     if known is not None and at_edge:
         reason = "the vertebra is partly outside the image: only one endplate is visible"
+        mid = known + direction * 0.5 * TYPICAL_BODY_HEIGHT_MM / box.ds
+        if not -0.5 <= mid <= box.ns - 0.5:
+            raise PlacementError(f"{prefix}{reason}, and its mid-height (estimated from a typical body height) lies "
+                                 "outside the image.", "Measure a vertebra that the image covers whole, or give a "
+                                 "CT that covers this one.")
         warnings.append(f"{prefix}{reason}; the mid-vertebral slice is estimated.")
-        typical = 0.5 * 25.0 / box.ds
-        below_known = w_lo is not None or (w_hi is None and chosen is not None and chosen.lo is not None)
-        direction = 1 if below_known else -1
-        return _Endplates(float(np.clip(known + direction * typical, 0, box.ns - 1)), quality=0.6, reason=reason)
+        return _Endplates(float(np.clip(mid, 0, box.ns - 1)), quality=0.6, reason=reason)
     reason = "the endplates were not found; the click's slice is used"
     warnings.append(f"{prefix}{reason}.")
     return _Endplates(float(contour.s), quality=0.4, reason=reason)
