@@ -12,8 +12,8 @@ from ..io.volume import Volume
 from ..roi.geometry import in_plane_frame
 from .contour import distance_outside, fit_body, fit_centred, fit_contour
 from .endplates import PROFILE_TRIM, PlateInterval, central_profile, plate_intervals, wall_run
-from .landmarks import (FALLBACK_SCALE, LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_HEIGHT_MM, PLANE_AXIAL,
-                        Canal, Contour, Placement)
+from .landmarks import (LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_HEIGHT_MM, PLANE_AXIAL,
+                        Canal, Contour, Placement, conservative_scale)
 from .outline_fit import outline_from_contour, outline_quality
 from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, Box, fast_median, smooth_circular
 
@@ -235,18 +235,19 @@ def _place_once(volume: Volume, point: np.ndarray, level: str, defer_refusal: bo
         if not defer_refusal:
             raise
         refusal = exc
-    fallback = quality < LOW_QUALITY
+    scale = conservative_scale(quality)
+    fallback = scale < 1.0
     if fallback:
-        outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
-                                                canal=canal)
+        outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=scale, canal=canal)
         warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
-                        f"{FALLBACK_SCALE:.0%} of the trabecular region — check them.")
+                        f"{scale:.0%} of the trabecular region — check them.")
     elif q_reasons:
         warnings.append(f"{prefix}fit quality {quality:.2f}: {'; '.join(q_reasons)}.")
     outline.meta.update({"fit_quality": round(quality, 3)})
     pl = Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
                    fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
-                   endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback)
+                   endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback,
+                   roi_scale=scale)
     pl.mid_offset_slices = float(plates.s_mid - s_fit)
     return pl, refusal
 
