@@ -248,6 +248,53 @@ def bench_click_corpus(quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
+def bench_label_vs_click(quick: bool) -> List[Dict[str, Any]]:
+    """The same vertebra placed from its segmentation label and from a click at the label's centre:
+    each ROI type's mean HU from the two, relative difference (target within 1 %)."""
+    import placement_corpus as pc
+    from OsteoROILib.placement.labels import place_from_labels
+
+    rows = []
+    for case in pc.real_cases():
+        if case.partial or (quick and case.level not in ("L1", "L3")):
+            continue
+        labels = case.body.astype(np.int16)
+        placements, _ = place_from_labels(case.volume, labels, {case.level: 1})
+        by_label = measure_levels(case.volume, None, placements=placements)
+        click = case.centre_and_height()[0]
+        by_click = measure_levels(case.volume, {case.level: click})
+        lab = {r["shape"]: r["mean_hu"] for r in by_label["rows"]}
+        clk = {r["shape"]: r["mean_hu"] for r in by_click["rows"]}
+        diff = {k: abs(clk[k] - lab[k]) / abs(lab[k]) * 100 for k in lab}
+        worst = max(diff.values())
+        key = "".join(ch if ch.isalnum() else "_" for ch in f"{case.ct}_{case.level}").strip("_")
+        rows.append(bc.make_row(
+            f"label_vs_click_{key}", f"label vs click: {case.ct} {case.level}", worst, "% |click − label| (worst type)",
+            target="< 1 %", met=bool(worst < 1.0),
+            notes=", ".join(f"{k} {lab[k]:.1f}/{clk[k]:.1f} HU ({diff[k]:.2f}%)" for k in lab)
+                  + f"; slices label {by_label['levels'][case.level]['slice_index']} / click "
+                    f"{by_click['levels'][case.level]['slice_index']}",
+            percent_difference=diff))
+    return rows
+
+
+def corpus_table(rows: List[Dict[str, Any]]) -> str:
+    """The per-CT table of the click corpus (one line per CT and level) as text."""
+    lines = [f"{'CT':<46} {'lvl':<4} {'oval':>6} {'round':>6} {'front':>6} {'left':>6} {'right':>6} "
+             f"{'AP°':>5} {'ctx':>4} {'ref':>5} {'ms':>5} met"]
+    for r in rows:
+        if not r["key"].startswith("click_corpus_") or r.get("cv_percent") is None:
+            continue
+        cv = r["cv_percent"]
+        cells = " ".join(f"{cv[k]:6.2f}" if k in cv else f"{'—':>6}" for k in ("oval", "round", "front", "left", "right"))
+        ap = r.get("ap_error_max_deg")
+        ms = r.get("ms_per_click")
+        lines.append(f"{r['ct'][:46]:<46} {r['level']:<4} {cells} {'—' if ap is None else f'{ap:5.1f}':>5} "
+                     f"{r.get('non_trabecular_voxels_max') or 0:>4} {r['refused']:>2}/{r['clicks']:<2} "
+                     f"{'—' if ms is None else f'{ms:5.0f}':>5} {r['met']}")
+    return "\n".join(lines)
+
+
 def bench_speed(quick: bool) -> List[Dict[str, Any]]:
     import SimpleITK as sitk
 
@@ -328,7 +375,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
 
 def run(quick: bool = False) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
-    for fn in (bench_accuracy, bench_precision, bench_click_corpus, bench_speed, bench_peer):
+    for fn in (bench_accuracy, bench_precision, bench_click_corpus, bench_label_vs_click, bench_speed, bench_peer):
         t0 = time.perf_counter()
         try:
             rows += fn(quick)
@@ -355,8 +402,12 @@ def main(argv=None) -> int:
         print(f"{r['name'][:58]:<58} {fig:>12} {r['unit'][:28]:<28} {base:>10} {ratio:>8} {r['met']}")
         if r["notes"]:
             print(f"    {r['notes']}")
+    table = corpus_table(rows)
+    print("\nclick corpus: CV % of each ROI type's mean HU, AP-axis error, non-trabecular voxels (ctx), refused")
+    print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    doc = {"schema": "osteoroi-benchmarks/1", "benchmark": "placement", "quick": args.quick, "rows": rows}
+    doc = {"schema": "osteoroi-benchmarks/1", "benchmark": "placement", "quick": args.quick, "rows": rows,
+           "click_corpus_table": table.splitlines()}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
     print(f"wrote {args.out}")
