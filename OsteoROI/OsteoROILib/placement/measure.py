@@ -228,6 +228,9 @@ def _level_entry(volume: Volume, point: np.ndarray, outline: BodyOutline, source
     }
     if placed is not None:
         entry["auto"] = placed.to_dict()
+    if outline.inner_contour is not None:
+        # the trabecular boundary (s anterior, t left, mm from the outline's centre) for the level's pictures
+        entry["trabecular_outline_st_mm"] = [[round(float(a), 2), round(float(b), 2)] for a, b in outline.inner_contour]
     return entry
 
 
