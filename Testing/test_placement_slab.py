@@ -96,3 +96,22 @@ def test_conservative_shrink_has_no_step_at_the_quality_cut_off():
     assert conservative_scale(0.0) == pytest.approx(FALLBACK_SCALE)
     # the case: a score of 0.49 against 0.50 changes the ROIs by ~1 %, not 20 %
     assert conservative_scale(LOW_QUALITY - 0.01) > 0.98
+
+
+def test_command_line_takes_the_qct_slab(phantom, tmp_path, capsys):
+    import json
+
+    from OsteoROILib import cli
+    from OsteoROILib.io.image_files import write_volume
+
+    volume, truth = phantom
+    path = str(tmp_path / "ct.nrrd")
+    write_volume(volume, path)
+    p = truth.level("L2").center_ras
+    out = tmp_path / "m.json"
+    code = cli.main(["measure", path, "--point", f"L2={p[0]},{p[1]},{p[2]}", "--slab-mm", "qct", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["slab_mm"] for r in rows} == {QCT_SLAB_MM}
+    assert cli.main(["measure", path, "--point", f"L2={p[0]},{p[1]},{p[2]}", "--slab-mm", "thick"]) != 0
+    assert "qct" in capsys.readouterr().err

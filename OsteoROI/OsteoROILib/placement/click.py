@@ -351,16 +351,18 @@ def _is_disc(box: Box, intervals: List[PlateInterval], i: int, xy, wall, m: np.n
     if iv.lo is None or iv.hi is None:
         return False
     mid = 0.5 * (iv.lo + iv.hi)
-    if _find_ring(box, int(np.clip(np.floor(mid + 0.5), 0, box.ns - 1)), xy)[0] is not None:
-        return False
+    s_mid = int(np.clip(np.floor(mid + 0.5), 0, box.ns - 1))
     w_lo, w_hi = wall[0], wall[1]
     walled = (w_lo is not None or w_hi is not None) and (w_lo is None or w_lo <= mid) and (w_hi is None or mid <= w_hi)
-    if not walled:
-        return True
-    here = _interior_hu(m, iv)
-    around = [_interior_hu(m, intervals[j]) for j in (i - 1, i + 1) if 0 <= j < len(intervals)]
-    return here is not None and len(around) == 2 and None not in around and \
-        all(here <= x - DISC_DARKER_HU for x in around)
+    if walled:
+        here = _interior_hu(m, iv)
+        around = [_interior_hu(m, intervals[j]) for j in (i - 1, i + 1) if 0 <= j < len(intervals)]
+        darker = here is not None and len(around) == 2 and None not in around and \
+            all(here <= x - DISC_DARKER_HU for x in around)
+        if not darker:
+            return False
+    # the body ring test last (it costs a contour fit): a ring on the middle slice makes it a body
+    return _find_ring(box, s_mid, xy)[0] is None
 
 
 def _neighbour_body(box: Box, intervals: List[PlateInterval], i: int, contour: Contour, wall, m: np.ndarray
