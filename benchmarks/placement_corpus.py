@@ -10,7 +10,8 @@ Real CTs are read from ``../shared/data`` (never copied into the project) and le
 The synthetic family spans the cases the issue lists that the phantom can build: slice thickness
 0.6–5 mm, mid-height on and between slices, osteoporotic with low cortical contrast, a
 contrast-enhanced aorta against the body, axial rotation up to 30°, sagittal tilt ±20°, a wedge
-fracture, osteophytes and a bone island. Scoliosis and beam-hardening streaks are not built yet.
+fracture, osteophytes, a bone island, a scoliotic (coronally tilted) column and beam-hardening streaks
+through the bodies (an image artefact: the noise-free model, the voxel oracle, does not hold them).
 """
 from __future__ import annotations
 
@@ -145,6 +146,9 @@ def _family(quick: bool) -> Dict[str, dict]:
             {"level": "L2", "angle_deg": 0.0, "length_mm": 8.0, "width_mm": 12.0},
             {"level": "L3", "angle_deg": 90.0, "length_mm": 6.0, "width_mm": 12.0}]},
         "bone island (L3, 4 mm)": {"bone_islands": [{"level": "L3", "offset_mm": (6.0, 0.0, 4.0), "radius_mm": 4.0}]},
+        "scoliotic (coronal tilt 15°)": {"spine_tilt_deg": (0.0, 15.0)},
+        "beam-hardening streaks through the bodies": {"streaks": [
+            {"angle_deg": 20.0, "hu": -60.0, "width_mm": 3.0}, {"angle_deg": 105.0, "hu": -40.0, "width_mm": 4.0}]},
     }
     if quick:
         fam = {k: fam[k] for k in list(fam)[:2]}
