@@ -192,6 +192,9 @@ def _click_stats(case, clicks):
         slices.append(entry["slice_index"])
         n_bad = 0
         for row in res["rows"]:
+            if row["mean_hu"] is None:  # an ROI without voxels: reported as a refusal of that click
+                refused += 1
+                continue
             means.setdefault(row["shape"], []).append(row["mean_hu"])
             r = row["roi"]
             shape = RoiShape(r["kind"], r["center_ras"], r["axis_u_ras"], r["axis_v_ras"], r["half_u_mm"],

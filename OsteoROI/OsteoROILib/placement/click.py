@@ -323,6 +323,10 @@ def _find_endplates(box: Box, contour: Contour, prefix: str, snapped: bool, warn
         alt = _neighbour_body(box, intervals, intervals.index(chosen), contour, wall, m)
         if alt is not None:
             chosen, moved = alt, True
+    elif not moved and chosen is not None:
+        alt = _clearer_neighbour(box, intervals, intervals.index(chosen), contour, m)
+        if alt is not None:
+            chosen, moved = alt, True
     if moved and not snapped:
         warnings.append(f"{prefix}the point lies in an intervertebral disc; snapped to the nearest body.")
         snapped = True
@@ -339,7 +343,10 @@ def _interior_hu(m: np.ndarray, iv: PlateInterval) -> Optional[float]:
     if iv.lo is None or iv.hi is None:
         return None
     a, b = int(np.floor(iv.lo)) + 2, int(np.ceil(iv.hi)) - 1
-    return float(np.median(m[a:b])) if b > a else None
+    if b <= a:  # thick slices: the interval's middle slice
+        a = int(np.clip(np.floor(0.5 * (iv.lo + iv.hi) + 0.5), 0, m.size - 1))
+        b = a + 1
+    return float(np.median(m[a:b]))
 
 
 def _is_disc(box: Box, intervals: List[PlateInterval], i: int, xy, wall, m: np.ndarray) -> bool:
@@ -363,6 +370,44 @@ def _is_disc(box: Box, intervals: List[PlateInterval], i: int, xy, wall, m: np.n
             return False
     # the body ring test last (it costs a contour fit): a ring on the middle slice makes it a body
     return _find_ring(box, s_mid, xy)[0] is None
+
+
+#: At thick slices a disc's middle slice still shows a ring (the endplates' partial volume): a
+#: neighbouring interval whose middle-slice ring has a cortical shell on this much larger a share of the
+#: rays, while the chosen one is disc-dark next to it, is the body.
+CLEARER_SHELL_FRACTION = 0.15
+
+
+def _clearer_neighbour(box: Box, intervals: List[PlateInterval], i: int, contour: Contour, m: np.ndarray
+                       ) -> Optional[PlateInterval]:
+    """A neighbouring interval of a body's height that is the body the chosen interval ``i`` is a disc
+    next to: the chosen one's central HU is ``DISC_DARKER_HU`` below it, and its middle slice's ring has
+    a clearer cortical shell (``CLEARER_SHELL_FRACTION``); the one with the clearest shell, or None."""
+    here = _interior_hu(m, intervals[i])
+    if here is None:
+        return None
+    mine = None
+    best, best_f = None, -1.0
+    for j in (i - 1, i + 1):
+        if not 0 <= j < len(intervals):
+            continue
+        iv = intervals[j]
+        there = _interior_hu(m, iv)
+        if not _plausible_height(box, iv.lo, iv.hi) or there is None or here > there - DISC_DARKER_HU:
+            continue
+        if mine is None:
+            mine = _mid_shell_fraction(box, intervals[i], contour.center_xy)
+        f = _mid_shell_fraction(box, iv, contour.center_xy)
+        if f >= mine + CLEARER_SHELL_FRACTION and f > best_f:
+            best, best_f = iv, f
+    return best
+
+
+def _mid_shell_fraction(box: Box, iv: PlateInterval, xy) -> float:
+    """The share of rays with a cortical shell on the interval's middle slice (0 without a ring)."""
+    s_mid = int(np.clip(np.floor(0.5 * (iv.lo + iv.hi) + 0.5), 0, box.ns - 1))
+    ring, _ = _find_ring(box, s_mid, xy)
+    return 0.0 if ring is None else ring.shell_fraction
 
 
 def _neighbour_body(box: Box, intervals: List[PlateInterval], i: int, contour: Contour, wall, m: np.ndarray
