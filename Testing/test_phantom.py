@@ -574,3 +574,23 @@ def test_spine_tilt_option_rotates_the_column_and_its_truth():
     assert np.allclose(ijk, np.round(ijk), atol=1e-6)
     with pytest.raises(InputError):
         make_phantom(spine_tilt_deg=(50.0, 0.0))
+
+
+def test_beam_hardening_streak_is_a_gaussian_band_of_the_given_fwhm():
+    """A streak (``streaks`` option) adds ``hu`` on its centre line and half of it at half its width
+    (FWHM) from the line, in every axial plane, and leaves the truth alone."""
+    from OsteoROILib.digital_phantom import make_phantom as make
+
+    opts = {"extent_ras": ((-60.0, 60.0), (-80.0, 60.0), (-20.0, 20.0)), "context_vertebrae": False}
+    plain, truth = make(**opts)
+    band = {"angle_deg": 30.0, "hu": -100.0, "width_mm": 4.0, "through_ras": (5.0, -10.0)}
+    streaked, truth2 = make(**opts, streaks=[band])
+    diff = streaked.array.astype(float) - plain.array.astype(float)
+    kji = np.argwhere(np.ones(plain.array.shape, dtype=bool))
+    ras = plain.ijk_to_ras_points(kji[:, ::-1].astype(float))
+    a = np.radians(30.0)
+    # distance from the line through (5, -10) along (cos a, sin a), by the cross product
+    d = np.abs((ras[:, 0] - 5.0) * np.sin(a) - (ras[:, 1] + 10.0) * np.cos(a))
+    expected = -100.0 * 0.5 ** ((d / 2.0) ** 2)  # half the value at half the FWHM (2 mm)
+    np.testing.assert_allclose(diff.ravel(), expected, atol=1e-3)
+    assert truth2.level("L1").trabecular_hu == truth.level("L1").trabecular_hu

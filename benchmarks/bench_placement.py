@@ -168,6 +168,136 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
+def _click_stats(case, clicks):
+    """Per click: the ROI means by shape, the AP-axis error (degrees) against the reference, the
+    non-trabecular voxels in the ROIs, the chosen slice and the time; refused clicks counted."""
+    from OsteoROILib.errors import PlacementError
+
+    ref = case.reference_ap_axis()
+    means: Dict[str, List[float]] = {}
+    ap_err, bad, slices, times, refused = [], [], [], [], 0
+    for p in clicks:
+        t0 = time.perf_counter()
+        try:
+            res = measure_levels(case.volume, {case.level: p})
+        except PlacementError:
+            refused += 1
+            continue
+        times.append(time.perf_counter() - t0)
+        entry = res["levels"][case.level]
+        a = np.asarray(entry["outline"]["ap_axis_ras"], dtype=float)
+        nrm = case.volume.slice_normal_ras()
+        a = a - nrm * (a @ nrm)
+        ap_err.append(float(np.degrees(np.arccos(np.clip(abs(a @ ref) / np.linalg.norm(a), -1, 1)))))
+        slices.append(entry["slice_index"])
+        n_bad = 0
+        for row in res["rows"]:
+            if row["mean_hu"] is None:  # an ROI without voxels: reported as a refusal of that click
+                refused += 1
+                continue
+            means.setdefault(row["shape"], []).append(row["mean_hu"])
+            r = row["roi"]
+            shape = RoiShape(r["kind"], r["center_ras"], r["axis_u_ras"], r["axis_v_ras"], r["half_u_mm"],
+                             r["half_v_mm"], r["slab_mm"])
+            n_bad += case.non_trabecular_voxels(roi_voxels(shape, case.volume.ijk_to_ras, case.volume.dimensions))
+        bad.append(n_bad)
+    return means, ap_err, bad, slices, times, refused
+
+
+def _corpus_row(case, clicks) -> Dict[str, Any]:
+    means, ap_err, bad, slices, times, refused = _click_stats(case, clicks)
+    cv = {k: float(np.std(v, ddof=1) / abs(np.mean(v)) * 100) if len(v) > 1 else 0.0 for k, v in means.items()}
+    spread = {k: float(np.ptp(v)) for k, v in means.items()}
+    worst = max(cv.values()) if cv else float("nan")
+    synthetic = case.truth is not None
+    met = bool(cv and worst < 1.0 and refused == 0)
+    if case.partial:  # a vertebra cut by the image: refusing every click is right too
+        met = met or refused == len(clicks)
+    if synthetic:
+        met = met and max(ap_err) < 3.0 and max(bad) == 0
+    key = "".join(ch if ch.isalnum() else "_" for ch in f"{case.ct}_{case.level}").strip("_")
+    return bc.make_row(
+        f"click_corpus_{key}", f"click corpus: {case.ct} {case.level}" + (" (partial: cut by the crop)"
+                                                                          if case.partial else ""),
+        worst, "% CV (worst ROI type)",
+        target="CV < 1 % every ROI type, no refusal; synthetic also AP error < 3°, 0 non-trabecular voxels",
+        met=met,
+        notes=("CV " + ", ".join(f"{k} {v:.2f}%" for k, v in cv.items())
+               + "; max−min " + ", ".join(f"{k} {v:.1f}" for k, v in spread.items())
+               + f" HU; AP error max {max(ap_err, default=float('nan')):.1f}° ("
+               + ("truth" if synthetic else "label principal axes")
+               + f"); non-trabecular voxels max {max(bad, default=0)} ("
+               + ("noise-free model" if synthetic else "outside the label")
+               + f"); slices {sorted(set(slices))}; refused {refused}/{len(clicks)}; "
+               f"{np.median(times) * 1000 if times else float('nan'):.0f} ms/click"),
+        ct=case.ct, level=case.level, partial=case.partial, cv_percent=cv, max_minus_min_hu=spread,
+        ap_error_max_deg=max(ap_err, default=None), non_trabecular_voxels_max=max(bad, default=None),
+        slices=sorted(set(slices)), refused=refused, clicks=len(clicks),
+        ms_per_click=float(np.median(times) * 1000) if times else None)
+
+
+def bench_click_corpus(quick: bool) -> List[Dict[str, Any]]:
+    """Per CT and level: ≥ 20 clicks jittered ±3 mm in-plane and anywhere in the middle 60 % of the
+    body's height (``placement_corpus``); CV and max − min of each ROI type's mean HU, AP-axis error,
+    non-trabecular voxels in the ROIs, refusals and time per click."""
+    import placement_corpus as pc
+
+    n = 8 if quick else 20
+    rows = []
+    for i, case in enumerate(list(pc.real_cases()) + list(pc.synthetic_cases(quick))):
+        if quick and case.level not in ("L1", "L3"):
+            continue
+        rows.append(_corpus_row(case, case.clicks(n, seed=100 + i)))
+    return rows
+
+
+def bench_label_vs_click(quick: bool) -> List[Dict[str, Any]]:
+    """The same vertebra placed from its segmentation label and from a click at the label's centre:
+    each ROI type's mean HU from the two, relative difference (target within 1 %)."""
+    import placement_corpus as pc
+    from OsteoROILib.placement.labels import place_from_labels
+
+    rows = []
+    for case in pc.real_cases():
+        if case.partial or (quick and case.level not in ("L1", "L3")):
+            continue
+        labels = case.body.astype(np.int16)
+        placements, _ = place_from_labels(case.volume, labels, {case.level: 1})
+        by_label = measure_levels(case.volume, None, placements=placements)
+        click = case.centre_and_height()[0]
+        by_click = measure_levels(case.volume, {case.level: click})
+        lab = {r["shape"]: r["mean_hu"] for r in by_label["rows"]}
+        clk = {r["shape"]: r["mean_hu"] for r in by_click["rows"]}
+        diff = {k: abs(clk[k] - lab[k]) / abs(lab[k]) * 100 for k in lab}
+        worst = max(diff.values())
+        key = "".join(ch if ch.isalnum() else "_" for ch in f"{case.ct}_{case.level}").strip("_")
+        rows.append(bc.make_row(
+            f"label_vs_click_{key}", f"label vs click: {case.ct} {case.level}", worst, "% |click − label| (worst type)",
+            target="< 1 %", met=bool(worst < 1.0),
+            notes=", ".join(f"{k} {lab[k]:.1f}/{clk[k]:.1f} HU ({diff[k]:.2f}%)" for k in lab)
+                  + f"; slices label {by_label['levels'][case.level]['slice_index']} / click "
+                    f"{by_click['levels'][case.level]['slice_index']}",
+            percent_difference=diff))
+    return rows
+
+
+def corpus_table(rows: List[Dict[str, Any]]) -> str:
+    """The per-CT table of the click corpus (one line per CT and level) as text."""
+    lines = [f"{'CT':<46} {'lvl':<4} {'oval':>6} {'round':>6} {'front':>6} {'left':>6} {'right':>6} "
+             f"{'AP°':>5} {'ctx':>4} {'ref':>5} {'ms':>5} met"]
+    for r in rows:
+        if not r["key"].startswith("click_corpus_") or r.get("cv_percent") is None:
+            continue
+        cv = r["cv_percent"]
+        cells = " ".join(f"{cv[k]:6.2f}" if k in cv else f"{'—':>6}" for k in ("oval", "round", "front", "left", "right"))
+        ap = r.get("ap_error_max_deg")
+        ms = r.get("ms_per_click")
+        lines.append(f"{r['ct'][:46]:<46} {r['level']:<4} {cells} {'—' if ap is None else f'{ap:5.1f}':>5} "
+                     f"{r.get('non_trabecular_voxels_max') or 0:>4} {r['refused']:>2}/{r['clicks']:<2} "
+                     f"{'—' if ms is None else f'{ms:5.0f}':>5} {r['met']}")
+    return "\n".join(lines)
+
+
 def bench_speed(quick: bool) -> List[Dict[str, Any]]:
     import SimpleITK as sitk
 
@@ -248,7 +378,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
 
 def run(quick: bool = False) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
-    for fn in (bench_accuracy, bench_precision, bench_speed, bench_peer):
+    for fn in (bench_accuracy, bench_precision, bench_click_corpus, bench_label_vs_click, bench_speed, bench_peer):
         t0 = time.perf_counter()
         try:
             rows += fn(quick)
@@ -275,8 +405,12 @@ def main(argv=None) -> int:
         print(f"{r['name'][:58]:<58} {fig:>12} {r['unit'][:28]:<28} {base:>10} {ratio:>8} {r['met']}")
         if r["notes"]:
             print(f"    {r['notes']}")
+    table = corpus_table(rows)
+    print("\nclick corpus: CV % of each ROI type's mean HU, AP-axis error, non-trabecular voxels (ctx), refused")
+    print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    doc = {"schema": "osteoroi-benchmarks/1", "benchmark": "placement", "quick": args.quick, "rows": rows}
+    doc = {"schema": "osteoroi-benchmarks/1", "benchmark": "placement", "quick": args.quick, "rows": rows,
+           "click_corpus_table": table.splitlines()}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
     print(f"wrote {args.out}")

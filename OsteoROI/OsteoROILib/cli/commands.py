@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--points", metavar="FILE.mrk.json", help="Slicer point list with control points labelled L1...L4")
     m.add_argument("--shapes", default=",".join(SHAPE_NAMES),
                    help=f"comma-separated ROI shapes (default: all: {','.join(SHAPE_NAMES)})")
-    m.add_argument("--slab-mm", type=float, default=None, help="ROI slab thickness in mm (default: one slice)")
+    m.add_argument("--slab-mm", default=None,
+                   help="ROI slab thickness in mm, or qct (10 mm centred at mid-height, clear of the endplates); "
+                        "default: one slice")
     m.add_argument("--json", help="write the result document (JSON) here")
     m.add_argument("--csv", help="write the table (CSV) here")
     m.add_argument("--force", action="store_true",

@@ -109,7 +109,13 @@ class PhantomSpec:
         discs, canal, posterior elements) is rotated about the point (``spine_center_ras``, S = 0),
         first about R (sagittal tilt, a positive angle turns the column's top towards anterior),
         then about A; the truth's centres and axes (``normal_ras`` = the vertebra's own axis)
-        follow it. The soft tissue, aorta and calibration phantom do not move.
+        follow it. The soft tissue, aorta and calibration phantom do not move. A tilt about A
+        (coronal) bends the column sideways as a scoliotic segment does.
+        ``streaks`` — beam-hardening streaks, an image artefact (the truth's anatomy and
+        ``analytic_hu`` do not have them): a sequence of dicts, each a straight band across every
+        axial plane, ``angle_deg`` (its direction: 0 = along R, 90 = along A), ``hu`` (its HU
+        offset on the band's centre line, default −60: a dark streak), ``width_mm`` (its full width at
+        half maximum, 3) and ``through_ras`` ((x, y) on its centre line, default the spine's centre).
 
     Body and tissues
         ``body_semi_axes_mm`` — (lateral, AP) semi-axes of the skin contour (150, 110);
@@ -203,6 +209,7 @@ class PhantomSpec:
     osteophytes: Sequence[Dict[str, Any]] = ()
     bone_islands: Sequence[Dict[str, Any]] = ()
     spine_tilt_deg: Sequence[float] = (0.0, 0.0)
+    streaks: Sequence[Dict[str, Any]] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         d = jsonable(asdict(self))
@@ -214,7 +221,7 @@ class PhantomSpec:
         return d
 
 
-_HARD_CASE_DEFAULTS: Dict[str, Any] = {"wedge_mm": 0.0, "osteophytes": [], "bone_islands": [],
+_HARD_CASE_DEFAULTS: Dict[str, Any] = {"wedge_mm": 0.0, "osteophytes": [], "bone_islands": [], "streaks": [],
                                        "spine_tilt_deg": [0.0, 0.0]}
 
 

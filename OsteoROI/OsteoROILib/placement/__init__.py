@@ -50,8 +50,18 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
    a reason says so. AP depth, width and the demarcation line follow (``roi.family``).
 4. **Fit quality** in [0, 1] (the weakest of: fraction of rays with a clear shell, left–right
    symmetry about the AP axis, endplates found, plausible size) with reasons. Below
-   ``LOW_QUALITY`` the trabecular region is shrunk towards its centre (``FALLBACK_SCALE``) — a
-   conservative ROI — and a warning asks the user to check it.
+   ``LOW_QUALITY`` the trabecular region is shrunk towards its centre, continuously down to
+   ``FALLBACK_SCALE`` (``landmarks.conservative_scale``: a score flickering about the cut-off moves
+   the ROIs by a hair, never by a step) — a conservative ROI — and a warning asks the user to check it.
+5. **The click only says which vertebra.** Steps 1–4 are made again from the body's own centre at
+   mid-height (``click.vertebra_seed``) until that seed repeats, so every click inside the same body
+   gives the same placement; the mid-vertebral slice is the one nearest mid-height (half way: the
+   higher index), and the row says which (``mid_slice_rule``). **A disc is never a body**: an
+   interval between endplates with no body ring on its middle slice, beyond the body's wall run or
+   disc-dark next to brighter bone, is a disc and the click moves to the neighbouring body.
+
+**Option: a QCT-style slab** (``measure_levels(slab_mm="qct")``, ``slab``): the ROIs extruded over
+~10 mm centred at mid-height, thinned to stay clear of the endplates; every row records its slab.
 
 **Option: the vertebra's own plane** (``to_vertebra_plane``, ``measure_levels(plane="vertebra")``,
 ``osteoroi measure --plane vertebra``): the body's axis is the line through the centroids of its

@@ -2,8 +2,8 @@
 on the mid-vertebral slice, or the reasons why the point is not inside a vertebral body."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -12,8 +12,8 @@ from ..io.volume import Volume
 from ..roi.geometry import in_plane_frame
 from .contour import distance_outside, fit_body, fit_centred, fit_contour
 from .endplates import PROFILE_TRIM, PlateInterval, central_profile, plate_intervals, wall_run
-from .landmarks import (FALLBACK_SCALE, LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_HEIGHT_MM, PLANE_AXIAL,
-                        Canal, Contour, Placement)
+from .landmarks import (LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_HEIGHT_MM, PLANE_AXIAL,
+                        Canal, Contour, Placement, conservative_scale)
 from .outline_fit import outline_from_contour, outline_quality
 from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, Box, fast_median, smooth_circular
 
@@ -23,6 +23,9 @@ SNAP_MM = 6.0
 #: (mm) away: half of a thick lumbar disc plus an endplate. Further away, a slice at the next disc
 #: level can offer the ring around the spinal canal, which no body lies in front of there.
 SNAP_AXIAL_MM = 12.0
+#: A lumbar body's height (mm) used to estimate mid-height from one endplate (adult L1–L4 bodies are
+#: ~25 mm high; QCT_BRIEF §7's peer report gives 22–24 mm middle heights on the real 3 mm CT).
+TYPICAL_BODY_HEIGHT_MM = 25.0
 #: The canal check probes this far (mm) in front of a candidate ring's anterior edge.
 CANAL_PROBE_MM = 12.0
 
@@ -112,39 +115,141 @@ def _not_in_a_body(prefix: str, point: np.ndarray, why: str,
 
 
 def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = "") -> Placement:
-    """Find the vertebral body around a click and its outline on the mid-vertebral slice: find the
-    body's ring near the click, find its endplates, fit the outline on the mid slice, score it
-    (see the method overview in ``OsteoROILib.placement``).
+    """Find the vertebral body around a click and its outline on the mid-vertebral slice (see the
+    method overview in ``OsteoROILib.placement``).
+
+    The click only says which vertebra: the placement is first made from the click, then made
+    again from the body's own centre at mid-height (``vertebra_seed``: the outline's centre on the
+    mid slice, on the image's voxel lattice) until that seed repeats, so that every click inside
+    the same body ends at the same seed, hence at the same placement. A cycle between seeds
+    (mid-height between two slices, decided differently from the two) is broken by a rule that
+    does not depend on where the cycle was entered (``_settled``). What the click itself showed
+    (snapped from outside the body, from a disc) stays in the warnings.
 
     Raises ``PlacementError`` (with the reasons) when no vertebral body is found around the
     point — a point in muscle, fat, the spinal canal — so that the caller can refuse or force.
     """
-    prefix = f"{level}: " if level else ""
     point = np.asarray(point_ras, dtype=float).reshape(3)
+    first, refusal = _place_once(volume, point, level, defer_refusal=True)
+    seen: Dict[Tuple[int, int, int], Placement] = {}
+    seed = vertebra_seed(volume, first)
+    current = first
+    for _ in range(MAX_SEED_PASSES):
+        if seed in seen:
+            current = _settled(seen, seed)
+            break
+        try:
+            current, _ = _place_once(volume, volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], level)
+        except PlacementError:
+            if refusal is not None or current.fit_quality < LOW_QUALITY:
+                # neither the click's ring nor the body's own centre gives a good body: refuse
+                raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the bone around it fits "
+                                                f"poorly ({'; '.join(current.reasons)}) and the placement cannot "
+                                                "be repeated from its centre.") from None
+            # the body's own centre is refused where the click was not (a body at the image's edge):
+            # keep the placement made from the click, and say that it depends on the click
+            current = first
+            current.warnings.append(f"{level + ': ' if level else ''}the placement could not be repeated from the "
+                                    "body's own centre; it may depend on where you clicked.")
+            break
+        seen[seed] = current
+        seed = vertebra_seed(volume, current)
+    if refusal is not None and current.fit_quality < LOW_QUALITY:
+        raise refusal  # neither the click's ring nor the body's own centre fits well
+    if (refusal is not None or first.snapped) and not _near_body(volume, current, point):
+        # the click was moved to a body that does not hold it (e.g. a click in the spinal canal at a
+        # disc level, moved across the cortex and then along the spine)
+        raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the nearest vertebral body lies "
+                                        "beyond the snapping distance from it.")
+    click_notes = [w for w in first.warnings if w not in current.warnings and "snapped" in w]
+    result = replace(current, point_ras=point, snapped=first.snapped, warnings=click_notes + list(current.warnings))
+    result.seed_ijk = seed
+    return result
+
+
+#: Passes from the body's own centre before a placement is taken as settled (two suffice in
+#: practice: the second repeats the first's seed).
+MAX_SEED_PASSES = 4
+
+
+def vertebra_seed(volume: Volume, placement: Placement) -> Tuple[int, int, int]:
+    """The voxel (IJK, rounded) at the centre of the placement's outline on its mid slice: where
+    the placement is made again from (the body's own centre, not the click)."""
+    ijk = volume.ras_to_ijk_points(np.asarray(placement.outline.center, dtype=float))[0]
+    ijk[volume.slice_axis()] = placement.slice_index
+    return tuple(int(x) for x in np.floor(ijk + 0.5))
+
+
+def _settled(seen: Dict[Tuple[int, int, int], Placement], seed: Tuple[int, int, int]) -> Placement:
+    """The placement a cycle of seeds settles on: the pass whose mid-height lies nearest its own
+    slice (then the lowest seed), the same whichever seed the cycle was entered from."""
+    keys = list(seen)
+    cycle = keys[keys.index(seed):]
+    return seen[min(cycle, key=lambda k: (round(abs(seen[k].mid_offset_slices), 6), k))]
+
+
+def _near_body(volume: Volume, placement: Placement, point: np.ndarray) -> bool:
+    """Whether ``point`` lies within ``SNAP_MM`` of the placed body's outer outline in-plane and
+    within ``SNAP_AXIAL_MM`` of its endplates along the slice normal (a click that the body may
+    be snapped to)."""
+    o = placement.outline
+    d = point - np.asarray(o.center, dtype=float)
+    sup, inf = placement.endplates_s
+    h = float(point @ np.asarray(o.normal, dtype=float))
+    if sup is not None and not inf - SNAP_AXIAL_MM <= h <= sup + SNAP_AXIAL_MM:
+        return False
+    st = np.array([d @ np.asarray(o.ap_axis), d @ np.asarray(o.left_axis)])
+    r = float(np.hypot(*st))
+    if o.inner_contour is None or r < 1e-9:
+        return True
+    poly = o.inner_contour
+    ang = np.arctan2(poly[:, 1], poly[:, 0])
+    order = np.argsort(ang)
+    rad = np.hypot(poly[:, 0], poly[:, 1])[order]
+    edge = float(np.interp(np.arctan2(st[1], st[0]), ang[order], rad, period=2 * np.pi))
+    return r <= edge + o.cortical_mm + SNAP_MM
+
+
+def _place_once(volume: Volume, point: np.ndarray, level: str, defer_refusal: bool = False
+                ) -> Tuple[Placement, Optional[PlacementError]]:
+    """One pass of the placement from ``point``: find the body's ring near the point, find its
+    endplates, fit the outline on the mid slice, score it. With ``defer_refusal`` a poorly fitting
+    ring is returned with its refusal (for the caller to raise unless the body's own centre fits
+    well) instead of raised."""
+    prefix = f"{level}: " if level else ""
     box = Box(volume, point, CROP_HALF_INPLANE_MM, CROP_HALF_AXIAL_MM)
     pxys = box.to_box(point)[0]
     s_click = int(np.clip(round(pxys[2]), 0, box.ns - 1))
     warnings: List[str] = []
     contour, snapped, axial_mm = _find_body(box, s_click, pxys[:2], prefix, point, warnings)
     plates, snapped = _find_endplates(box, contour, prefix, snapped, warnings)
-    s_fit = int(np.clip(round(plates.s_mid), 0, box.ns - 1))
+    s_fit = int(np.clip(np.floor(plates.s_mid + 0.5), 0, box.ns - 1))
     final, canal, plates_reason = _fit_mid_slice(box, contour, s_fit, plates)
     outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
     quality, q_reasons = outline_quality(final, metrics, plates.quality, plates_reason, outline.depth_mm,
                                          outline.width_mm)
-    _refuse_a_poor_ring(box, contour, quality, q_reasons, snapped, axial_mm, prefix, point)
-    fallback = quality < LOW_QUALITY
+    refusal = None
+    try:
+        _refuse_a_poor_ring(box, contour, quality, q_reasons, snapped, axial_mm, prefix, point)
+    except PlacementError as exc:
+        if not defer_refusal:
+            raise
+        refusal = exc
+    scale = conservative_scale(quality)
+    fallback = scale < 1.0
     if fallback:
-        outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=FALLBACK_SCALE,
-                                                canal=canal)
+        outline, metrics = outline_from_contour(box, final, METHOD_CLICK + ", conservative", scale=scale, canal=canal)
         warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
-                        f"{FALLBACK_SCALE:.0%} of the trabecular region — check them.")
+                        f"{scale:.0%} of the trabecular region — check them.")
     elif q_reasons:
         warnings.append(f"{prefix}fit quality {quality:.2f}: {'; '.join(q_reasons)}.")
     outline.meta.update({"fit_quality": round(quality, 3)})
-    return Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
-                     fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
-                     endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback)
+    pl = Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
+                   fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
+                   endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback,
+                   roi_scale=scale)
+    pl.mid_offset_slices = float(plates.s_mid - s_fit)
+    return pl, refusal
 
 
 def _find_body(box: Box, s_click: int, xy, prefix: str, point: np.ndarray, warnings: List[str]
@@ -211,10 +316,109 @@ def _find_endplates(box: Box, contour: Contour, prefix: str, snapped: bool, warn
     m_trim = central_profile(box, contour.center_xy, radius, trim=PROFILE_TRIM)
     intervals = plate_intervals(box, m, m_trim, (wall[0], wall[1]))
     chosen, moved = _body_interval(box, contour.s, intervals)
+    if not moved and chosen is not None and _is_disc(box, intervals, intervals.index(chosen), contour.center_xy,
+                                                     wall, m):
+        # a disc is never a body: the click's ring was an endplate's rim or a bulging annulus; the
+        # body is the neighbouring interval that holds bone. Without one, the fit quality speaks.
+        alt = _neighbour_body(box, intervals, intervals.index(chosen), contour, wall, m)
+        if alt is not None:
+            chosen, moved = alt, True
+    elif not moved and chosen is not None:
+        alt = _clearer_neighbour(box, intervals, intervals.index(chosen), contour, m)
+        if alt is not None:
+            chosen, moved = alt, True
     if moved and not snapped:
         warnings.append(f"{prefix}the point lies in an intervertebral disc; snapped to the nearest body.")
         snapped = True
     return _mid_height(box, contour, chosen, wall, prefix, warnings), snapped
+
+
+#: An interval between endplates whose central HU (median, endplates left out) is at least this much
+#: below both neighbouring intervals' is disc-like (a disc next to brighter bone above and below).
+DISC_DARKER_HU = 20.0
+
+
+def _interior_hu(m: np.ndarray, iv: PlateInterval) -> Optional[float]:
+    """Median of the central profile strictly inside the interval, one slice clear of each endplate."""
+    if iv.lo is None or iv.hi is None:
+        return None
+    a, b = int(np.floor(iv.lo)) + 2, int(np.ceil(iv.hi)) - 1
+    if b <= a:  # thick slices: the interval's middle slice
+        a = int(np.clip(np.floor(0.5 * (iv.lo + iv.hi) + 0.5), 0, m.size - 1))
+        b = a + 1
+    return float(np.median(m[a:b]))
+
+
+def _is_disc(box: Box, intervals: List[PlateInterval], i: int, xy, wall, m: np.ndarray) -> bool:
+    """Whether interval ``i`` bounds a disc rather than a body: no body ring on its middle slice, and
+    either the body's wall run (from the click's ring) does not reach its middle or its central HU
+    is disc-like (``DISC_DARKER_HU`` below both neighbours). A weak mid-slice ring alone (the real
+    3 mm CT's L1) or a body darker than the discs beside it (the noisy TPTBox crop) is not enough."""
+    iv = intervals[i]
+    if iv.lo is None or iv.hi is None:
+        return False
+    mid = 0.5 * (iv.lo + iv.hi)
+    s_mid = int(np.clip(np.floor(mid + 0.5), 0, box.ns - 1))
+    w_lo, w_hi = wall[0], wall[1]
+    walled = (w_lo is not None or w_hi is not None) and (w_lo is None or w_lo <= mid) and (w_hi is None or mid <= w_hi)
+    if walled:
+        here = _interior_hu(m, iv)
+        around = [_interior_hu(m, intervals[j]) for j in (i - 1, i + 1) if 0 <= j < len(intervals)]
+        darker = here is not None and len(around) == 2 and None not in around and \
+            all(here <= x - DISC_DARKER_HU for x in around)
+        if not darker:
+            return False
+    # the body ring test last (it costs a contour fit): a ring on the middle slice makes it a body
+    return _find_ring(box, s_mid, xy)[0] is None
+
+
+#: At thick slices a disc's middle slice still shows a ring (the endplates' partial volume): a
+#: neighbouring interval whose middle-slice ring has a cortical shell on this much larger a share of the
+#: rays, while the chosen one is disc-dark next to it, is the body.
+CLEARER_SHELL_FRACTION = 0.15
+
+
+def _clearer_neighbour(box: Box, intervals: List[PlateInterval], i: int, contour: Contour, m: np.ndarray
+                       ) -> Optional[PlateInterval]:
+    """A neighbouring interval of a body's height that is the body the chosen interval ``i`` is a disc
+    next to: the chosen one's central HU is ``DISC_DARKER_HU`` below it, and its middle slice's ring has
+    a clearer cortical shell (``CLEARER_SHELL_FRACTION``); the one with the clearest shell, or None."""
+    here = _interior_hu(m, intervals[i])
+    if here is None:
+        return None
+    mine = None
+    best, best_f = None, -1.0
+    for j in (i - 1, i + 1):
+        if not 0 <= j < len(intervals):
+            continue
+        iv = intervals[j]
+        there = _interior_hu(m, iv)
+        if not _plausible_height(box, iv.lo, iv.hi) or there is None or here > there - DISC_DARKER_HU:
+            continue
+        if mine is None:
+            mine = _mid_shell_fraction(box, intervals[i], contour.center_xy)
+        f = _mid_shell_fraction(box, iv, contour.center_xy)
+        if f >= mine + CLEARER_SHELL_FRACTION and f > best_f:
+            best, best_f = iv, f
+    return best
+
+
+def _mid_shell_fraction(box: Box, iv: PlateInterval, xy) -> float:
+    """The share of rays with a cortical shell on the interval's middle slice (0 without a ring)."""
+    s_mid = int(np.clip(np.floor(0.5 * (iv.lo + iv.hi) + 0.5), 0, box.ns - 1))
+    ring, _ = _find_ring(box, s_mid, xy)
+    return 0.0 if ring is None else ring.shell_fraction
+
+
+def _neighbour_body(box: Box, intervals: List[PlateInterval], i: int, contour: Contour, wall, m: np.ndarray
+                    ) -> Optional[PlateInterval]:
+    """The interval above or below interval ``i`` of a body's height that is no disc, the one whose
+    middle is nearer the ring's slice; None when neither is."""
+    cands = [j for j in (i - 1, i + 1) if 0 <= j < len(intervals)
+             and _plausible_height(box, intervals[j].lo, intervals[j].hi)
+             and not _is_disc(box, intervals, j, contour.center_xy, wall, m)]
+    best = min(cands, key=lambda j: abs(0.5 * (intervals[j].lo + intervals[j].hi) - contour.s), default=None)
+    return None if best is None else intervals[best]
 
 
 def _plausible_height(box: Box, lo: Optional[float], hi: Optional[float]) -> bool:
@@ -257,17 +461,24 @@ def _mid_height(box: Box, contour: Contour, chosen: Optional[PlateInterval], wal
         ends = [float(box.to_ras([[contour.center_xy[0], contour.center_xy[1], q]])[0] @ box.normal)
                 for q in (lo_s, hi_s)]
         return _Endplates(0.5 * (lo_s + hi_s), max(ends), min(ends))
-    known = w_lo if w_lo is not None else w_hi
-    if known is None and chosen is not None:
-        known = chosen.lo if chosen.lo is not None else chosen.hi
+    # the one visible endplate: the central profile's peak first (it does not move with the ring's
+    # slice, as the wall run's end does), else the wall run's end; +1: the body lies above it in the box
+    if chosen is not None and (chosen.lo is not None) != (chosen.hi is not None):
+        known, direction = (chosen.lo, 1) if chosen.lo is not None else (chosen.hi, -1)
+    elif w_lo is not None or w_hi is not None:
+        known, direction = (w_lo, 1) if w_lo is not None else (w_hi, -1)
+    else:
+        known, direction = None, 1
     at_edge = w_lo_edge or w_hi_edge or (chosen is not None and (chosen.lo_edge or chosen.hi_edge))
     if known is not None and at_edge:
         reason = "the vertebra is partly outside the image: only one endplate is visible"
+        mid = known + direction * 0.5 * TYPICAL_BODY_HEIGHT_MM / box.ds
+        if not -0.5 <= mid <= box.ns - 0.5:
+            raise PlacementError(f"{prefix}{reason}, and its mid-height (estimated from a typical body height) lies "
+                                 "outside the image.", "Measure a vertebra that the image covers whole, or give a "
+                                 "CT that covers this one.")
         warnings.append(f"{prefix}{reason}; the mid-vertebral slice is estimated.")
-        typical = 0.5 * 25.0 / box.ds
-        below_known = w_lo is not None or (w_hi is None and chosen is not None and chosen.lo is not None)
-        direction = 1 if below_known else -1
-        return _Endplates(float(np.clip(known + direction * typical, 0, box.ns - 1)), quality=0.6, reason=reason)
+        return _Endplates(float(np.clip(mid, 0, box.ns - 1)), quality=0.6, reason=reason)
     reason = "the endplates were not found; the click's slice is used"
     warnings.append(f"{prefix}{reason}.")
     return _Endplates(float(contour.s), quality=0.4, reason=reason)

@@ -34,7 +34,7 @@ from .contour import fit_centred
 from .endplates import central_profile, plate_intervals
 from .level_checks import check_label_height, check_label_image
 from .landmarks import (FALLBACK_SCALE, LOW_QUALITY, METHOD_LABEL, MIN_BODY_HEIGHT_MM, PLANE_AXIAL, Canal, Contour,
-                        Placement)
+                        Placement, conservative_scale)
 from .outline_fit import outline_from_contour, outline_quality
 from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, MAX_RAY_MM, N_RAYS, RAY_STEP_MM, Box
 
@@ -179,13 +179,14 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
     q_reasons = reasons + [r for r in q_reasons if r not in reasons]
     if ring:
         quality = min(quality, LOW_QUALITY)
-    fallback = False
-    if quality < LOW_QUALITY or ring:
+    # no shell in the image: the label's boundary, shrunk fully (decided by the image, not a score)
+    scale = FALLBACK_SCALE if ring else conservative_scale(quality)
+    fallback = scale < 1.0
+    if fallback:
         outline, metrics = outline_from_contour(box, contour, METHOD_LABEL + ", conservative",
-                                                cortical_min_mm=2.0, scale=FALLBACK_SCALE, canal=canal)
-        fallback = True
+                                                cortical_min_mm=2.0, scale=scale, canal=canal)
         warnings.append(f"{prefix}low fit quality ({quality:.2f}: {'; '.join(q_reasons)}); the ROIs were shrunk to "
-                        f"{FALLBACK_SCALE:.0%} of the trabecular region — check them.")
+                        f"{scale:.0%} of the trabecular region — check them.")
     elif q_reasons:
         warnings.append(f"{prefix}fit quality {quality:.2f}: {'; '.join(q_reasons)}.")
     outline.meta.update({"fit_quality": round(quality, 3), "label": int(value)})
@@ -193,7 +194,7 @@ def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: st
             for q in (extent.lo - 0.5, extent.hi + 0.5)]
     return Placement(outline=outline, method=METHOD_LABEL, plane=PLANE_AXIAL, slice_index=mid,
                      fit_quality=quality, point_ras=seed, reasons=q_reasons, warnings=warnings,
-                     endplates_s=(max(ends), min(ends)), fallback=fallback)
+                     endplates_s=(max(ends), min(ends)), fallback=fallback, roi_scale=scale)
 
 
 @dataclass

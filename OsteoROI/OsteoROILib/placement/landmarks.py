@@ -38,11 +38,23 @@ POSTERIOR_CORNER_MM = 3.0
 #: Plausible distance between the endplates (mm); a shorter interval is a disc.
 MIN_BODY_HEIGHT_MM = 12.0
 MAX_BODY_HEIGHT_MM = 50.0
-#: Fit quality (0–1) below which the ROIs are shrunk towards their centre by FALLBACK_SCALE (a
-#: conservative ROI, with a warning); a quality part below REASON_QUALITY is reported as a reason.
+#: Fit quality (0–1) below which the ROIs are shrunk towards their centre (a conservative ROI, with a
+#: warning): continuously, from no shrink at LOW_QUALITY to FALLBACK_SCALE at FULL_SHRINK_QUALITY and
+#: below, so that a score flickering about the cut-off moves the ROIs by a hair, never by a step
+#: (``conservative_scale``). A quality part below REASON_QUALITY is reported as a reason.
 LOW_QUALITY = 0.5
+FULL_SHRINK_QUALITY = 0.3
 REASON_QUALITY = 0.8
 FALLBACK_SCALE = 0.8
+#: Mid-height this far (slices) or more from the chosen slice's centre is said to lie between slices.
+MID_BETWEEN_SLICES = 0.3
+
+
+def conservative_scale(quality: float) -> float:
+    """The factor the trabecular region is shrunk by at fit quality ``quality``: 1 at or above
+    ``LOW_QUALITY``, ``FALLBACK_SCALE`` at or below ``FULL_SHRINK_QUALITY``, linear between."""
+    t = float(np.clip((quality - FULL_SHRINK_QUALITY) / (LOW_QUALITY - FULL_SHRINK_QUALITY), 0.0, 1.0))
+    return FALLBACK_SCALE + (1.0 - FALLBACK_SCALE) * t
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,6 +77,26 @@ class Placement:
     fallback: bool = False
     axis_ras: Optional[np.ndarray] = None  # the vertebra's axis when the plane is perpendicular to it
     axis_tilt_deg: Optional[float] = None
+    #: mid-height minus the chosen slice, in slices (+: towards the next slice index); None when the
+    #: slice was not chosen from the endplates
+    mid_offset_slices: Optional[float] = None
+    #: the voxel (IJK) the placement was last made from: the body's own centre, not the click
+    seed_ijk: Optional[Tuple[int, int, int]] = None
+    #: the factor the trabecular region was shrunk by (``conservative_scale``; 1 = not shrunk)
+    roi_scale: float = 1.0
+
+    def mid_slice_rule(self) -> str:
+        """How the mid-vertebral slice was chosen, in words (when mid-height lies between slices, the
+        nearer one; at exactly half way the one with the higher index, a fixed rule)."""
+        off = self.mid_offset_slices
+        if off is None:
+            return "not chosen from the endplates"
+        if abs(off) < MID_BETWEEN_SLICES:
+            return f"slice {self.slice_index} holds mid-height ({off:+.2f} slice)"
+        other = self.slice_index + (1 if off > 0 else -1)
+        return (f"mid-height lies between slices {min(self.slice_index, other)} and {max(self.slice_index, other)} "
+                f"({off:+.2f} slice from {self.slice_index}); the nearer, {self.slice_index}, is used "
+                "(use a slab, --slab-mm, to cover both)")
 
     @property
     def height_mm(self) -> Optional[float]:
@@ -84,6 +116,10 @@ class Placement:
             "endplate_distance_mm": None if self.height_mm is None else round(self.height_mm, 3),
             "snapped": bool(self.snapped),
             "conservative_fallback": bool(self.fallback),
+            "roi_scale": round(float(self.roi_scale), 4),
+            **({} if self.mid_offset_slices is None else {
+                "mid_height_offset_slices": round(float(self.mid_offset_slices), 3),
+                "mid_slice_rule": self.mid_slice_rule()}),
             **({} if self.axis_ras is None else {
                 "vertebra_axis_ras": [round(float(x), 6) for x in self.axis_ras],
                 "axis_tilt_deg": round(float(self.axis_tilt_deg), 3)}),

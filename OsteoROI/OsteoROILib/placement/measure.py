@@ -20,6 +20,7 @@ from .click import place_from_click
 from .level_checks import check_level_order, check_slab_within_body
 from .row_flags import flag_rows
 from .probe import default_outline, outline_from_probe, probe_shell
+from .slab import centre_on_mid_height, check_slab, is_preset, level_slab
 from .tilted import to_vertebra_plane
 
 def check_points(volume: Volume, points: Mapping[str, Sequence[float]]) -> Dict[str, np.ndarray]:
@@ -180,6 +181,7 @@ def measure_levels(
         merged.setdefault(level, pl.point_ras)
     pts = check_points(volume, merged)
     placements = {normalise_level(k): v for k, v in placements.items()}
+    bound_slab = is_preset(slab_mm)
     slab_mm = _check_slab(volume, slab_mm)
     outlines = {normalise_level(k): v for k, v in (outlines or {}).items()}
     rows: List[Dict[str, object]] = []
@@ -190,13 +192,17 @@ def measure_levels(
         point = pts[level]
         outline, source, margin, placed, level_warnings = _place(volume, level, point, outlines, placements,
                                                                  auto, force, plane_choice)
-        check_slab_within_body(level, slab_mm, None if placed is None else placed.height_mm)
-        family = build_roi_family(outline, slab_mm, shape_names, level=level, edge_margin_mm=margin)
-        level_warnings.extend(family.warnings)
+        slab = level_slab(volume, placed, slab_mm, level, bound=bound_slab)
+        check_slab_within_body(level, slab.slab_mm, None if placed is None else placed.height_mm)
+        family = build_roi_family(outline, slab.slab_mm, shape_names, level=level, edge_margin_mm=margin)
+        if placed is not None:
+            family = centre_on_mid_height(volume, family, placed, slab)
+        level_warnings.extend(family.warnings + ([slab.warning] if slab.warning else []))
         levels[level] = _level_entry(volume, point, outline, source, placed, level_warnings)
+        levels[level].update(slab.to_row())
         centres[level] = outline.center
         all_warnings.extend(w for w in level_warnings if w not in all_warnings)
-        for row in _level_rows(volume, level, family, source, levels[level], slab_mm):
+        for row in _level_rows(volume, level, family, source, levels[level], slab.slab_mm):
             all_warnings.extend(w for w in row["warnings"] if w not in all_warnings)
             rows.append(row)
     check_level_order(centres, "labels" if placements else "points")
@@ -204,15 +210,10 @@ def measure_levels(
     return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
 
 
-def _check_slab(volume: Volume, slab_mm: Optional[float]) -> float:
-    """The ROIs' slab thickness (mm): one slice when not given; refused unless positive."""
-    if slab_mm is None:
-        slab_mm = default_slab_mm(volume)
-    slab_mm = float(slab_mm)
-    if not np.isfinite(slab_mm) or slab_mm <= 0:
-        raise InputError(f"The slab thickness must be a positive number of mm, got {slab_mm:g}.",
-                         "Give e.g. --slab-mm 3, or leave it out for one slice.")
-    return slab_mm
+def _check_slab(volume: Volume, slab_mm) -> float:
+    """The ROIs' slab thickness (mm): one slice when not given, ``"qct"`` for the QCT-style slab
+    (``slab.check_slab``); refused unless positive."""
+    return check_slab(volume, slab_mm)
 
 
 def _level_entry(volume: Volume, point: np.ndarray, outline: BodyOutline, source: str, placed,
@@ -234,6 +235,9 @@ def _level_entry(volume: Volume, point: np.ndarray, outline: BodyOutline, source
     }
     if placed is not None:
         entry["auto"] = placed.to_dict()
+    if outline.inner_contour is not None:
+        # the trabecular boundary (s anterior, t left, mm from the outline's centre) for the level's pictures
+        entry["trabecular_outline_st_mm"] = [[round(float(a), 2), round(float(b), 2)] for a, b in outline.inner_contour]
     return entry
 
 
@@ -248,6 +252,11 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
         "body_width_mm": round(float(outline.width_mm), 3),
         "ap_axis_ras": [round(float(x), 6) for x in outline.ap_axis],
         "plane": entry["plane"],
+        "slab_centre": entry["slab_centre"],
+        "slab_endplate_clearance_mm": entry["slab_endplate_clearance_mm"],
+        # how the mid-vertebral slice was chosen (mid-height between two slices: which one, and why)
+        "mid_slice_rule": (entry.get("auto") or {}).get("mid_slice_rule"),
+        "roi_scale": (entry.get("auto") or {}).get("roi_scale", 1.0),
     }
     rows = []
     for name, shape in family.shapes.items():

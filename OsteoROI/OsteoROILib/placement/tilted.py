@@ -7,7 +7,7 @@ import numpy as np
 
 from ..io.volume import Volume
 from .contour import fit_body, fit_contour
-from .landmarks import FALLBACK_SCALE, LOW_QUALITY, Placement
+from .landmarks import Placement, conservative_scale
 from .outline_fit import outline_from_contour, outline_quality
 from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, Box, ObliqueBox
 
@@ -88,21 +88,20 @@ def to_vertebra_plane(volume: Volume, placement: Placement, level: str = "") -> 
     quality, q_reasons = outline_quality(contour, metrics, plates_q, None, outline.depth_mm, outline.width_mm)
     quality = min(quality, placement.fit_quality)
     q_reasons = list(placement.reasons) + [r for r in q_reasons if r not in placement.reasons]
-    fallback = False
-    if quality < LOW_QUALITY:
-        outline, metrics = outline_from_contour(obox, contour, source + ", conservative", scale=FALLBACK_SCALE,
-                                                canal=canal)
-        fallback = True
+    scale = conservative_scale(quality)
+    fallback = scale < 1.0
+    if fallback:
+        outline, metrics = outline_from_contour(obox, contour, source + ", conservative", scale=scale, canal=canal)
         if not placement.fallback:
             warnings.append(f"{prefix}low fit quality on the vertebra's plane ({quality:.2f}); the ROIs were shrunk "
-                            f"to {FALLBACK_SCALE:.0%} of the trabecular region — check them.")
+                            f"to {scale:.0%} of the trabecular region — check them.")
     tilt = float(np.degrees(np.arccos(np.clip(axis @ volume.slice_normal_ras(), -1.0, 1.0))))
     outline.meta.update({"fit_quality": round(quality, 3), "axis_tilt_deg": round(tilt, 2)})
     out = Placement(outline=outline, method=placement.method, plane=PLANE_VERTEBRA,
                     slice_index=volume.nearest_slice_index(outline.center), fit_quality=quality,
                     point_ras=placement.point_ras, reasons=q_reasons, warnings=warnings,
                     endplates_s=placement.endplates_s, snapped=placement.snapped,
-                    fallback=fallback or placement.fallback)
+                    fallback=fallback or placement.fallback, roi_scale=scale)
     out.axis_ras = axis
     out.axis_tilt_deg = tilt
     return out

@@ -1,0 +1,119 @@
+"""The click only says which vertebra: clicks anywhere in the middle of the same body give the same
+placement (QCT_BRIEF §1: the mid-vertebral section is a property of the body, not of the click).
+
+Real CTs from ../shared/data (skipped when absent): the 3 mm TotalSegmentator example and the 1.5 mm
+TPTBox crop. Clicks are drawn from each body's model-made label (an independent reference), ±3 mm
+in-plane about its centre and anywhere in the middle 60 % of its height along the slice axis.
+"""
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from OsteoROILib.io.image_files import read_volume
+from OsteoROILib.placement.click import place_from_click
+from OsteoROILib.placement.measure import measure_levels
+
+SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+TPTBOX = os.path.join(SHARED, "tptbox_sample")
+#: TPTBox sample (its README): vertebra labels 21 = L2, 22 = L3, 23 = L4; subregion 50 = the body.
+#: Only L3 lies wholly inside the crop.
+TPTBOX_WHOLE_BODIES = {"L3": 22}
+TOTALSEG_BODIES = {"L1": 20, "L2": 21, "L3": 22, "L4": 23}
+
+
+def _clicks(volume, body_mask, n, seed):
+    """``n`` clicks: ±3 mm in-plane about the label's centre, anywhere in its middle 60 % height."""
+    rng = np.random.default_rng(seed)
+    ras = volume.ijk_to_ras_points(np.argwhere(body_mask)[:, ::-1].astype(float))
+    nrm = volume.slice_normal_ras()
+    u = volume.in_plane_anterior()
+    v = np.cross(nrm, u)
+    h = ras @ nrm
+    c = ras.mean(axis=0)
+    heights = h.min() + (h.max() - h.min()) * rng.uniform(0.2, 0.8, n)
+    return [c + rng.uniform(-3, 3) * u + rng.uniform(-3, 3) * v + (z - c @ nrm) * nrm for z in heights]
+
+
+def _same(a, b):
+    assert a.slice_index == b.slice_index
+    np.testing.assert_allclose(a.outline.center, b.outline.center, atol=1e-9)
+    np.testing.assert_allclose(a.outline.ap_axis, b.outline.ap_axis, atol=1e-9)
+    np.testing.assert_allclose(a.outline.inner_contour, b.outline.inner_contour, atol=1e-9)
+
+
+def _label_mid_slice(volume, mask):
+    ks = np.argwhere(mask)[:, 2 - volume.slice_axis()]
+    return 0.5 * (ks.min() + ks.max())
+
+
+def test_totalseg_clicks_anywhere_in_the_body_give_one_placement(totalseg_dir):
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
+    for i, (level, value) in enumerate(TOTALSEG_BODIES.items()):
+        mask = labels == value
+        placed = [place_from_click(volume, p, level) for p in _clicks(volume, mask, 6, seed=i)]
+        for pl in placed[1:]:
+            _same(placed[0], pl)
+        # the chosen slice is the label's mid-height (independent reference) within one slice
+        assert abs(placed[0].slice_index - _label_mid_slice(volume, mask)) <= 1.0, level
+
+
+@pytest.fixture(scope="module")
+def tptbox():
+    if not os.path.isfile(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz")):
+        pytest.skip("../shared/data/tptbox_sample is not available")
+    volume = read_volume(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz"))
+    vert = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-vert_label-22_msk.nii.gz")))
+    sub = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-subreg_label-22_msk.nii.gz")))
+    return volume, {lv: (vert == k) & (sub == 50) for lv, k in TPTBOX_WHOLE_BODIES.items()}
+
+
+def test_tptbox_clicks_anywhere_in_l3_give_one_placement_and_one_mean(tptbox):
+    """L3's mid-height lies half way between two 1.5 mm slices on this crop: the choice must not
+    flip with the click, and the row says which slice was taken and why."""
+    volume, bodies = tptbox
+    mask = bodies["L3"]
+    clicks = _clicks(volume, mask, 8, seed=7)
+    placed = [place_from_click(volume, p, "L3") for p in clicks]
+    for pl in placed[1:]:
+        _same(placed[0], pl)
+    assert abs(placed[0].slice_index - _label_mid_slice(volume, mask)) <= 1.0
+    auto = placed[0].to_dict()
+    assert "mid_height_offset_slices" in auto and str(placed[0].slice_index) in auto["mid_slice_rule"]
+    means = {tuple(np.round(p, 3)): measure_levels(volume, {"L3": p})["rows"][0]["mean_hu"] for p in clicks[:3]}
+    assert len(set(means.values())) == 1, means
+
+
+def test_totalseg_clicks_near_the_discs_never_place_a_disc(totalseg_dir):
+    """Clicks on the body's axis from 3 mm beyond each endplate of the label to the other: each is
+    refused or placed on a slice inside the middle of some body label (never on a disc, whose
+    slices no body label covers); a click inside the label's middle 60 % goes to that body."""
+    from OsteoROILib.errors import PlacementError
+
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
+    axis = 2 - volume.slice_axis()
+    middles = {}
+    for level, value in TOTALSEG_BODIES.items():
+        ks = np.flatnonzero(np.any(np.moveaxis(labels == value, axis, 0), axis=(1, 2)))
+        lo, hi = ks.min(), ks.max()
+        middles[level] = (lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo))
+    nrm = volume.slice_normal_ras()
+    for level, value in TOTALSEG_BODIES.items():
+        kji = np.argwhere(labels == value)
+        centre = volume.ijk_to_ras_points(kji.mean(axis=0)[::-1])[0]
+        k_c = kji.mean(axis=0)[0]
+        ds = volume.slice_spacing()
+        for k in np.arange(kji[:, 0].min() - 1, kji[:, 0].max() + 2):
+            click = centre + (k - k_c) * ds * nrm * np.sign(volume.direction[2, volume.slice_axis()])
+            try:
+                pl = place_from_click(volume, click, level)
+            except PlacementError:
+                continue
+            inside = [lv for lv, (a, b) in middles.items() if a - 0.5 <= pl.slice_index <= b + 0.5]
+            assert inside, (level, k, pl.slice_index)
+            a, b = middles[level]
+            if a <= k <= b:
+                assert inside == [level], (level, k, pl.slice_index)
