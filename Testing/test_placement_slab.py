@@ -61,12 +61,16 @@ def test_qct_slab_is_thinned_to_the_room_between_close_endplates():
 def test_a_slab_given_in_mm_is_kept_and_a_crossed_endplate_is_said(phantom):
     volume, truth = phantom
     lv = truth.level("L3")
-    res = measure_levels(volume, {"L3": lv.center_ras + OFFSET}, slab_mm=30.0, shapes=["oval"])
+    height = lv.height_mm
+    # thinner than the body but within the 3 mm clearance of its endplates: kept, with a warning
+    thick = height - 2.0
+    res = measure_levels(volume, {"L3": lv.center_ras + OFFSET}, slab_mm=thick, shapes=["oval"])
     row = res["rows"][0]
-    assert row["slab_mm"] == pytest.approx(30.0)
+    assert row["slab_mm"] == pytest.approx(thick)
     assert any("endplate" in w and "--slab-mm qct" in w for w in row["warnings"])
-    # the truth agrees: a 30 mm slab in a 25 mm body holds endplate and disc voxels
-    assert np.any(_voxel_values(volume, row) != np.float32(lv.trabecular_hu))
+    # thicker than the body between its endplates: refused (it would average the discs in)
+    with pytest.raises(InputError, match="thicker than the vertebral body"):
+        measure_levels(volume, {"L3": lv.center_ras + OFFSET}, slab_mm=height + 5.0, shapes=["oval"])
 
 
 def test_default_is_one_slice_on_the_mid_vertebral_slice(phantom):
