@@ -199,3 +199,29 @@ def test_plain_words_and_dates():
     assert "Table 2" in plain_words("see seed 000 Table 2") and "seed" not in plain_words("see seed 000 Table 2")
     assert readable_date("20240229") == "29 February 2024" and readable_date("2024-13-01") == "2024-13-01"
     assert readable_date(None) is None
+
+
+def _chart_values(html: str):
+    chart = html.split("<h2>Values per level</h2>", 1)[1].split("</svg>", 1)[0]
+    return chart
+
+
+def test_values_chart_is_drawn_in_the_cut_offs_material():
+    """An HA measurement against the K2HPO4 QCT cut-offs: the bars carry the converted values the verdict
+    used (Goodsitt 1992: 0.81-0.86 K2HPO4 per HA), and without the conversion no bands are drawn."""
+    from OsteoROILib.export.html_report import build_html
+
+    doc = make_doc(vbmd={"L1": 100.0, "L2": 100.0}, hu={"L1": 150.0, "L2": 150.0})
+    for row in doc["rows"]:
+        row["vbmd_unit"] = "mg/cm3 HA"
+    doc["calibration"].update(unit="HA", vbmd_unit="mg/cm3 HA")
+    dx = build_diagnosis(doc, patient=WOMAN, criteria=["qct"], convert_material=True)
+    conv = dx["verdicts"][0]["material_conversion"]
+    ratio = conv["ratio_k2hpo4_per_ha"]
+    assert 0.81 <= ratio <= 0.86
+    chart = _chart_values(build_html(dx, doc, render_images=False))
+    assert f"{100.0 * ratio:.1f}" in chart and ">100.0<" not in chart
+    dx = build_diagnosis(doc, patient=WOMAN, criteria=["qct"])
+    assert dx["verdicts"][0]["category"] is None
+    chart = _chart_values(build_html(dx, doc, render_images=False))
+    assert "osteoporosis" not in chart and "low bone mass" not in chart

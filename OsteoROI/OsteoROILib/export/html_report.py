@@ -218,12 +218,18 @@ def _values_chart(dx: Mapping[str, object]) -> str:
         return ""
     key = "vbmd_mg_cm3" if lead["quantity"] == "vbmd" else "mean_hu"
     crit = next(c for c in dx["criteria"] if c["id"] == lead["criterion_id"])
-    bands = crit["bands_by_shape"][lead["shape"]]
+    # The bars are drawn in the cut-offs' material: converted as the verdict was (Goodsitt 1992), and
+    # with no bands when the verdict could not compare them (other material, implausible value).
+    bands = [] if lead.get("not_categorised") else crit["bands_by_shape"][lead["shape"]]
+    conversion = lead.get("material_conversion") or {}
+    factor = (conversion["value_converted"] / conversion["value_measured"]
+              if conversion.get("value_measured") else 1.0)
     data = []
     for info in dx["levels"]:
         lv = info["level"]
         r = next((x for x in dx["rows"] if x["level"] == lv and x["shape"] == lead["shape"]), None)
-        data.append((lv, None if r is None else r.get(key), info["flag_text"] if info["excluded"] else ""))
+        value = None if r is None or r.get(key) is None else r[key] * factor
+        data.append((lv, value, info["flag_text"] if info["excluded"] else ""))
     summary = None
     if lead.get("value") is not None:
         summary = (lead["value"], f"{'mean ' if lead['n_levels'] > 1 else ''}{'+'.join(lead['levels_used'])} = "
