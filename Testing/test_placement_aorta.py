@@ -134,3 +134,19 @@ def test_the_real_tight_crop_has_no_aorta_and_says_why():
     placements, _ = place_from_labels(volume, labels, {"L2": 21, "L3": 22})
     a = measure_levels(volume, None, shapes=["oval"], placements=placements)["aorta"]
     assert a["hu"] is None and "outside the image" in a["reason"]
+
+
+def test_the_aorta_benchmark_row_is_consistent(tmp_path):
+    """benchmarks/bench_aorta.py on a small CT: ratio = figure / baseline, the phantom's aorta found (no timing asserted)."""
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import bench_aorta
+    finally:
+        sys.path.remove(bench)
+    (row,) = bench_aorta.run(quick=True, phantom={"size": (128, 128, 60), "spacing": (1.5, 1.5, 2.5)},
+                             cache_dir=str(tmp_path))
+    assert row["key"] == "aorta_search" and row["ratio"] == pytest.approx(row["figure"] / row["baseline"])
+    assert f"(phantom {bench_aorta.BLOOD_HU:g})" in row["notes"] and "found None" not in row["notes"]
