@@ -8,12 +8,17 @@ blood, 20 ± 40 HU, QCT_BRIEF §4), and the size of the real 1.5 mm crop (its fi
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
+from OsteoROILib import cli
 from OsteoROILib.digital_phantom import make_phantom
+from OsteoROILib.io.image_files import read_volume
 from OsteoROILib.export.measurement import build_document, validate_document
 from OsteoROILib.placement.labels import place_from_labels, read_labels
 from OsteoROILib.placement.measure import measure_levels
@@ -110,8 +115,6 @@ def test_two_levels_must_see_one_vessel():
 
 @pytest.mark.skipif(not os.path.isdir(TOTALSEG), reason="real CT not available (../shared/data/totalseg_example)")
 def test_the_real_ct_aorta_is_in_front_left_of_l1_l2_and_reads_unenhanced_blood():
-    from OsteoROILib.io.image_files import read_volume
-
     volume = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
     labels, _ = read_labels(os.path.join(TOTALSEG, "vertebral_bodies.nii.gz"), volume)
     placements, _ = place_from_labels(volume, labels, {"L1": 20, "L2": 21})
@@ -127,8 +130,6 @@ def test_the_real_ct_aorta_is_in_front_left_of_l1_l2_and_reads_unenhanced_blood(
 
 @pytest.mark.skipif(not os.path.isdir(TPTBOX), reason="real crop not available (../shared/data/tptbox_sample)")
 def test_the_real_tight_crop_has_no_aorta_and_says_why():
-    from OsteoROILib.io.image_files import read_volume
-
     volume = read_volume(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz"))
     labels, _ = read_labels(os.path.join(TPTBOX, "sub-ct_seg-vert_label-22_msk.nii.gz"), volume)
     placements, _ = place_from_labels(volume, labels, {"L2": 21, "L3": 22})
@@ -138,8 +139,6 @@ def test_the_real_tight_crop_has_no_aorta_and_says_why():
 
 def test_the_aorta_benchmark_row_is_consistent(tmp_path):
     """benchmarks/bench_aorta.py on a small CT: ratio = figure / baseline, the phantom's aorta found (no timing asserted)."""
-    import sys
-
     bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
     sys.path.insert(0, bench)
     try:
@@ -150,3 +149,17 @@ def test_the_aorta_benchmark_row_is_consistent(tmp_path):
                              cache_dir=str(tmp_path))
     assert row["key"] == "aorta_search" and row["ratio"] == pytest.approx(row["figure"] / row["baseline"])
     assert f"(phantom {bench_aorta.BLOOD_HU:g})" in row["notes"] and "found None" not in row["notes"]
+
+
+@pytest.mark.parametrize("blood_hu, said", [(250.0, True), (45.0, False)])
+def test_measure_on_the_command_line_says_when_the_aorta_is_enhanced(tmp_path, capsys, blood_hu, said):
+    volume, truth = make_phantom(blood_hu=blood_hu, aorta_fat_mm=4.0, noise_sigma=8.0, level_names=("L1", "L2"),
+                                 trabecular_density=(140.0, 116.0), depth_mm=(30.0, 31.0), width_mm=(42.0, 44.0))
+    ct = tmp_path / "ct.nrrd"
+    sitk.WriteImage(volume.to_sitk(), str(ct))
+    points = [arg for lv in truth.levels for arg in ("--point", "{}={},{},{}".format(lv.name, *lv.center_ras))]
+    code = cli.main(["measure", str(ct), *points, "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("contrast-enhanced blood" in err) is said
+    assert json.loads((tmp_path / "r.json").read_text())["aorta"]["hu"] == pytest.approx(blood_hu, abs=5.0)
