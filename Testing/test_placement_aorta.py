@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from OsteoROILib import cli
 from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.io.image_files import read_volume
+from OsteoROILib.placement.aorta import find_aorta
 from OsteoROILib.export.measurement import build_document, validate_document
 from OsteoROILib.placement.labels import place_from_labels, read_labels
 from OsteoROILib.placement.measure import measure_levels
@@ -163,3 +164,9 @@ def test_measure_on_the_command_line_says_when_the_aorta_is_enhanced(tmp_path, c
     assert code == 0, err
     assert ("contrast-enhanced blood" in err) is said
     assert json.loads((tmp_path / "r.json").read_text())["aorta"]["hu"] == pytest.approx(blood_hu, abs=5.0)
+
+
+def test_a_level_without_an_outline_is_not_searched():
+    volume, _ = make_phantom(blood_hu=250.0)
+    found = find_aorta(volume, {"L1": {"point_ras": [0.0, 0.0, 0.0]}, "L2": None})
+    assert found.hu is None and "none of them was measured" in found.reason

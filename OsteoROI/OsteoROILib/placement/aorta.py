@@ -211,8 +211,11 @@ def _measure(volume: Volume, found: Mapping[str, object]) -> Tuple[Dict[str, obj
 
 
 def _levels_to_search(levels: Mapping[str, Mapping[str, object]]) -> List[str]:
-    chosen = [lv for lv in SEARCH_LEVELS if lv in levels]
-    return chosen or [lv for lv in FALLBACK_LEVELS if lv in levels][:2]
+    """L1 and L2 when measured, else T12 and L3; a level without an outline centre cannot be searched."""
+    usable = {lv for lv, e in levels.items()
+              if isinstance(e, Mapping) and isinstance(e.get("outline"), Mapping) and e["outline"].get("center_ras")}
+    chosen = [lv for lv in SEARCH_LEVELS if lv in usable]
+    return chosen or [lv for lv in FALLBACK_LEVELS if lv in usable][:2]
 
 
 def find_aorta(volume: Volume, levels: Mapping[str, Mapping[str, object]]) -> AortaFinding:
