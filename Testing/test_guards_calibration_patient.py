@@ -556,3 +556,12 @@ def test_a_prior_whose_aorta_is_enhanced_is_refused_against_an_unenhanced_exam()
     prior = _with_aorta(_exam(100.0, hu_shift=-5.0, **dict(PATIENT_A, study_instance_uid="1.2.4")), 260.0)
     with pytest.raises(InputError, match="contrast-enhanced and the other not.*aorta prior 260 HU, current 45 HU"):
         build_diagnosis(cur, prior=prior, patient=ADULT_MAN)
+
+
+def test_an_enhanced_region_seen_beside_one_level_only_asks_the_reader_to_check_it():
+    doc = _with_aorta(result({"L1": 100.0, "L2": 100.0}), 250.0)
+    doc["aorta"]["levels"] = {"L1": {"hu": 250.0}}
+    dx = build_diagnosis(doc, patient=ADULT_MAN)
+    assert any("aorta reads 250 HU" in w and "found beside L1 only" in w for w in dx["warnings"])
+    doc["aorta"]["levels"] = {"L1": {"hu": 250.0}, "L2": {"hu": 250.0}}
+    assert not any("only" in w for w in build_diagnosis(doc, patient=ADULT_MAN)["warnings"] if "aorta" in w)

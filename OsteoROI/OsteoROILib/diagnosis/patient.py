@@ -191,6 +191,10 @@ def _aorta_messages(result_doc: Mapping[str, object], warnings: List[str], notes
     above the unenhanced range but not clearly enhanced is a note (io/tissue_hu.py, QCT_BRIEF §4)."""
     hu, where = aorta_blood_hu(result_doc)
     state = blood_enhancement(hu)
+    found = result_doc.get("aorta") if isinstance(result_doc.get("aorta"), Mapping) else {}
+    seen = list(found.get("levels") or {}) if where.startswith("measured in the aorta") else []
+    if len(seen) == 1:  # one level: not confirmed as a tube (placement.aorta), so the reader should look
+        where += f" (found beside {seen[0]} only: check that it is the aorta)"
     if state == "enhanced":
         warnings.append(f"The aorta reads {hu:.0f} HU (enhanced blood, above {ENHANCED_BLOOD_HU:g} HU; {where}): the "
                         "scan is contrast-enhanced whatever the DICOM tag says; the thresholds are for non-contrast CT.")
