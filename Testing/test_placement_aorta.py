@@ -59,6 +59,22 @@ def test_an_enhanced_aorta_is_found_with_its_blood_hu(blood_hu):
     validate_document(build_document(m, volume.describe()))
 
 
+@pytest.mark.parametrize("options", [
+    {"noise_sigma": 40.0, "seed": 1},  # thin-slice noise
+    {"aorta_radius_mm": 16.0, "aorta_center_ras": (-24.0, 40.0)},  # 32 mm: wide (ectatic) aorta
+    {"aorta_radius_mm": 7.5, "aorta_center_ras": (-18.0, 28.0)},  # 15 mm: narrow, close to the body
+    {"aorta_center_ras": (-2.0, 35.0)},  # on the midline
+    {"rotation_deg": 10.0},  # rotated vertebrae (the body's frame turns, the aorta does not)
+], ids=["noise40", "wide", "narrow", "midline", "rotated"])
+def test_the_aorta_is_found_across_sizes_places_and_noise(options):
+    opts = dict({"blood_hu": 250.0, "noise_sigma": 10.0}, **options)
+    _, truth, m = _measured(**opts)
+    a = m["aorta"]
+    assert a["hu"] == pytest.approx(250.0, abs=8.0)
+    off = _in_plane_distance(a["center_ras"], truth.spec.aorta_center_ras)
+    assert off < 3.0 and a["roi_radius_mm"] + off < truth.spec.aorta_radius_mm
+
+
 def test_an_unenhanced_aorta_in_its_fat_is_found_and_reads_unenhanced_blood():
     volume, truth, m = _measured(blood_hu=45.0, aorta_fat_mm=4.0, noise_sigma=12.0, seed=5)
     assert m["aorta"]["hu"] == pytest.approx(45.0, abs=6.0)
