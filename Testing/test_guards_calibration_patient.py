@@ -517,3 +517,51 @@ def test_an_enhanced_aorta_marks_the_scan_contrast_enhanced_without_the_dicom_ta
     dx = build_diagnosis(result({"L1": 100.0, "L2": 100.0}, calibration=extra["calibration"]), patient=ADULT_MAN)
     assert any("aorta reads 180 HU" in w for w in dx["warnings"])
     assert any("not validated on contrast-enhanced CT" in n for n in qct(dx)["notes"])
+
+
+def _with_aorta(doc, hu):
+    """A result whose aorta search (placement.aorta) measured ``hu`` beside L1-L2 (None: not found)."""
+    doc["aorta"] = {"hu": hu, "confidence": 1.0 if hu is not None else 0.0,
+                    "reason": None if hu is not None else "Aorta not found: L1: no round, uniform region."}
+    return doc
+
+
+def test_an_enhanced_aorta_beside_l1_l2_marks_the_scan_contrast_enhanced_whatever_the_tag_says():
+    # the DICOM tag says no contrast; the aorta reads 250 HU (unenhanced blood 20 ± 40 HU, QCT_BRIEF §4)
+    dx = build_diagnosis(_with_aorta(result({"L1": 100.0, "L2": 100.0}, dicom={"contrast_agent": "NONE"}), 250.0),
+                         patient=ADULT_MAN)
+    validate_diagnosis(dx)
+    assert any("aorta reads 250 HU" in w and "beside L1-L2" in w for w in dx["warnings"])
+    assert any("not validated on contrast-enhanced CT" in n for n in qct(dx)["notes"])
+    assert dx["study"]["aorta_hu"] == 250.0 and dx["study"]["contrast_enhanced"] is True
+    # the category is still given (flagged, not withheld): the value is the same
+    assert qct(dx)["category"] == "low bone mass (osteopenia)"
+
+
+@pytest.mark.parametrize("hu, enhanced, note", [(45.0, False, False), (80.0, None, True), (None, None, False)])
+def test_unenhanced_or_unknown_aorta_blood_is_not_called_contrast(hu, enhanced, note):
+    # 45 HU: unenhanced blood; 80 HU: above its range (20 + 40) but not above 100 HU, a note only;
+    # not found: nothing is claimed
+    dx = build_diagnosis(_with_aorta(result({"L1": 100.0, "L2": 100.0}), hu), patient=ADULT_MAN)
+    validate_diagnosis(dx)
+    assert not any("aorta" in w for w in dx["warnings"])
+    assert not any("contrast-enhanced CT" in n for n in qct(dx)["notes"])
+    assert dx["study"]["contrast_enhanced"] is enhanced
+    assert any("late contrast phase" in n for n in dx["notes"]) is note
+
+
+def test_a_prior_whose_aorta_is_enhanced_is_refused_against_an_unenhanced_exam():
+    # no DICOM contrast tag on either exam: the aorta's blood HU tells the phases apart
+    cur = _with_aorta(_exam(100.0, **PATIENT_A), 45.0)
+    prior = _with_aorta(_exam(100.0, hu_shift=-5.0, **dict(PATIENT_A, study_instance_uid="1.2.4")), 260.0)
+    with pytest.raises(InputError, match="contrast-enhanced and the other not.*aorta prior 260 HU, current 45 HU"):
+        build_diagnosis(cur, prior=prior, patient=ADULT_MAN)
+
+
+def test_an_enhanced_region_seen_beside_one_level_only_asks_the_reader_to_check_it():
+    doc = _with_aorta(result({"L1": 100.0, "L2": 100.0}), 250.0)
+    doc["aorta"]["levels"] = {"L1": {"hu": 250.0}}
+    dx = build_diagnosis(doc, patient=ADULT_MAN)
+    assert any("aorta reads 250 HU" in w and "found beside L1 only" in w for w in dx["warnings"])
+    doc["aorta"]["levels"] = {"L1": {"hu": 250.0}, "L2": {"hu": 250.0}}
+    assert not any("only" in w for w in build_diagnosis(doc, patient=ADULT_MAN)["warnings"] if "aorta" in w)

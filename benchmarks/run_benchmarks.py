@@ -35,7 +35,7 @@ import bench_core  # noqa: E402
 RESULTS_DIR = os.path.join(HERE, "results")
 DEFAULT_OUT = os.path.join(RESULTS_DIR, "latest.json")
 #: Benchmark modules written alongside this one; each is optional.
-PLUGIN_MODULES = ("bench_calibration", "bench_placement", "bench_guards")
+PLUGIN_MODULES = ("bench_calibration", "bench_placement", "bench_guards", "bench_aorta")
 SCHEMA = "osteoroi-benchmarks/1"
 
 

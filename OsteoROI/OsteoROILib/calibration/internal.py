@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..io.tissue_hu import ENHANCED_BLOOD_HU  # blood above it is contrast-enhanced (one number everywhere)
 from ..io.volume import Volume
 from ..roi.disc import rod_roi
 from ..roi.stats import roi_statistics
@@ -74,8 +75,6 @@ REDUCED_SET_SPREAD_MG_CM3 = (74.0, 106.0)
 METHOD_ERROR_MG_CM3 = (12.6, 13.2)
 METHOD_ERROR_SOURCE = ("Bartenschlager S et al. J Bone Miner Res 2023: phantomless calibration without "
                        "pre-calibration differed from phantom-based QCT by 12.6 ± 13.2 mg/cm3")
-#: Blood (aorta) above this HU is contrast-enhanced: unenhanced blood reads 20 ± 40 HU (QCT_BRIEF §4).
-ENHANCED_BLOOD_HU = 100.0
 SCREENING_NOTE = ("Internal (phantomless) calibration: vBMD is a screening estimate, not diagnostic QCT; method "
                   "error 12.6 ± 13.2 mg/cm3 (Bartenschlager 2023).")
 

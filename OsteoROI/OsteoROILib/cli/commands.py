@@ -95,7 +95,7 @@ def cmd_measure(args, out=None) -> int:
         texts[args.csv] = to_csv_text(doc["rows"])
     if args.report:
         texts[args.report] = _report_html(doc, volume, out)
-    print_caveats(volume, sys.stderr)
+    print_caveats(volume, sys.stderr, aorta=doc.get("aorta"))
     write_atomically(texts, overwrite=args.overwrite)  # all or nothing: no JSON/CSV without the report
     print_level_table(doc["rows"], out)
     print_vbmd_table(doc["rows"], out)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Dict, List, Mapping, Optional
 
 from ..errors import InputError
-from .patient import IDENTITY_KEYS, contrast_recorded
+from .patient import IDENTITY_KEYS, aorta_blood_hu, scan_enhanced
 
 #: Slab thicknesses (mm) closer than this are the same measurement setting.
 SLAB_TOLERANCE_MM = 0.5
@@ -87,10 +87,13 @@ def _identity(cf, pf, confirm: bool, notes: List[str]) -> Dict[str, object]:
 
 
 def _check_protocol(cur, pri, cf, pf) -> None:
-    c_con, p_con = contrast_recorded(cf.get("contrast_agent")), contrast_recorded(pf.get("contrast_agent"))
+    c_con, p_con = scan_enhanced(cur), scan_enhanced(pri)  # the DICOM tag or the aorta's blood HU
     if c_con is not None and p_con is not None and c_con != p_con:
+        c_hu, p_hu = aorta_blood_hu(cur)[0], aorta_blood_hu(pri)[0]
+        aorta = "" if c_hu is None and p_hu is None else (
+            f"; aorta prior {'-' if p_hu is None else f'{p_hu:.0f} HU'}, current {'-' if c_hu is None else f'{c_hu:.0f} HU'}")
         raise _refuse(f"one exam is contrast-enhanced and the other not (prior {pf.get('contrast_agent')!r}, current "
-                      f"{cf.get('contrast_agent')!r}); contrast raises trabecular HU.",
+                      f"{cf.get('contrast_agent')!r}{aorta}); contrast raises trabecular HU.",
                       "Compare exams of the same contrast phase.")
     sc = (cur.get("settings") or {}).get("slab_mm")
     sp = (pri.get("settings") or {}).get("slab_mm")

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..errors import InputError
 from ..io.dicom_facts import patient_age_years
+from ..io.tissue_hu import ENHANCED_BLOOD_HU, blood_enhancement
 from .applicability import DEFAULT_APPLIES_TO, MAX_PLAUSIBLE_AGE, applicability
 
 #: Reference technique of the criteria (QCT_BRIEF §2, §3).
@@ -151,11 +152,55 @@ def contrast_recorded(value) -> Optional[bool]:
     return str(value).strip().upper() not in _NO_CONTRAST
 
 
-def aorta_contrast_hu(result_doc: Mapping[str, object]) -> Optional[float]:
-    """The enhanced aorta HU an internal calibration measured (its blood ROI), or None."""
-    cal = result_doc.get("calibration") if isinstance(result_doc, Mapping) else None
-    value = cal.get("contrast_from_aorta_hu") if isinstance(cal, Mapping) else None
+def _number(value) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def aorta_blood_hu(result_doc: Mapping[str, object]) -> Tuple[Optional[float], str]:
+    """(HU, where it was measured) of the aorta: the search beside L1-L2 (``placement.aorta``,
+    the result's ``aorta``) or an internal calibration's enhanced blood ROI; (None, "") when neither."""
+    if not isinstance(result_doc, Mapping):
+        return None, ""
+    found = result_doc.get("aorta")
+    hu = _number(found.get("hu")) if isinstance(found, Mapping) else None
+    if hu is not None:
+        return hu, "measured in the aorta beside L1-L2"
+    cal = result_doc.get("calibration")
+    hu = _number(cal.get("contrast_from_aorta_hu")) if isinstance(cal, Mapping) else None
+    return (hu, "measured for the internal calibration") if hu is not None else (None, "")
+
+
+def aorta_contrast_hu(result_doc: Mapping[str, object]) -> Optional[float]:
+    """The aorta's HU when it is enhanced blood (> ``tissue_hu.ENHANCED_BLOOD_HU``), else None."""
+    hu, _ = aorta_blood_hu(result_doc)
+    return hu if blood_enhancement(hu) == "enhanced" else None
+
+
+def scan_enhanced(result_doc: Mapping[str, object]) -> Optional[bool]:
+    """True when the DICOM tag names an agent or the aorta reads enhanced blood; False when the aorta
+    reads unenhanced blood or the tag says none; None when neither is known."""
+    tag = contrast_recorded(_dicom_facts(result_doc).get("contrast_agent"))
+    state = blood_enhancement(aorta_blood_hu(result_doc)[0])
+    if tag or state == "enhanced":
+        return True
+    return False if state == "unenhanced" else tag
+
+
+def _aorta_messages(result_doc: Mapping[str, object], warnings: List[str], notes: List[str]) -> None:
+    """Enhanced blood marks the scan contrast-enhanced whatever the DICOM tag says (a warning); blood
+    above the unenhanced range but not clearly enhanced is a note (io/tissue_hu.py, QCT_BRIEF §4)."""
+    hu, where = aorta_blood_hu(result_doc)
+    state = blood_enhancement(hu)
+    found = result_doc.get("aorta") if isinstance(result_doc.get("aorta"), Mapping) else {}
+    seen = list(found.get("levels") or {}) if where.startswith("measured in the aorta") else []
+    if len(seen) == 1:  # one level: not confirmed as a tube (placement.aorta), so the reader should look
+        where += f" (found beside {seen[0]} only: check that it is the aorta)"
+    if state == "enhanced":
+        warnings.append(f"The aorta reads {hu:.0f} HU (enhanced blood, above {ENHANCED_BLOOD_HU:g} HU; {where}): the "
+                        "scan is contrast-enhanced whatever the DICOM tag says; the thresholds are for non-contrast CT.")
+    elif state == "above unenhanced range":
+        notes.append(f"The aorta reads {hu:.0f} HU ({where}): above unenhanced blood (20 ± 40 HU, QCT_BRIEF §4) but "
+                     f"not above {ENHANCED_BLOOD_HU:g} HU; a late contrast phase cannot be excluded.")
 
 
 def study_facts(result_doc: Mapping[str, object]) -> Dict[str, object]:
@@ -171,6 +216,9 @@ def study_facts(result_doc: Mapping[str, object]) -> Dict[str, object]:
         "slice_thickness_mm": _slice_thickness(volume),
         "slice_thickness_source": "DICOM SliceThickness" if "slice_thickness_mm" in facts else "voxel spacing",
         "contrast_agent": facts.get("contrast_agent"),
+        # the aorta's blood HU beside L1-L2 and what it and the tag say together (True: enhanced)
+        "aorta_hu": aorta_blood_hu(result_doc)[0],
+        "contrast_enhanced": scan_enhanced(result_doc),
         "study_date": facts.get("study_date"),
         "spacing_mm": volume.get("spacing_mm"),
         "size": volume.get("size"),
@@ -194,10 +242,7 @@ def study_warnings(result_doc: Mapping[str, object]) -> Tuple[List[str], List[st
     if contrast is not None and str(contrast).strip().upper() not in _NO_CONTRAST:
         warnings.append(f"Contrast agent recorded ({contrast}): contrast raises trabecular HU; the thresholds are for "
                         "non-contrast CT and may under-call osteoporosis.")
-    aorta = aorta_contrast_hu(result_doc)
-    if aorta is not None:
-        warnings.append(f"The aorta reads {aorta:.0f} HU (enhanced blood; measured for the internal calibration): the "
-                        "scan is contrast-enhanced whatever the DICOM tag says; the thresholds are for non-contrast CT.")
+    _aorta_messages(result_doc, warnings, notes)
     st = study["slice_thickness_mm"]
     if st is not None and st > MAX_SLICE_THICKNESS_MM + 1e-9:
         warnings.append(f"Slice thickness {st:g} mm (> {MAX_SLICE_THICKNESS_MM:g} mm): partial volume with the "

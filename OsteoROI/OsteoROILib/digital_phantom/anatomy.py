@@ -162,8 +162,14 @@ class PhantomModel:
         ex, ey = (x - self.bx) / (self.rx - self.fat), (y - self.by) / (self.ry - self.fat)
         muscle = ex * ex + ey * ey <= 1.0
         out[muscle] = float(sp.muscle_hu)
+        for organ in sp.organs:
+            (ox, oy), (sx, sy) = organ["center_ras"], organ["semi_axes_mm"]
+            ex, ey = (x - float(ox)) / float(sx), (y - float(oy)) / float(sy)
+            out[muscle & (ex * ex + ey * ey <= 1.0)] = float(organ["hu"])
         if sp.aorta:
             dx, dy = x - self.ax_, y - self.ay_
+            rim = self.ar + float(sp.aorta_fat_mm)
+            out[muscle & (dx * dx + dy * dy <= rim * rim)] = float(sp.fat_hu)
             out[muscle & (dx * dx + dy * dy <= self.ar * self.ar)] = float(sp.blood_hu)
         self.column.paint(x, y, z, patient, out)
         return out

@@ -122,7 +122,11 @@ class PhantomSpec:
         ``body_center_ras`` — its centre (x, y) (0, 25); ``fat_mm`` (15) subcutaneous fat;
         ``muscle_hu`` (40), ``fat_hu`` (−100), ``air_hu`` (−1000).
         ``aorta`` (True), ``aorta_center_ras`` (x, y) (−22, 35), ``aorta_radius_mm`` (11),
-        ``blood_hu`` (50, unenhanced blood).
+        ``blood_hu`` (50, unenhanced blood; e.g. 250 for a contrast-enhanced aorta);
+        ``aorta_fat_mm`` (0): a rim of periaortic fat (``fat_hu``) this thick around the aorta.
+        ``organs`` — other soft-tissue structures, a sequence of dicts (each an ellipse in every axial
+        plane, inside the muscle): ``center_ras`` (x, y), ``semi_axes_mm`` (lateral, AP), ``hu``, and a
+        ``name`` (e.g. an inferior vena cava, a kidney, a bowel loop with oral contrast).
         ``table`` (True), ``table_hu`` (−200), ``table_mm`` (thickness 10).
 
     Calibration phantom
@@ -182,6 +186,8 @@ class PhantomSpec:
     aorta_center_ras: Sequence[float] = (-22.0, 35.0)
     aorta_radius_mm: float = 11.0
     blood_hu: float = 50.0
+    aorta_fat_mm: float = 0.0
+    organs: Sequence[Dict[str, Any]] = ()
     table: bool = True
     table_hu: float = -200.0
     table_mm: float = 10.0
@@ -222,7 +228,7 @@ class PhantomSpec:
 
 
 _HARD_CASE_DEFAULTS: Dict[str, Any] = {"wedge_mm": 0.0, "osteophytes": [], "bone_islands": [], "streaks": [],
-                                       "spine_tilt_deg": [0.0, 0.0]}
+                                       "spine_tilt_deg": [0.0, 0.0], "aorta_fat_mm": 0.0, "organs": []}
 
 
 def jsonable(obj):

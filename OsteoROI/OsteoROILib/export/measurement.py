@@ -62,6 +62,8 @@ def build_document(
         "rows": measurement["rows"],
         "warnings": list(measurement.get("warnings", [])),
     }
+    if measurement.get("aorta") is not None:  # the aorta beside L1-L2 (placement.aorta): contrast from blood HU
+        doc["aorta"] = measurement["aorta"]
     if extra:
         doc.update(extra)
     return _clean(doc)

@@ -14,6 +14,7 @@ from ..export.html_report import write_report
 from ..export.measurement import ROW_COLUMNS, build_document, to_csv_text, to_json_text
 from ..io.outputs import check_output_paths, write_atomically
 from ..io.volume import Volume
+from ..placement.aorta import find_aorta
 from .calibration import SceneCalibration
 from .live_update import VolumeCache
 from .persistence import SceneState
@@ -31,7 +32,7 @@ def scene_document(state: Mapping[str, Any], volume: Volume, cal=None) -> Dict[s
     warnings = list(state.get("notes", []))
     warnings += sorted({w for r in state["rows"] for w in r.get("warnings", [])} - set(warnings))
     measurement = {"rows": state["rows"], "levels": levels, "shapes": state["shapes"], "slab_mm": slab,
-                   "warnings": warnings}
+                   "warnings": warnings, "aorta": find_aorta(volume, levels).to_dict()}  # once per document
     extra: Dict[str, Any] = {}
     if cal is not None:
         extra["calibration"] = calibration_summary(cal)

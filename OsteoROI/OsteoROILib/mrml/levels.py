@@ -57,7 +57,7 @@ class SceneLevels:
                              "Choose a calibration (phantom, saved, manual or internal) or an HU criterion.")
         # Validate and place everything before touching the scene: bad input leaves it unchanged.
         result = measure_levels(volume, points, shapes=shape_names, slab_mm=slab, force=force,
-                                placements=placements, warnings=extraWarnings)
+                                placements=placements, warnings=extraWarnings, aorta=False)
         self.live.detach()
         state = run_state(shape_names, slab, crit, force, notes=extraWarnings or [],
                           excluded={k: v for k, v in previous.get("excluded", {}).items() if k in points},
@@ -119,7 +119,7 @@ class SceneLevels:
             self.rois.remove(level)
         if changed:
             result = measure_levels(self.volumes.measured(self.store), changed, shapes=state["shapes"],
-                                    slab_mm=state["slab_mm"], force=state.get("force", False))
+                                    slab_mm=state["slab_mm"], force=state.get("force", False), aorta=False)
             # the moved levels against the others too, not only among themselves
             check_level_order({lv: info["outline"]["center_ras"] for lv, info in
                                list(state["levels"].items()) + list(result["levels"].items())})

@@ -74,7 +74,8 @@ click, interpolation, the fit cache) ← ``landmarks`` (Placement, Contour, Cana
 limits) ← ``canal`` ← ``contour`` (step 1) ← ``endplates`` (step 2) ← ``outline_fit`` (steps 3–4)
 ← ``click`` (the sequence, and the click's refusals) ← ``tilted`` (the vertebra's own plane)
 ← ``labels`` (from a segmentation) ← ``measure``. ``probe`` is the simple shell-ray outline on the
-point's own slice, used without automatic placement.
+point's own slice, used without automatic placement. ``aorta`` finds the aorta beside L1–L2 once per
+measurement (its blood HU tells a contrast-enhanced scan; ``measure_levels`` records it).
 
 All work is local: a box of about ±``CROP_HALF_INPLANE_MM`` in-plane and
 ±``CROP_HALF_AXIAL_MM`` along the slice axis around the click is read; the whole volume is

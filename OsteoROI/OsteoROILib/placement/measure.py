@@ -16,6 +16,7 @@ from ..roi.family import RoiFamily, build_roi_family
 from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.outline import BodyOutline
 from ..roi.stats import median_of, roi_statistics_and_values
+from .aorta import find_aorta
 from .click import place_from_click
 from .level_checks import check_level_order, check_slab_within_body
 from .row_flags import flag_rows
@@ -148,6 +149,7 @@ def measure_levels(
     placements: Optional[Mapping[str, object]] = None,
     warnings: Optional[Sequence[str]] = None,
     plane: str = "image",
+    aorta: bool = True,
 ) -> Dict[str, object]:
     """Place and measure the ROIs of every level.
 
@@ -168,7 +170,11 @@ def measure_levels(
     is true; then a default-size outline is used and the rows carry a warning. ``warnings`` are
     added to the result (e.g. levels missing from a segmentation).
 
-    Returns ``{"rows": [...], "levels": {level: {...}}, "warnings": [...]}``.
+    With ``aorta`` (default) the aorta is searched once beside L1–L2 (``aorta.find_aorta``) and its
+    HU recorded under ``"aorta"`` (``hu`` None with a ``reason`` when not found); the Slicer logic
+    re-places single levels without it and searches once per result document instead.
+
+    Returns ``{"rows": [...], "levels": {level: {...}}, "warnings": [...], "aorta": {...}}``.
     """
     shape_names = parse_shapes(shapes)
     plane_choice = check_plane(plane)
@@ -207,7 +213,10 @@ def measure_levels(
             rows.append(row)
     check_level_order(centres, "labels" if placements else "points")
     flag_rows(volume, rows, all_warnings)
-    return {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
+    out = {"rows": rows, "levels": levels, "warnings": all_warnings, "shapes": shape_names, "slab_mm": slab_mm}
+    if aorta:
+        out["aorta"] = find_aorta(volume, levels).to_dict()
+    return out
 
 
 def _check_slab(volume: Volume, slab_mm) -> float:
