@@ -132,8 +132,9 @@ def diagnosis_text(diagnosis: Mapping[str, Any]) -> str:
 
 
 def export_case_report(mrmlLogic, htmlPath: str, patient=None, prior=None, priorName: str = "",
-                       overwrite: bool = False) -> List[str]:
-    """Write the HTML report of the case (diagnosis with patient facts and follow-up)."""
+                       overwrite: bool = False, *, sign_off=None) -> List[str]:
+    """Write the HTML report of the case (diagnosis with patient facts and follow-up; the reader's
+    comment and sign-off, an ``export.impression.SignOff``, when given)."""
     diagnosis = case_diagnosis(mrmlLogic, patient=patient, prior=prior, priorName=priorName)
     return write_report(diagnosis, mrmlLogic.document(), html_path=htmlPath, volume=mrmlLogic.volume(),
-                        overwrite=overwrite)
+                        overwrite=overwrite, sign_off=sign_off)
