@@ -106,6 +106,11 @@ fracture grade (grade &ge; 1 excludes it from the summary).</p>
 / <i>saved</i>; <i>Apply calibration</i> fits it. The panel shows slope, intercept, R&sup2;, SEE, each rod's
 residual and every warning. An empty cell in the table means the value is undefined (e.g. the SD of a single
 voxel); the Warnings column says why.</p>
+<p><b>Report:</b> under the diagnosis, type your comment, your name and the date (YYYY-MM-DD): they are
+printed in the sign-off block of the report. <i>HTML report</i> and <i>PDF report</i> (printed with Chromium,
+Chrome or Edge; without one, the HTML report is offered) write it; <i>DICOM SR + PDF</i> writes a DICOM
+Structured Report and the PDF as Encapsulated PDF into the CT's study for PACS (the CT must be loaded from
+the DICOM database; highdicom is installed the first time, after asking).</p>
 <p><b>Clinical context:</b> published HU cut-offs hold for 120 kV non-contrast CT and for the ROI type they
 were derived with; other kV or contrast phases shift HU. HU is a screening measure, not a DXA T-score or a
 diagnosis; check every ROI for osteophytes, fractures, bone islands and artefacts before using a value.</p>

@@ -50,10 +50,11 @@ def _measured_widget(monkeypatch, headless, volumeNode, pointsNode):
 
 
 def _no_browser(monkeypatch, tmp_path):
-    """A PATH on which no browser is found (the situation of most Slicer installations)."""
+    """No browser on PATH nor in the default install folders."""
     empty = tmp_path / "empty-bin"
-    empty.mkdir()
+    empty.mkdir(exist_ok=True)
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(signed_report, "installed_browser", lambda: None)
 
 
 def test_the_report_carries_the_readers_comment_and_sign_off(monkeypatch, headless, phantom, tmp_path):
@@ -109,6 +110,20 @@ def test_the_pdf_report_is_printed_with_the_sign_off(monkeypatch, headless, phan
     text = " ".join(" ".join(page.extract_text().split()) for page in pypdf.PdfReader(str(pdf)).pages)
     assert "Compare with the DXA of March." in text and READER in text and "1 February 2024" in text
     assert str(pdf) in widget.ui.statusLabel.text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium/Chrome to print the PDF (apt-get install chromium)")
+def test_a_browser_off_path_in_its_install_folder_prints_the_pdf(monkeypatch, headless, phantom, tmp_path):
+    """Windows and macOS installers put no browser on PATH: the default install folder is used."""
+    volumeNode, pointsNode = add_phantom_case(headless.scene, phantom)
+    standin, widget = _measured_widget(monkeypatch, headless, volumeNode, pointsNode)
+    _no_browser(monkeypatch, tmp_path)
+    monkeypatch.setattr(signed_report, "installed_browser", lambda: os.path.realpath(CHROMIUM))
+    pdf = tmp_path / "off-path.pdf"
+    standin.file_dialog_answers.append(str(pdf))
+    widget.ui.exportPdfButton.click()
+    assert not standin.errors and not standin.questions, standin.errors
+    assert pdf.read_bytes().startswith(b"%PDF")
 
 
 def test_without_dicom_sources_no_sr_is_written_and_the_panel_says_why(monkeypatch, headless, phantom, tmp_path):

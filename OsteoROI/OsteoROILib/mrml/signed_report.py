@@ -2,8 +2,9 @@
 
 The reader's free-text comment and sign-off (reader, date) are an ``export.impression.SignOff``;
 they go into the impression of every form. The PDF is the HTML report printed by a
-Chromium-family browser (``export.pdf``): Slicer bundles none, so when none is found the error
-says so and points to the HTML report. The DICOM objects (``export.dicom_sr``) reference the
+Chromium-family browser (``export.pdf``), on PATH or in its default install folder (Microsoft Edge
+on Windows, Chrome on macOS: ``export.browser_locations``): Slicer bundles none, so when none is
+found the error says so and points to the HTML report. The DICOM objects (``export.dicom_sr``) reference the
 source CT slices, which in Slicer are the files of the volume's DICOM instances
 (``mrml.patient.dicom_source_files``); a volume not loaded from the DICOM database has none, and
 the error says why no SR is written. highdicom is an optional extra that Slicer does not bundle:
@@ -18,9 +19,11 @@ import tempfile
 from typing import Callable, List, Optional
 
 from ..errors import OsteoROIError, OutputError
+from ..export.browser_locations import installed_browser
 from ..export.dicom_sr import missing_sr_packages, write_dicom_exports
 from ..export.html_report import write_report
 from ..export.impression import SignOff
+from ..export.pdf import find_browser
 from ..io.outputs import check_output_paths
 from .case import case_diagnosis
 from .patient import dicom_source_files
@@ -39,13 +42,12 @@ def sign_off(reader: str = "", date: str = "", comment: str = "") -> SignOff:
 
 
 def pdf_browser(browser: Optional[str] = None) -> Optional[str]:
-    """The browser the PDF would be printed with, or None when none is found."""
-    from ..export.pdf import find_browser
-
+    """The browser the PDF would be printed with (``browser``, else one on PATH, else one in its
+    default install folder: ``export.browser_locations``), or None when none is found."""
     try:
         return find_browser(browser)
     except OsteoROIError:
-        return None
+        return None if browser else installed_browser()
 
 
 def _require_browser(browser: Optional[str]) -> str:
