@@ -932,6 +932,8 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.test_OsteoROI_edit_and_persist()
         self.setUp()
         self.test_OsteoROI_errors()
+        self.setUp()
+        self.test_OsteoROI_signed_report()
 
     def _loadPhantom(self):
         from OsteoROILib.digital_phantom import make_phantom
@@ -1064,3 +1066,26 @@ class OsteoROITest(ScriptedLoadableModuleTest):
             logic.run(volumeNode, None)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.delayDisplay("Error test passed")
+
+    def test_OsteoROI_signed_report(self):
+        """The reader's comment and sign-off are in the HTML report; a CT not loaded from the DICOM
+        database gets no SR, and the error says why."""
+        import tempfile
+
+        volumeNode, pointsNode, _truth = self._loadPhantom()
+        logic = OsteoROILogic()
+        logic.run(volumeNode, pointsNode, shapes=["oval"], criteria="seed002-hu")
+        p = logic.getParameterNode()
+        p.readerComment, p.readerName, p.signedDate = "Compare with the DXA.", "Reader^Paula", "2024-02-01"
+        folder = tempfile.mkdtemp()
+        html = os.path.join(folder, "signed.html")
+        logic.exportReportFromParameterNode(p, html)
+        with open(html, encoding="utf-8") as f:
+            text = f.read()
+        for expected in ("Compare with the DXA.", "Reader^Paula", "1 February 2024"):
+            self.assertIn(expected, text)
+        with self.assertRaises(OsteoROIError) as cm:
+            logic.exportDicomFromParameterNode(p, os.path.join(folder, "sr.dcm"))
+        self.assertIn("not loaded from Slicer's DICOM database", str(cm.exception))
+        self.assertFalse(os.path.exists(os.path.join(folder, "sr.dcm")))
+        self.delayDisplay("Signed report test passed")
