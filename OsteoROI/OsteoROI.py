@@ -268,7 +268,9 @@ class OsteoROICasePanel:
 
     def onShowDiagnosis(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("OsteoROI could not build the diagnosis.")):
-            self.ui.diagnosisLabel.text = diagnosis_text(self.logic.diagnosisFromParameterNode(self.parameterNode))
+            p = self.parameterNode
+            self.ui.diagnosisLabel.text = diagnosis_text(self.logic.diagnosisFromParameterNode(p),
+                                                         self.logic.signOffFromParameterNode(p))
 
     def onBrowsePrior(self) -> None:
         path = qt.QFileDialog.getOpenFileName(None, _("Result of the prior study"), "", _("OsteoROI result (*.json)"))

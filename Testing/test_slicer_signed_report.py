@@ -63,6 +63,11 @@ def test_the_report_carries_the_readers_comment_and_sign_off(monkeypatch, headle
     p = widget._parameterNode
     assert (p.readerComment, p.readerName, p.signedDate) == (COMMENT, READER, "2024-02-01")
     assert widget.ui.exportPdfButton.enabled and widget.ui.exportDicomButton.enabled
+    # The panel shows the impression as it will be signed.
+    widget.ui.diagnoseButton.click()
+    impression = widget.ui.diagnosisLabel.text.split("\nLead:")[0]
+    assert "Reader's comment: Compare with the DXA of March." in impression
+    assert f"Signed: {READER}, 1 February 2024" in impression
     report = tmp_path / "signed.html"
     standin.file_dialog_answers.append(str(report))
     widget.ui.exportHtmlButton.click()
