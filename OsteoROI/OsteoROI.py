@@ -43,6 +43,13 @@ from OsteoROILib.mrml.case import case_diagnosis, diagnosis_text, export_case_re
 from OsteoROILib.mrml.logic import OsteoROIMRMLLogic
 from OsteoROILib.mrml.nodes import level_points_from_node, volume_from_node
 from OsteoROILib.mrml.patient import describe_facts, dicom_facts_from_node, dicom_patient_id
+from OsteoROILib.mrml.signed_report import (
+    encapsulated_pdf_path,
+    export_case_dicom,
+    export_case_pdf,
+    pdf_browser,
+    sign_off,
+)
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.roi.family import SHAPE_NAMES
 from OsteoROILib.roi.levels import LEVEL_NAMES
@@ -99,6 +106,11 @@ fracture grade (grade &ge; 1 excludes it from the summary).</p>
 / <i>saved</i>; <i>Apply calibration</i> fits it. The panel shows slope, intercept, R&sup2;, SEE, each rod's
 residual and every warning. An empty cell in the table means the value is undefined (e.g. the SD of a single
 voxel); the Warnings column says why.</p>
+<p><b>Report:</b> under the diagnosis, type your comment, your name and the date (YYYY-MM-DD): they are
+printed in the sign-off block of the report. <i>HTML report</i> and <i>PDF report</i> (printed with Chromium,
+Chrome or Edge; without one, the HTML report is offered) write it; <i>DICOM SR + PDF</i> writes a DICOM
+Structured Report and the PDF as Encapsulated PDF into the CT's study for PACS (the CT must be loaded from
+the DICOM database; highdicom is installed the first time, after asking).</p>
 <p><b>Clinical context:</b> published HU cut-offs hold for 120 kV non-contrast CT and for the ROI type they
 were derived with; other kV or contrast phases shift HU. HU is a screening measure, not a DXA T-score or a
 diagnosis; check every ROI for osteophytes, fractures, bone islands and artefacts before using a value.</p>
@@ -160,6 +172,8 @@ class OsteoROIParameterNode:
         (filled from DICOM PatientAge/PatientSex when empty; what the user enters overrides them).
     priorResultFile, priorTable - the prior study for the follow-up: a saved result JSON, else
         the OsteoROI results table of a prior study in the scene.
+    readerComment, readerName, signedDate - the radiologist's free-text comment and sign-off
+        (reader, date YYYY-MM-DD), printed in the impression of the HTML/PDF report and the DICOM SR.
 
     Everything the measurement produced (ROIs, results, exclusions, Genant grades) is kept by
     ``OsteoROILib.mrml.logic`` in the same parameter node.
@@ -190,6 +204,9 @@ class OsteoROIParameterNode:
     fragilityFracture: str = ""
     priorResultFile: str = ""
     priorTable: vtkMRMLTableNode
+    readerComment: str = ""
+    readerName: str = ""
+    signedDate: str = ""
 
 
 #: Parameter-node member for each ROI shape of ``OsteoROILib.roi.family.SHAPE_NAMES``.
@@ -219,19 +236,23 @@ THROTTLE_MS = 150
 
 class OsteoROICasePanel:
     """The "Patient, follow-up and diagnosis" section of the widget: DICOM facts shown and copied
-    into the editable patient fields, the prior study, and the diagnosis text."""
+    into the editable patient fields, the prior study, the diagnosis text, the reader's comment and
+    sign-off, and the signed report's exports (PDF, DICOM SR + Encapsulated PDF)."""
 
     def __init__(self, ui, logic) -> None:
         self.ui, self.logic = ui, logic
         self._factsVolumeId = None
         self.ui.diagnoseButton.connect("clicked(bool)", self.onShowDiagnosis)
         self.ui.priorResultBrowseButton.connect("clicked(bool)", self.onBrowsePrior)
+        self.ui.exportPdfButton.connect("clicked(bool)", self.onExportPdf)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.parameterNode = None
 
     def update(self, p, hasResults: bool) -> None:
         """Refresh from the parameter node ``p`` (the GUI's state)."""
         self.parameterNode = p
-        self.ui.diagnoseButton.enabled = hasResults
+        for button in (self.ui.diagnoseButton, self.ui.exportPdfButton, self.ui.exportDicomButton):
+            button.enabled = hasResults
         volume = p.inputVolume
         volumeId = volume.GetID() if volume is not None else None
         if volumeId == self._factsVolumeId:
@@ -247,12 +268,44 @@ class OsteoROICasePanel:
 
     def onShowDiagnosis(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("OsteoROI could not build the diagnosis.")):
-            self.ui.diagnosisLabel.text = diagnosis_text(self.logic.diagnosisFromParameterNode(self.parameterNode))
+            p = self.parameterNode
+            self.ui.diagnosisLabel.text = diagnosis_text(self.logic.diagnosisFromParameterNode(p),
+                                                         self.logic.signOffFromParameterNode(p))
 
     def onBrowsePrior(self) -> None:
         path = qt.QFileDialog.getOpenFileName(None, _("Result of the prior study"), "", _("OsteoROI result (*.json)"))
         if path and self.parameterNode is not None:
             self.parameterNode.priorResultFile = path
+
+    def onExportPdf(self) -> None:
+        """The signed report as PDF; without a browser to print it, offer the HTML report instead."""
+        if self.logic.pdfBrowser() is None:
+            if slicer.util.confirmYesNoDisplay(_(
+                    "No browser that prints to PDF was found (Chromium, Google Chrome or Microsoft Edge).\n"
+                    "Write the HTML report instead? Any browser prints it to PDF.")):
+                self.ui.exportHtmlButton.click()
+            return
+        path = qt.QFileDialog.getSaveFileName(None, _("Save the PDF report"), "osteoroi-report.pdf", _("PDF (*.pdf)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI could not write the PDF report."), waitCursor=True):
+            # The file dialog has already asked whether to replace an existing file.
+            written = self.logic.exportPdfFromParameterNode(self.parameterNode, path, overwrite=os.path.exists(path))
+            self.ui.statusLabel.text = _("Written: {paths}").format(paths=", ".join(written))
+
+    def onExportDicom(self) -> None:
+        """The DICOM SR (and the PDF as Encapsulated PDF beside it) in the source study, for PACS."""
+        path = qt.QFileDialog.getSaveFileName(None, _("Save the DICOM SR"), "osteoroi-sr.dcm", _("DICOM (*.dcm)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("OsteoROI wrote no DICOM SR."), waitCursor=True):
+            written = self.logic.exportDicomFromParameterNode(
+                self.parameterNode, path, overwrite=os.path.exists(path),
+                ask=slicer.util.confirmYesNoDisplay, install=slicer.util.pip_install)
+            lines = [_("Written: {paths}").format(paths=", ".join(written))]
+            if len(written) == 1:
+                lines.append(_("No Encapsulated PDF: no browser that prints to PDF was found."))
+            self.ui.statusLabel.text = "\n".join(lines)
 
 
 #
@@ -767,13 +820,14 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         return self.mrml.exportResults(jsonPath, csvPath, overwrite=overwrite)
 
     def exportReport(self, htmlPath: str, overwrite: bool = False, patient: Optional[dict] = None,
-                     priorFile: str = "", priorTable=None) -> List[str]:
+                     priorFile: str = "", priorTable=None, signOff=None) -> List[str]:
         """The HTML report; with ``patient`` facts (age, sex, menopause, fragility_fracture) and a
-        prior study (``priorFile`` JSON or ``priorTable``) it includes them and the follow-up."""
+        prior study (``priorFile`` JSON or ``priorTable``) it includes them and the follow-up;
+        ``signOff``: ``OsteoROILib.mrml.signed_report.sign_off(reader, date, comment)``."""
         prior = prior_document(priorFile, priorTable)
         priorName = priorFile or (priorTable.GetName() if priorTable is not None else "")
         return export_case_report(self.mrml, htmlPath, patient=patient, prior=prior, priorName=priorName,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, sign_off=signOff)
 
     def diagnosis(self, patient: Optional[dict] = None, priorFile: str = "", priorTable=None) -> dict:
         """The diagnosis document (categories per criterion, lead criterion, warnings, follow-up)."""
@@ -790,8 +844,37 @@ class OsteoROILogic(ScriptedLoadableModuleLogic):
         return self.diagnosis(self.patientFromParameterNode(p), p.priorResultFile, p.priorTable)
 
     def exportReportFromParameterNode(self, p, htmlPath: str, overwrite: bool = False) -> List[str]:
-        return self.exportReport(htmlPath, overwrite=overwrite, patient=self.patientFromParameterNode(p),
-                                 priorFile=p.priorResultFile, priorTable=p.priorTable)
+        prior = prior_document(p.priorResultFile, p.priorTable)
+        return export_case_report(self.mrml, htmlPath, patient=self.patientFromParameterNode(p), prior=prior,
+                                  priorName=self._priorName(p), overwrite=overwrite,
+                                  sign_off=self.signOffFromParameterNode(p))
+
+    @staticmethod
+    def signOffFromParameterNode(p):
+        return sign_off(p.readerName, p.signedDate, p.readerComment)
+
+    @staticmethod
+    def _priorName(p) -> str:
+        return p.priorResultFile or (p.priorTable.GetName() if p.priorTable is not None else "")
+
+    @staticmethod
+    def pdfBrowser() -> Optional[str]:
+        """The browser that prints the PDF report (None: none found; the HTML report prints from any browser)."""
+        return pdf_browser()
+
+    def exportPdfFromParameterNode(self, p, pdfPath: str, overwrite: bool = False) -> List[str]:
+        """The case's report, with the reader's comment and sign-off, printed to PDF."""
+        return export_case_pdf(self.mrml, pdfPath, patient=self.patientFromParameterNode(p),
+                               prior=prior_document(p.priorResultFile, p.priorTable), priorName=self._priorName(p),
+                               signOff=self.signOffFromParameterNode(p), overwrite=overwrite)
+
+    def exportDicomFromParameterNode(self, p, srPath: str, overwrite: bool = False, ask=None, install=None) -> List[str]:
+        """The DICOM SR and, when a browser prints the PDF, the Encapsulated PDF beside it
+        (``mrml.signed_report.export_case_dicom``; ``ask``/``install`` install highdicom when missing)."""
+        return export_case_dicom(self.mrml, srPath, pdfDicomPath=encapsulated_pdf_path(srPath) if pdf_browser() else None,
+                                 patient=self.patientFromParameterNode(p),
+                                 prior=prior_document(p.priorResultFile, p.priorTable), priorName=self._priorName(p),
+                                 signOff=self.signOffFromParameterNode(p), overwrite=overwrite, ask=ask, install=install)
 
     @staticmethod
     def startPlacing(pointsNode, level: str) -> None:
@@ -851,6 +934,8 @@ class OsteoROITest(ScriptedLoadableModuleTest):
         self.test_OsteoROI_edit_and_persist()
         self.setUp()
         self.test_OsteoROI_errors()
+        self.setUp()
+        self.test_OsteoROI_signed_report()
 
     def _loadPhantom(self):
         from OsteoROILib.digital_phantom import make_phantom
@@ -983,3 +1068,26 @@ class OsteoROITest(ScriptedLoadableModuleTest):
             logic.run(volumeNode, None)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.delayDisplay("Error test passed")
+
+    def test_OsteoROI_signed_report(self):
+        """The reader's comment and sign-off are in the HTML report; a CT not loaded from the DICOM
+        database gets no SR, and the error says why."""
+        import tempfile
+
+        volumeNode, pointsNode, _truth = self._loadPhantom()
+        logic = OsteoROILogic()
+        logic.run(volumeNode, pointsNode, shapes=["oval"], criteria="seed002-hu")
+        p = logic.getParameterNode()
+        p.readerComment, p.readerName, p.signedDate = "Compare with the DXA.", "Reader^Paula", "2024-02-01"
+        folder = tempfile.mkdtemp()
+        html = os.path.join(folder, "signed.html")
+        logic.exportReportFromParameterNode(p, html)
+        with open(html, encoding="utf-8") as f:
+            text = f.read()
+        for expected in ("Compare with the DXA.", "Reader^Paula", "1 February 2024"):
+            self.assertIn(expected, text)
+        with self.assertRaises(OsteoROIError) as cm:
+            logic.exportDicomFromParameterNode(p, os.path.join(folder, "sr.dcm"))
+        self.assertIn("not loaded from Slicer's DICOM database", str(cm.exception))
+        self.assertFalse(os.path.exists(os.path.join(folder, "sr.dcm")))
+        self.delayDisplay("Signed report test passed")

@@ -13,7 +13,9 @@ Rules and where they come from (same at every tag unless a tag is named):
   registered connector's ``canRepresent(widget, datatype)`` (exact widget class, ``type(widget) ==``)
   and raises ``RuntimeError`` when none fits: :data:`CONNECTORS`. A ``QComboBox`` bound to a plain
   ``int/float/str/bool`` raises "requires the Choice annotation" and rebuilds the items from the
-  ``Choice``; ``QSlider``, ``ctkSliderWidget`` and ``qMRMLSliderWidget`` need a bounded number
+  ``Choice``; a ``QTextEdit`` holds a ``str`` as plain text (``QTextEditPlainTextToStrConnector``:
+  ``textChanged()``, ``toPlainText``/``setPlainText``); ``QSlider``, ``ctkSliderWidget`` and
+  ``qMRMLSliderWidget`` need a bounded number
   (``WithinRange``, or ``Minimum`` and ``Maximum``); ``WithinRange`` sets a spin box's range; a
   ``qMRMLNodeComboBox`` gets ``nodeTypes`` from the node type.
 * ``Base/Python/slicer/parameterNodeWrapper/wrapper.py`` — ``connectParametersToGui(mapping)``
@@ -32,6 +34,15 @@ Rules and where they come from (same at every tag unless a tag is named):
   ``ControlPointPlacementStartIndex``; ``ResetNthControlPointPosition`` puts a point in Preview
   (and un-previews any other), ``UnsetNthControlPointPosition`` makes it undefined:
   :func:`markups_click` follows these rules on a real markups node.
+* ``Modules/Scripted/DICOMPlugins/DICOMScalarVolumePlugin.py`` (``load``) — a volume loaded from the
+  DICOM database gets the node attribute ``DICOM.instanceUIDs``: its slices' SOP Instance UIDs,
+  space-separated, in the order of the loaded files, "Unknown" for a file without one;
+  ``slicer.dicomDatabase.fileForInstance(uid)`` (ctkDICOMDatabase, as ``DICOMUtils`` and
+  ``DICOMBrowser`` call it) gives the file of a UID, "" when the database does not hold it:
+  :class:`DicomDatabase`.
+* ``Base/Python/slicer/util.py`` — ``confirmYesNoDisplay(text, ...)`` shows a question and returns
+  True for Yes; ``pip_install(requirements)`` takes one string of requirements (the stand-in
+  records them: :attr:`StandIn.confirm_answers`, :attr:`StandIn.pip_installs`).
 """
 from __future__ import annotations
 
@@ -110,13 +121,15 @@ SIGNALS = {
     "QDoubleSpinBox": {"valueChanged(double)", "editingFinished()"},
     "QComboBox": {"currentIndexChanged(int)", "currentTextChanged(QString)", "activated(int)"},
     "QLineEdit": {"textChanged(QString)", "editingFinished()"},
+    "QTextEdit": {"textChanged()"},
     "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)", "currentNodeChanged(bool)",
                           "currentNodeIDChanged(QString)"},
 }
 BASES = {
     "QAbstractButton": "QWidget", "QPushButton": "QAbstractButton", "QCheckBox": "QAbstractButton",
     "ctkCollapsibleButton": "QAbstractButton", "QDoubleSpinBox": "QWidget", "QComboBox": "QWidget",
-    "QLineEdit": "QWidget", "QLabel": "QWidget", "qMRMLNodeComboBox": "QWidget", "qMRMLTableView": "QWidget",
+    "QLineEdit": "QWidget", "QTextEdit": "QWidget", "QLabel": "QWidget", "qMRMLNodeComboBox": "QWidget",
+    "qMRMLTableView": "QWidget",
     "qMRMLWidget": "QWidget",
 }
 
@@ -324,7 +337,14 @@ class FakeWidget:
 
     def setUserText(self, text: str) -> None:
         self.text = text
-        self.emit("textChanged(QString)", text)
+        self.emit("textChanged()" if self.className == "QTextEdit" else "textChanged(QString)", text)
+
+    # QTextEdit (plain text)
+    def toPlainText(self) -> str:
+        return self.text
+
+    def setPlainText(self, text: str) -> None:
+        self.text = text
 
 
 def _accepted_arguments(slot: Callable, given: int) -> int:
@@ -402,7 +422,7 @@ class _Connector:
     def _signals(self):
         return {"QCheckBox": ["stateChanged(int)"], "QPushButton": ["toggled(bool)"],
                 "QDoubleSpinBox": ["valueChanged(double)"], "QComboBox": ["currentIndexChanged(int)"],
-                "QLineEdit": ["textChanged(QString)"],
+                "QLineEdit": ["textChanged(QString)"], "QTextEdit": ["textChanged()"],
                 "qMRMLNodeComboBox": ["currentNodeChanged(vtkMRMLNode*)"]}.get(self.widget.className, [])
 
     def _changed(self, *args) -> None:
@@ -419,7 +439,7 @@ class _Connector:
         if self.choices is not None:
             return self.choices[w.currentIndex]
         return {"QCheckBox": lambda: w.checked, "QPushButton": lambda: w.checked,
-                "QDoubleSpinBox": lambda: w.value, "QLineEdit": lambda: w.text,
+                "QDoubleSpinBox": lambda: w.value, "QLineEdit": lambda: w.text, "QTextEdit": w.toPlainText,
                 "qMRMLNodeComboBox": w.currentNode}[w.className]()
 
     def write(self, value) -> None:
@@ -434,6 +454,8 @@ class _Connector:
             w.value = value
         elif w.className == "QLineEdit":
             w.text = value
+        elif w.className == "QTextEdit":
+            w.setPlainText(value)
         elif w.className == "qMRMLNodeComboBox":
             w.setCurrentNode(value)
 
@@ -636,6 +658,9 @@ class StandIn:
         self.errors: List[str] = []
         self.timers: List[Callable] = []
         self.file_dialog_answers: List[str] = []
+        self.confirm_answers: List[bool] = []  # answers to confirmYesNoDisplay, in order (none left: No)
+        self.questions: List[str] = []
+        self.pip_installs: List[str] = []
         self.reloaded: List[Tuple[str, List[str]]] = []
         self.icons: List[str] = []
         self.wrappers: List[Any] = []
@@ -664,6 +689,8 @@ class StandIn:
         mp.setattr(util, "loadUI", load_ui)
         mp.setattr(util, "childWidgetVariables", child_widget_variables)
         mp.setattr(util, "tryWithErrorDisplay", self._try_with_error_display)
+        mp.setattr(util, "confirmYesNoDisplay", self._confirm_yes_no, raising=False)
+        mp.setattr(util, "pip_install", self.pip_installs.append, raising=False)
         mp.setattr(util, "modulePath", lambda name: self.module_path)
         mp.setattr(util, "reloadScriptedModule",
                    lambda name: self.reloaded.append((name, sorted(n for n in sys.modules if n.startswith("OsteoROILib")))))
@@ -698,6 +725,10 @@ class StandIn:
 
         qt.QTimer, qt.QFileDialog, qt.QIcon = QTimer, QFileDialog, QIcon
         return qt
+
+    def _confirm_yes_no(self, text, windowTitle=None, parent=None, **kwargs) -> bool:
+        self.questions.append(text)
+        return self.confirm_answers.pop(0) if self.confirm_answers else False
 
     @staticmethod
     def _i18n():
@@ -757,6 +788,52 @@ class StandIn:
     def run_timers(self) -> None:
         while self.timers:
             self.timers.pop(0)()
+
+
+# ------------------------------------------------------------------------------------------------
+# Slicer's DICOM database (ctkDICOMDatabase, the calls the module makes)
+# ------------------------------------------------------------------------------------------------
+class DicomDatabase:
+    """``slicer.dicomDatabase`` holding the files given: ``fileForInstance(uid)`` ("" for a UID it
+    does not hold) and ``fileValue(path, "gggg,eeee")`` read from the file ("" when absent)."""
+
+    def __init__(self, files):
+        import pydicom
+
+        self.files = {}
+        for path in files:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            self.files[str(ds.SOPInstanceUID)] = path
+
+    def fileForInstance(self, uid: str) -> str:
+        return self.files.get(uid, "")
+
+    def fileValue(self, path: str, tag: str) -> str:
+        import pydicom
+
+        group, element = (int(part, 16) for part in tag.split(","))
+        elem = pydicom.dcmread(path, stop_before_pixels=True).get((group, element))
+        if elem is None or elem.value is None:
+            return ""
+        value = elem.value
+        return "\\".join(str(v) for v in value) if isinstance(value, (list, pydicom.multival.MultiValue)) else str(value)
+
+
+def add_dicom_volume(scene, folder: str, name: str = "CT from DICOM"):
+    """The CT series in ``folder`` as Slicer's DICOM plugin loads it: the volume node (read by the
+    core's DICOM reader) with ``DICOM.instanceUIDs`` listing its slices, and a database holding them."""
+    import pydicom
+
+    from OsteoROILib.io.image_files import read_volume
+    from OsteoROILib.mrml.patient import DICOM_UIDS_ATTRIBUTE
+    from OsteoROILib.mrml.scene import add_volume_from_array
+
+    volume = read_volume(folder)
+    node = add_volume_from_array(scene, volume.array, volume.ijk_to_ras, name)
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    node.SetAttribute(DICOM_UIDS_ATTRIBUTE, " ".join(uids))
+    return node, DicomDatabase(files)
 
 
 # ------------------------------------------------------------------------------------------------

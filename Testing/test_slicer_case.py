@@ -85,7 +85,10 @@ def test_a_case_in_the_panel(monkeypatch, headless, phantom, tmp_path):
     ui.applyButton.click()
     assert not standin.errors, standin.errors
     text = ui.diagnosisLabel.text
-    assert text.startswith("Lead: seed002-hu")
+    # The impression the report states comes first; its lead category is the lead verdict's.
+    assert text.startswith("Impression:\n") and "\nLead: seed002-hu" in text
+    lead = next(v for v in widget.logic.diagnosisFromParameterNode(p)["verdicts"] if v.get("lead"))
+    assert lead["category"] and lead["category"] in text.split("\nLead:")[0]
     assert "Woman aged 71" in text and "100 kV" in text and "Contrast agent recorded (IOMERON 400)" in text
     # Excluded levels carry their reason into the diagnosis: a focal lesion at L3, a fracture at L2.
     ui.exclusionReasonComboBox.setCurrentIndex(ui.exclusionReasonComboBox.findText("focal lesion"))

@@ -44,7 +44,9 @@ def test_console_recipe_runs_as_written(monkeypatch, headless, phantom, tmp_path
     rows = namespace["rows"]
     assert len(rows) == 4 * 5 and all(abs(r["mean_hu"] - truth[r["level"]]) < 10 for r in rows)
     assert namespace["diagnosis"]["lead"]["criterion_id"] == "seed002-hu"
-    assert {"r.json", "r.csv", "r.html"} <= set(os.listdir(tmp_path))
+    assert {"r.json", "r.csv", "r.html", "signed.html"} <= set(os.listdir(tmp_path))
+    signed = (tmp_path / "signed.html").read_text(encoding="utf-8")
+    assert "Compare with the DXA of March." in signed and "1 February 2024" in signed
     assert "R²" in capsys.readouterr().out
 
 

@@ -225,7 +225,8 @@ def test_every_button_can_become_enabled(monkeypatch, headless, phantom):
 
 
 @pytest.mark.parametrize("name", ["test_OsteoROI_phantom", "test_OsteoROI_calibration",
-                                  "test_OsteoROI_edit_and_persist", "test_OsteoROI_errors"])
+                                  "test_OsteoROI_edit_and_persist", "test_OsteoROI_errors",
+                                  "test_OsteoROI_signed_report"])
 def test_self_test_steps_run(monkeypatch, headless, name):
     """The Slicer self-test's steps (OsteoROITest, registered with ctest) on the slicer-core scene."""
     standin, module = _standin(monkeypatch, headless)

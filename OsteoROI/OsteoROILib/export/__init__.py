@@ -5,9 +5,9 @@ Modules: ``measurement`` (the measurement document); ``style`` (colours, CSS, ce
 ``wording`` (plain words for readers), ``impression`` (the reconciled impression, borderline flag
 and sign-off), ``front_page`` (header and impression), ``calibration_html`` (the calibration
 section) and ``html_report`` (the report built section by section, and its tables written);
-``pdf`` (the report printed by a headless browser), ``dicom_sr`` (TID 1500 SR and Encapsulated
-PDF, optional extra ``sr``) and ``cohort`` (one row per exam). Export imports ``io``, ``roi`` and
-``diagnosis``.
+``pdf`` (the report printed by a headless browser), ``browser_locations`` (browsers installed off
+PATH), ``dicom_sr`` (TID 1500 SR and Encapsulated PDF, optional extra ``sr``) and ``cohort`` (one
+row per exam). Export imports ``io``, ``roi`` and ``diagnosis``.
 """
 from ..import_paths import stage_getattr
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -57,6 +57,8 @@ def _libraries():
 
 def no_source_reason(result_doc: Mapping[str, object], source: Optional[str]) -> Optional[str]:
     """Why no SR can be written for this result (None when the source is a folder of DICOM files)."""
+    if isinstance(source, (list, tuple)):  # the slices' files (Slicer: from its DICOM database)
+        return None if source else "no source slice files were given"
     path = source or str((result_doc.get("volume") or {}).get("file") or "")
     if not path:
         return "the result does not name the CT it was measured on"
@@ -66,21 +68,28 @@ def no_source_reason(result_doc: Mapping[str, object], source: Optional[str]) ->
     return None
 
 
-def source_images(folder: str, series_uid: Optional[str] = None) -> List[object]:
-    """Headers (no pixels) of the source CT slices in ``folder``, sorted along the slice normal."""
+def _source_paths(source: Union[str, Sequence[str]]) -> List[str]:
+    """The files of a folder (recursively) or the list of files given."""
+    if isinstance(source, (list, tuple)):
+        return list(source)
+    return [os.path.join(root, name) for root, _, files in os.walk(source) for name in sorted(files)]
+
+
+def source_images(folder: Union[str, Sequence[str]], series_uid: Optional[str] = None) -> List[object]:
+    """Headers (no pixels) of the source CT slices in ``folder`` (or the list of files), sorted along the slice normal."""
     _, pydicom = _libraries()
     images = []
-    for root, _, files in os.walk(folder):
-        for name in sorted(files):
-            try:
-                ds = pydicom.dcmread(os.path.join(root, name), stop_before_pixels=True)
-            except (pydicom.errors.InvalidDicomError, OSError):  # not a DICOM file: skipped
-                continue
-            if "ImagePositionPatient" in ds and "SOPInstanceUID" in ds and getattr(ds, "Modality", "") == "CT" \
-                    and (series_uid is None or ds.SeriesInstanceUID == series_uid):
-                images.append(ds)
+    for path in _source_paths(folder):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError):  # not a DICOM file: skipped
+            continue
+        if "ImagePositionPatient" in ds and "SOPInstanceUID" in ds and getattr(ds, "Modality", "") == "CT" \
+                and (series_uid is None or ds.SeriesInstanceUID == series_uid):
+            images.append(ds)
     if not images:
-        raise OutputError(f"No CT image with a position was found in {folder}.",
+        where = folder if isinstance(folder, str) else f"the {len(folder)} source files"
+        raise OutputError(f"No CT image with a position was found in {where}.",
                           "Give the DICOM series the result was measured on with --dicom-source FOLDER.")
     normal = np.cross(*np.reshape(np.asarray(images[0].ImageOrientationPatient, float), (2, 3)))
     return sorted(images, key=lambda d: float(np.asarray(d.ImagePositionPatient, float) @ normal))
@@ -246,10 +255,13 @@ def _save(ds, path: str) -> None:
 
 
 def write_dicom_exports(diagnosis: Mapping[str, object], result_doc: Mapping[str, object], *,
-                        source: Optional[str] = None, sr_path: Optional[str] = None,
+                        source: Union[str, Sequence[str], None] = None, sr_path: Optional[str] = None,
                         pdf_dicom_path: Optional[str] = None, pdf_path: Optional[str] = None, sign_off=None,
                         overwrite: bool = False) -> List[str]:
-    """Write the SR and/or the Encapsulated PDF (of ``pdf_path``) into the source study; return the paths."""
+    """Write the SR and/or the Encapsulated PDF (of ``pdf_path``) into the source study; return the paths.
+
+    ``source``: the DICOM folder of the CT, or the list of its slice files; None: the result's ``volume.file``.
+    """
     _libraries()
     reason = no_source_reason(result_doc, source)
     if reason:

@@ -15,6 +15,7 @@ from ..diagnosis.exclusions import parse_exclusion
 from ..diagnosis.verdict import build_diagnosis
 from ..errors import InputError
 from ..export.html_report import write_report
+from ..export.impression import build_impression, impression_lines
 from ..io.jsonfile import read_json
 
 __all__ = ["PATIENT_KEYS", "case_exclusions", "case_diagnosis", "prior_document", "result_document_from_table", "diagnosis_text",
@@ -104,13 +105,14 @@ def _verdict_line(v: Mapping[str, Any]) -> str:
            f"{number} \u2192 {category}"
 
 
-def diagnosis_text(diagnosis: Mapping[str, Any]) -> str:
-    """The panel's summary: lead criterion first, the other verdicts, the excluded levels with their
-    reasons, patient applicability, the follow-up against the least significant change, and every
-    warning."""
+def diagnosis_text(diagnosis: Mapping[str, Any], sign_off=None) -> str:
+    """The panel's summary: the impression as the report states it (with the reader's comment and
+    sign-off, an ``export.impression.SignOff``, when given), then the lead criterion, the other
+    verdicts, the excluded levels with their reasons, patient applicability, the follow-up against
+    the least significant change, and every warning."""
     verdicts = list(diagnosis.get("verdicts") or [])
     lead = next((v for v in verdicts if v.get("lead")), None)
-    lines: List[str] = []
+    lines: List[str] = ["Impression:"] + ["  " + line for line in impression_lines(build_impression(diagnosis, sign_off))]
     if lead is not None:
         lines.append("Lead: " + _verdict_line(lead))
     lines += ["  " + _verdict_line(v) for v in verdicts if v is not lead]
@@ -132,8 +134,9 @@ def diagnosis_text(diagnosis: Mapping[str, Any]) -> str:
 
 
 def export_case_report(mrmlLogic, htmlPath: str, patient=None, prior=None, priorName: str = "",
-                       overwrite: bool = False) -> List[str]:
-    """Write the HTML report of the case (diagnosis with patient facts and follow-up)."""
+                       overwrite: bool = False, *, sign_off=None) -> List[str]:
+    """Write the HTML report of the case (diagnosis with patient facts and follow-up; the reader's
+    comment and sign-off, an ``export.impression.SignOff``, when given)."""
     diagnosis = case_diagnosis(mrmlLogic, patient=patient, prior=prior, priorName=priorName)
     return write_report(diagnosis, mrmlLogic.document(), html_path=htmlPath, volume=mrmlLogic.volume(),
-                        overwrite=overwrite)
+                        overwrite=overwrite, sign_off=sign_off)

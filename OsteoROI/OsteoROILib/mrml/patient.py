@@ -9,13 +9,15 @@ kVp, contrast agent, manufacturer, kernel, slice thickness, patient age and sex,
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+import os
+from typing import Dict, List, Optional
 
 import slicer
 
+from ..errors import OutputError
 from ..io.dicom_facts import FACT_TAGS, facts_from_header
 
-__all__ = ["DICOM_UIDS_ATTRIBUTE", "dicom_facts_from_node", "dicom_patient_id", "describe_facts"]
+__all__ = ["DICOM_UIDS_ATTRIBUTE", "dicom_facts_from_node", "dicom_patient_id", "describe_facts", "dicom_source_files"]
 
 #: Node attribute in which Slicer's DICOM plugins list the loaded instances' UIDs (space-separated).
 DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
@@ -62,3 +64,26 @@ def describe_facts(facts: Dict[str, object], patient_id: str = "") -> str:
              f"{get('manufacturer')} {facts.get('model') or ''}".rstrip() + f", kernel {get('convolution_kernel')}, "
              f"slice {get('slice_thickness_mm', '{:g} mm')}"]
     return "\n".join(lines)
+
+
+def dicom_source_files(volumeNode, database=None) -> List[str]:
+    """The files of the DICOM slices the volume was loaded from, in the plugin's slice order; [] when the
+    volume did not come from Slicer's DICOM database (file loads, arrays) or the database is not open.
+
+    Slicer's DICOM scalar volume plugin writes "Unknown" for a slice without a SOP Instance UID
+    (``DICOMScalarVolumePlugin.load``, Slicer 5.6-5.10); ``fileForInstance`` answers "" for a UID
+    the database does not hold. Either makes the list incomplete, and an incomplete list is
+    refused: an SR region drawn on the nearest slice that happens to be left would be on the wrong image.
+    """
+    uids = (volumeNode.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split() if volumeNode is not None else []
+    database = database if database is not None else getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return []
+    files = [database.fileForInstance(uid) if uid != "Unknown" else "" for uid in uids]
+    missing = [uid for uid, path in zip(uids, files) if not path or not os.path.isfile(path)]
+    if missing:
+        raise OutputError(f"{len(missing)} of the {len(uids)} DICOM slices of {volumeNode.GetName()} are not in "
+                          f"Slicer's DICOM database (first: {missing[0]}).",
+                          "Import the series again with the DICOM module (Add DICOM data), load it from there, "
+                          "measure and export again.")
+    return files
