@@ -197,3 +197,10 @@ def test_missing_sr_packages_names_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "highdicom" else real(name, *a))
     assert missing_sr_packages() == ["highdicom"]
+
+
+def test_reader_name_becomes_an_unambiguous_dicom_person_name():
+    from OsteoROILib.export.dicom_sr import person_name
+
+    assert person_name("Dr Paula Reader") == "Dr Paula Reader^"
+    assert person_name(" Reader^Paula ") == "Reader^Paula"

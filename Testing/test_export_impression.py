@@ -225,3 +225,21 @@ def test_values_chart_is_drawn_in_the_cut_offs_material():
     assert dx["verdicts"][0]["category"] is None
     chart = _chart_values(build_html(dx, doc, render_images=False))
     assert "osteoporosis" not in chart and "low bone mass" not in chart
+
+
+@pytest.mark.parametrize("date", ["02/01/2024", "2024-13-45", "2024-2-1", "yesterday"])
+def test_a_signed_date_must_be_an_unambiguous_calendar_date(date):
+    with pytest.raises(InputError, match="YYYY-MM-DD"):
+        SignOff(reader="Dr Q", date=date)
+    assert SignOff(reader="Dr Q", date="2024-02-01").to_dict()["date"] == "2024-02-01"
+    assert SignOff().to_dict()["date"] == ""
+
+
+def test_uncategorised_criteria_neither_support_nor_contradict_the_lead():
+    """A man of 40: the criteria do not apply, so no verdict has a category; none may be listed as
+    supporting or disagreeing, they are listed as not categorised."""
+    dx = build_diagnosis(disagreeing_doc(), patient={"age": 40, "sex": "M"})
+    assert all(v.get("category") is None for v in dx["verdicts"])
+    imp = build_impression(dx)
+    assert imp["supporting"] == "" and imp["disagreeing"] == ""
+    assert "not categorised" in imp["not_assessable"]

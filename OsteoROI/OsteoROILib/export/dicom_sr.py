@@ -182,6 +182,14 @@ def _verdict_group(dx: Mapping[str, object], v: Mapping[str, object]):
         qualitative_evaluations=evaluations)
 
 
+
+def person_name(text: str) -> str:
+    """The reader's name as a DICOM person name (PS3.5 §6.2.1.2). A name already in ``Family^Given``
+    form is kept; free text ("Dr Paula Reader") is kept whole as one component with the trailing caret
+    that marks a single-component name, rather than guessing which word is the family name."""
+    text = text.strip()
+    return text if "^" in text else text + "^"
+
 def _observation_context(sign_off):
     hd, _ = _libraries()
     codes, _ = _codes()
@@ -192,7 +200,7 @@ def _observation_context(sign_off):
     if sign_off is not None and sign_off.reader.strip():
         person = hd.sr.ObserverContext(observer_type=codes.DCM.Person,
                                        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-                                           name=sign_off.reader.strip()))
+                                           name=person_name(sign_off.reader)))
     return hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device)
 
 

@@ -16,6 +16,7 @@ verdicts of :func:`diagnosis.verdict.build_diagnosis`; the impression only order
 """
 from __future__ import annotations
 
+import datetime
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -27,6 +28,14 @@ from .wording import plain_words, readable_date
 GRADE = {"osteoporosis": 0, "possible_osteoporosis": 1, "low_bone_mass": 1, "indeterminate": 1, "normal": 2}
 #: Two-sided 95 % factor for the calibration's standard error.
 Z95 = 1.96
+
+
+def _is_calendar_date(text: str) -> bool:
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,11 @@ class SignOff:
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"The sign-off {name} must be text, got {getattr(self, name)!r}.",
                                  "Pass --reader NAME, --signed-date YYYY-MM-DD and --comment TEXT as text.")
+        date = self.date.strip()
+        # A signed report must say unambiguously when it was signed: 02/01/2024 reads two ways.
+        if date and not _is_calendar_date(date):
+            raise InputError(f"The signed date {date!r} is not a date written as YYYY-MM-DD.",
+                             "Give the date as YYYY-MM-DD (e.g. --signed-date 2024-02-01), or leave it empty.")
 
     def to_dict(self) -> Dict[str, str]:
         return {"reader": self.reader.strip(), "date": self.date.strip(), "comment": self.comment.strip()}
@@ -178,13 +192,15 @@ def build_impression(dx: Mapping[str, object], sign_off: Optional[SignOff] = Non
                 "borderline": "", "level_rule": "", "fractures": _fractures(dx), "applicability": "",
                 "supporting": "", "disagreeing": "", "not_assessable": "", "sign_off": sign}
     others = [v for v in verdicts if v is not lead]
-    rated = [v for v in others if v.get("status") == "ok" and _class(v) in GRADE]
+    # only categorised verdicts can support or contradict the lead; values without a category are listed apart
+    rated = [v for v in others if v.get("status") == "ok" and v.get("category") and _class(v) in GRADE]
+    uncategorised = [v for v in others if v.get("status") == "ok" and not v.get("category")]
     lead_grade = GRADE.get(_class(lead) or "")
     agree = [v for v in rated if lead_grade is not None and GRADE[_class(v)] == lead_grade]
     differ = [v for v in rated if v not in agree]
     # without a lead category nothing can agree or disagree with it: the others are listed as they are
     differ_head = "Disagreeing" if lead_grade is not None else "Other criteria"
-    missing = [v for v in others if v.get("status") != "ok"]
+    missing = [v for v in others if v.get("status") != "ok"] + uncategorised
     patient = dx.get("patient") or {}
     return {
         "statement": plain_words(_lead_statement(dx, lead)),
@@ -207,7 +223,8 @@ def _one_sentence_missing(verdicts: Sequence[Mapping[str, object]]) -> str:
     if not verdicts:
         return ""
     return "Not assessable: " + "; ".join(
-        f"{v['short_title']}{' ' + str(v['shape']) + ' ROI' if v.get('shape') else ''} ({v['status']})"
+        f"{v['short_title']}{' ' + str(v['shape']) + ' ROI' if v.get('shape') else ''} "
+        f"({'not categorised' if v['status'] == 'ok' else v['status']})"
         for v in verdicts) + "."
 
 

@@ -100,7 +100,10 @@ def case_diagnosis(mrmlLogic, patient: Optional[Mapping[str, Any]] = None,
 def _verdict_line(v: Mapping[str, Any]) -> str:
     value = v.get("value")
     number = f"{value:.1f} {v.get('unit') or ''}".strip() if isinstance(value, (int, float)) else "no value"
-    category = v.get("category") or v.get("status") or "not applicable"
+    status = v.get("status")
+    category = v.get("category") or ("not categorised" if status == "ok" else status) or "not applicable"
+    if not v.get("category") and v.get("not_categorised"):
+        category += f" ({v['not_categorised']})"
     return f"{v.get('criterion_id')} ({v.get('shape')}, {', '.join(v.get('levels_used') or []) or 'no level'}): " \
            f"{number} \u2192 {category}"
 
