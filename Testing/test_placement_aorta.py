@@ -186,3 +186,21 @@ def test_a_level_without_an_outline_is_not_searched():
     volume, _ = make_phantom(blood_hu=250.0)
     found = find_aorta(volume, {"L1": {"point_ras": [0.0, 0.0, 0.0]}, "L2": None})
     assert found.hu is None and "none of them was measured" in found.reason
+
+
+def test_a_re_measure_reuses_the_finding_and_a_moved_body_searches_again():
+    """The finding depends only on the image and the searched bodies' outlines: an unchanged body gives
+    the same object back (a re-measure after an ROI edit costs nothing), a moved one a new search."""
+    import copy
+
+    from OsteoROILib.placement.aorta import find_aorta
+    from OsteoROILib.placement.measure import measure_levels
+
+    volume, truth = make_phantom(blood_hu=250.0, aorta_fat_mm=3.0)
+    levels = measure_levels(volume, {lv.name: lv.center_ras for lv in truth.levels[:2]}, shapes=["oval"])["levels"]
+    first = find_aorta(volume, levels)
+    assert find_aorta(volume, copy.deepcopy(levels)) is first
+    moved = copy.deepcopy(levels)
+    moved["L1"]["outline"]["center_ras"] = [c + (5.0 if i == 0 else 0.0)
+                                            for i, c in enumerate(moved["L1"]["outline"]["center_ras"])]
+    assert find_aorta(volume, moved) is not first

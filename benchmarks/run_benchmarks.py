@@ -252,8 +252,11 @@ def write_results(doc: Dict[str, Any], path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".part"
+    from OsteoROILib.io.outputs import json_safe
+
+    # A figure that could not be measured (every click of a level refused) is NaN: null in the file.
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, allow_nan=False, default=str)
+        json.dump(json_safe(doc), f, indent=2, allow_nan=False, default=str)
         f.write("\n")
     os.replace(tmp, path)
 

@@ -61,7 +61,7 @@ ROI_FRACTION = 0.6
 MIN_ROI_RADIUS_MM = 3.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class AortaFinding:
     """The aorta's mean HU in a disc ROI, where it is and how sure the search is; or why not."""
 
@@ -225,6 +225,30 @@ def find_aorta(volume: Volume, levels: Mapping[str, Mapping[str, object]]) -> Ao
     names = _levels_to_search(levels)
     if not names:
         return AortaFinding(None, reason="The aorta is searched beside L1-L2 (or T12/L3); none of them was measured.")
+    # The finding depends only on the image and the searched bodies' outlines, which a re-measure after an
+    # ROI edit leaves as they were: it is kept on the volume (as its derived geometry is) and reused then.
+    key = (volume.ijk_to_ras.tobytes(), volume.array.__array_interface__["data"][0], volume.array.shape,
+           tuple((name, _frame_key(levels[name])) for name in names))
+    cached = volume.__dict__.get("_aorta_cache")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    finding = _find_uncached(volume, names, levels)
+    volume.__dict__["_aorta_cache"] = (key, finding)
+    return finding
+
+
+def _frame_key(entry: Mapping[str, object]) -> Tuple:
+    """What :func:`_frame` reads of a level entry, rounded to 1 µm / 1e-6 (a hashable cache key)."""
+    outline = entry["outline"]
+
+    def rounded(v):
+        return None if v is None else tuple(round(float(x), 6) for x in np.ravel(v))
+
+    return (rounded(outline["center_ras"]), rounded(outline.get("ap_axis_ras")),
+            rounded(outline.get("depth_mm")), rounded(outline.get("cortical_mm")))
+
+
+def _find_uncached(volume: Volume, names: Sequence[str], levels: Mapping[str, Mapping[str, object]]) -> AortaFinding:
     found: Dict[str, Dict[str, object]] = {}
     reasons: List[str] = []
     for level in names:
