@@ -125,29 +125,33 @@ def _document(measurement, volume, calibration=None, extra=None):
     return build_document(measurement, volume.describe(), command=_command_line(), extra=extra)
 
 
+def _print_diagnosis(dx, out) -> None:
+    """The diagnosis table and the impression, as ``measure --report`` and the demo print them."""
+    from .report import print_summary
+
+    print_summary(dx, out)
+    print_impression(dx, out)
+
+
 def _report_html(doc, volume, out, patient=None) -> str:
     """The HTML report of a result document (its diagnosis table and impression printed to ``out``)."""
-    from .report import print_summary
     from ..diagnosis.verdict import build_diagnosis
     from ..export.html_report import build_html
 
     dx = build_diagnosis(doc, patient=patient)
-    print_summary(dx, out)
-    print_impression(dx, out)
+    _print_diagnosis(dx, out)
     return build_html(dx, doc, volume=volume)
 
 
 def _write_report(doc, volume, html_path: str, overwrite: bool, out, patient=None, csv_path=None,
                   convert_material: bool = False) -> List[str]:
     """Diagnosis table + HTML report of a result document (``osteoroi report`` has all options)."""
-    from .report import print_summary
     from ..diagnosis.verdict import build_diagnosis
     from ..export.html_report import write_report
 
     dx = build_diagnosis(doc, patient=patient, convert_material=convert_material)
     written = write_report(dx, doc, html_path=html_path, volume=volume, csv_path=csv_path, overwrite=overwrite)
-    print_summary(dx, out)
-    print_impression(dx, out)
+    _print_diagnosis(dx, out)
     return list(written)
 
 
