@@ -60,13 +60,25 @@ def check_applies_to(value, where: str) -> Dict[str, object]:
     return out
 
 
+# Where a reader gives each patient fact: the panel's field ("Patient, follow-up and diagnosis" section
+# of the Slicer module) and the command line's option, so one message serves both.
+_FIELDS = {"age": ("Age", "--age"), "sex": ("Sex", "--sex"), "menopause": ("Menopause", "--menopause")}
+
+
+def ask(fact: str, value: str = "") -> str:
+    """How to give a patient fact, in the panel and on the command line: ``ask("menopause", "post")`` →
+    "Menopause: post (--menopause post)"."""
+    label, option = _FIELDS[fact]
+    return f"{label}: {value} ({option} {value})" if value else f"{label} ({option})"
+
+
 def _man(age: Optional[float], meno: Optional[str], rule: Mapping[str, object]) -> Tuple[bool, str]:
     if meno is not None:
         return False, (f"Menopausal status '{meno}' was given for a man: the patient facts contradict each other, so "
-                       "no category is given. Check --sex and --menopause.")
+                       f"no category is given. Check {ask('sex')} and {ask('menopause')}.")
     limit = float(rule["men_min_age_years"])
     if age is None:
-        return False, f"Age unknown: the categories apply to men aged {limit:g} or over. Give the age (--age) to apply them."
+        return False, f"Age unknown: the categories apply to men aged {limit:g} or over. Give the {ask('age')} to apply them."
     if age >= limit:
         return True, f"Man aged {age:g} (≥ {limit:g}): the criteria apply."
     return False, (f"Man aged {age:g} (< {limit:g}): the categories are not applied; low values in younger patients "
@@ -83,12 +95,12 @@ def _woman(age: Optional[float], meno: Optional[str], rule: Mapping[str, object]
         return False, ("Pre-menopausal woman: the categories are not applied; low values prompt a search for "
                        "secondary causes (seed 000 Table 2).")
     if age is not None and age >= presumed:
-        return True, f"Woman aged {age:g}: presumed post-menopausal (state --menopause pre if not); the criteria apply."
+        return True, f"Woman aged {age:g}: presumed post-menopausal (give {ask('menopause', 'pre')} if not); the criteria apply."
     if age is None:
         return False, ("Age and menopausal status unknown: the categories apply to post-menopausal women. "
-                       "Give --age or --menopause post to apply them.")
+                       f"Give the {ask('age')} or {ask('menopause', 'post')} to apply them.")
     return False, (f"Woman aged {age:g}, menopausal status not given: the categories are not applied. "
-                   "Give --menopause post if she is post-menopausal.")
+                   f"Give {ask('menopause', 'post')} if she is post-menopausal.")
 
 
 def applicability(age: Optional[float], sex: Optional[str], meno: Optional[str],
@@ -96,7 +108,7 @@ def applicability(age: Optional[float], sex: Optional[str], meno: Optional[str],
     """Whether a criterion's categories apply to this patient, and why (module docstring)."""
     rule = rule or DEFAULT_APPLIES_TO
     if age_implausible:
-        return False, "The recorded age is implausible: no category is given. Give the real age with --age."
+        return False, f"The recorded age is implausible: no category is given. Give the real {ask('age')}."
     if age is not None and age < float(rule["min_age_years"]):
         return False, (f"Age {age:g}: densitometric categories are never applied to children (QCT_BRIEF §3); "
                        "the values are shown without a category.")
@@ -109,7 +121,7 @@ def applicability(age: Optional[float], sex: Optional[str], meno: Optional[str],
     if sex == "O":
         return False, "Sex recorded as other: the categories (post-menopausal women, men ≥ 50) are not applied."
     return False, ("Sex unknown: the categories apply to post-menopausal women and men aged 50 or over. "
-                   "Give --sex and --age (or --menopause) to apply them.")
+                   f"Give the {ask('sex')} and {ask('age')} (or {ask('menopause')}) to apply them.")
 
 
 def for_criterion(crit: Mapping[str, object], patient: Mapping[str, object]) -> Tuple[bool, str]:

@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from ..errors import InputError
 from ..io.dicom_facts import patient_age_years
 from ..io.tissue_hu import ENHANCED_BLOOD_HU, blood_enhancement
-from .applicability import DEFAULT_APPLIES_TO, MAX_PLAUSIBLE_AGE, applicability
+from .applicability import DEFAULT_APPLIES_TO, MAX_PLAUSIBLE_AGE, applicability, ask
 
 #: Reference technique of the criteria (QCT_BRIEF §2, §3).
 REFERENCE_KVP = 120.0
@@ -52,14 +52,14 @@ def _resolve_age(facts: Mapping[str, object], user_age, notes: List[str]) -> Dic
     """The age given (years or a DICOM age string) over the DICOM PatientAge; a disagreement is noted."""
     dicom_age = patient_age_years(facts.get("patient_age")) if facts.get("patient_age") else None
     if dicom_age is not None and not 0 <= dicom_age <= MAX_PLAUSIBLE_AGE and (user_age is None or user_age == ""):
-        notes.append(f"DICOM PatientAge {facts.get('patient_age')} is implausible; it is not used. Give --age.")
+        notes.append(f"DICOM PatientAge {facts.get('patient_age')} is implausible; it is not used. Give the {ask('age')}.")
         return {"age_years": None, "age_source": f"DICOM PatientAge {facts.get('patient_age')} (implausible)",
                 "age_implausible": True}
     if user_age is not None and user_age != "":
         age = patient_age_years(user_age if not isinstance(user_age, str) else user_age.strip())
         if age is None or not 0 <= age <= MAX_PLAUSIBLE_AGE:
             raise InputError(f"Age {user_age!r} is not understood or not plausible.",
-                             "Give the age in years (0-120), e.g. --age 67.")
+                             "Give the age in years (0-120): the panel's Age field, or --age 67 on the command line.")
         if dicom_age is not None and abs(dicom_age - age) >= 1.0:
             notes.append(f"The age given ({age:g}) differs from the DICOM PatientAge ({facts.get('patient_age')}); "
                          "the age given is used.")
