@@ -155,3 +155,16 @@ def test_a_level_with_placement_concerns_is_marked_with_its_reasons(clicked):
     legend = re.search(r"<div class='legend note'>(.*?)</div>", html, re.S).group(1)
     for what in ("body outline", "AP axis", "endplates", "measured plane", "slab"):
         assert what in legend
+
+
+def test_the_level_holding_a_bone_island_is_framed_and_the_clean_ones_are_not():
+    """The phantom puts a bone island in L3 only: the placement's own warning frames L3's pictures."""
+    options = dict(calibration_phantom=False, table=False, aorta=False,
+                   bone_islands=[{"level": "L3", "offset_mm": (6.0, 0.0, 0.0), "radius_mm": 4}])
+    volume, truth = make_phantom(**options)
+    points = {lv.name: lv.center_ras for lv in truth.levels}
+    doc = build_document(measure_levels(volume, points, aorta=False), volume.describe())
+    html = build_html(build_diagnosis(doc), doc, volume=volume)
+    figures = dict(re.findall(r"<figure class='level-figure[^']*' data-level='(L\d)'(.*?)</figure>", html, re.S))
+    assert "placement-check" in figures["L3"] and "denser than the rest" in figures["L3"]
+    assert "placement-check" not in figures["L1"] and "placement-check" not in figures["L4"]
