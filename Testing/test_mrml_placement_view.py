@@ -16,8 +16,10 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
 vtk = pytest.importorskip("vtk")
 
+from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.mrml.logic import OsteoROIMRMLLogic  # noqa: E402
-from OsteoROILib.mrml.placement_view import FOLDER_NAME, PLACEMENT_PARTS  # noqa: E402
+from OsteoROILib.mrml.scene import add_volume_from_array, load_scene, save_scene  # noqa: E402
+from OsteoROILib.mrml.placement_view import CONCERN_COLOR, CONCERNS_ATTRIBUTE, FOLDER_NAME, PLACEMENT_PARTS  # noqa: E402
 from OsteoROILib.roi.overlays import level_overlays  # noqa: E402
 from slicer_standin import PLACEMENT_MARKUPS_API, subject_hierarchy_items_as_slicer_makes_them  # noqa: E402
 import test_mrml_logic  # noqa: E402
@@ -130,3 +132,47 @@ def test_nodes_go_to_the_case_folder_also_when_slicer_gave_them_an_item(headless
     assert len(folders) == 1 and sh.GetItemName(folders.pop()) == FOLDER_NAME
     # the user's points stay where Slicer put them
     assert sh.GetItemParent(sh.GetItemByDataNode(headless.pointsNode)) == sh.GetSceneItemID()
+
+
+def test_a_level_with_concerns_shows_its_outline_red_with_the_reasons(headless):
+    """A bone island in L3 only (the phantom's truth): L3's outline is red and holds the placement's
+    own warning; the clean L1 keeps the usual colour and no reason."""
+    volume, truth = make_phantom(calibration_phantom=False, table=False, aorta=False,
+                                 bone_islands=[{"level": "L3", "offset_mm": (6.0, 0.0, 0.0), "radius_mm": 4}])
+    volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, "CT with a bone island")
+    points = headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels 2")
+    for level in truth.levels:
+        points.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
+    logic = OsteoROIMRMLLogic(headless.scene)
+    logic.run(volumeNode, points)
+    l3, l1 = logic.placement.nodes("L3")["outline"], logic.placement.nodes("L1")["outline"]
+    assert l3.GetDisplayNode().GetColor() == pytest.approx(CONCERN_COLOR)
+    assert "denser than the rest" in l3.GetAttribute(CONCERNS_ATTRIBUTE)
+    assert l1.GetDisplayNode().GetColor() != pytest.approx(CONCERN_COLOR) and not l1.GetAttribute(CONCERNS_ATTRIBUTE)
+
+
+def test_a_saved_scene_keeps_its_placement_nodes_and_a_remeasure_reuses_them(headless, tmp_path):
+    logic = OsteoROIMRMLLogic(headless.scene)
+    logic.run(headless.volumeNode, headless.pointsNode)
+    path = str(tmp_path / "scene.mrb")
+    save_scene(headless.scene, path)
+    app = load_scene(path)
+    try:
+        loaded = OsteoROIMRMLLogic(app.scene)
+        loaded.attach()
+        before = {part: node.GetID() for part, node in loaded.placement.nodes("L1").items()}
+        assert set(before) >= {"outline", "AP axis", "plane", "superior endplate", "inferior endplate"}
+        assert all(node.GetLocked() for node in loaded.placement.nodes("L1").values())
+        count = app.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode")
+        loaded.run(loaded.volumeNode(), loaded.pointsNode())
+        assert {part: node.GetID() for part, node in loaded.placement.nodes("L1").items()} == before
+        assert app.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == count
+        sh = _sh(app.scene)
+        folders = {sh.GetItemParent(sh.GetItemByDataNode(n)) for n in loaded.placement.nodes("L1").values()}
+        assert len(folders) == 1 and sh.GetItemName(folders.pop()) == FOLDER_NAME
+        children = vtk.vtkIdList()
+        sh.GetItemChildren(sh.GetSceneItemID(), children, False)
+        names = [sh.GetItemName(children.GetId(i)) for i in range(children.GetNumberOfIds())]
+        assert names.count(FOLDER_NAME) == 1  # the saved folder found again, not a second one
+    finally:
+        app.close()

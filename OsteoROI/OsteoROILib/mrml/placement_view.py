@@ -12,6 +12,10 @@ measured level gets, in a subject-hierarchy folder of the case ("OsteoROI placem
   the body on its mid-sagittal strip (seen in a sagittal view);
 * "<level> slab superior face" / "<level> slab inferior face" — when the ROIs span a slab.
 
+A level whose placement raised concerns (low fit quality, shrunk ROIs, a snapped point, the rows'
+warnings) shows its outline and endplates in red, with the reasons in the nodes' attribute
+``OsteoROI.placementConcerns``: shown, never silently altered.
+
 So that a radiologist can check the placement at a glance without changing it: every node is
 locked and its number of control points fixed (``vtkMRMLMarkupsNode::SetLocked``,
 ``SetFixedNumberOfControlPoints``); a re-measure updates the same nodes (found by their role, as the
@@ -27,11 +31,12 @@ import numpy as np
 import slicer
 import vtk
 
-from ..roi.overlays import LevelOverlays, level_overlays
+from ..roi.overlays import LevelOverlays, level_overlays, placement_concerns
 from .nodes import ROLE_ATTRIBUTE
 from .persistence import SceneState
 
-__all__ = ["FOLDER_NAME", "FOLDER_ROLE", "PLACEMENT_PARTS", "PlacementView", "placement_role"]
+__all__ = ["CONCERN_COLOR", "CONCERNS_ATTRIBUTE", "FOLDER_NAME", "FOLDER_ROLE", "PLACEMENT_PARTS", "PlacementView",
+           "placement_role"]
 
 #: The subject-hierarchy folder of the case's placement nodes, and the item attribute marking it as ours.
 FOLDER_NAME = "OsteoROI placement"
@@ -48,10 +53,15 @@ PLACEMENT_PARTS: Tuple[Tuple[str, str], ...] = (
     ("slab inferior face", "vtkMRMLMarkupsLineNode"),
 )
 #: Colours (RGB 0..1), apart from the ROI colours of the scene (``nodes.SHAPE_COLORS``): the body's
-#: boundary (outline, endplates) red, the AP axis white, the plane and the slab lavender.
-PART_COLORS = {"outline": (0.95, 0.2, 0.2), "trabecular outline": (1.0, 0.6, 0.6), "AP axis": (1.0, 1.0, 1.0),
-               "plane": (0.65, 0.6, 1.0), "superior endplate": (0.95, 0.2, 0.2), "inferior endplate": (0.95, 0.2, 0.2),
+#: boundary (outline, endplates) teal, the AP axis white, the plane and the slab lavender.
+PART_COLORS = {"outline": (0.2, 0.9, 0.8), "trabecular outline": (0.6, 1.0, 0.95), "AP axis": (1.0, 1.0, 1.0),
+               "plane": (0.65, 0.6, 1.0), "superior endplate": (0.2, 0.9, 0.8), "inferior endplate": (0.2, 0.9, 0.8),
                "slab superior face": (0.65, 0.6, 1.0), "slab inferior face": (0.65, 0.6, 1.0)}
+#: A level whose placement raised concerns (``roi.overlays.placement_concerns``) shows its body's
+#: boundary in red, and every one of its nodes holds the reasons in this attribute.
+CONCERN_COLOR = (1.0, 0.15, 0.15)
+CONCERN_PARTS = ("outline", "trabecular outline", "superior endplate", "inferior endplate")
+CONCERNS_ATTRIBUTE = "OsteoROI.placementConcerns"
 #: The endplate and slab lines reach this far beyond the body's half depth (as in the report).
 LINE_REACH = 0.65
 
@@ -104,6 +114,7 @@ class PlacementView:
     def showLevel(self, level: str, entry: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
         """Make the level's nodes show its placement; a part with nothing to show loses its node."""
         points = _part_points(level_overlays(entry, [r for r in rows if r.get("roi")]))
+        concerns = "; ".join(placement_concerns(entry, rows))
         folder = self._folder()
         for part, class_name in PLACEMENT_PARTS:
             shown = points[part]
@@ -116,7 +127,8 @@ class PlacementView:
                 _set_plane(node, *shown)
             else:
                 _set_points(node, shown, closed=class_name.endswith("ClosedCurveNode"), part=part)
-            _style(node, PART_COLORS[part])
+            _style(node, CONCERN_COLOR if concerns and part in CONCERN_PARTS else PART_COLORS[part])
+            node.SetAttribute(CONCERNS_ATTRIBUTE, concerns)
             self._file(node, folder)
 
     def remove(self, level: str) -> None:
