@@ -176,3 +176,19 @@ def test_a_saved_scene_keeps_its_placement_nodes_and_a_remeasure_reuses_them(hea
         assert names.count(FOLDER_NAME) == 1  # the saved folder found again, not a second one
     finally:
         app.close()
+
+
+def test_a_part_with_nothing_to_show_loses_its_node(headless):
+    """Placed again from an outline without endplates (e.g. a manual outline): the endplate nodes of
+    the earlier placement go, the outline stays the same node."""
+    logic = OsteoROIMRMLLogic(headless.scene)
+    logic.run(headless.volumeNode, headless.pointsNode, slabMm=10.0)
+    doc = logic.document()
+    entry = dict(doc["levels"]["L2"])
+    outline = logic.placement.nodes("L2")["outline"]
+    entry.pop("auto")
+    logic.placement.showLevel("L2", entry, [r for r in doc["rows"] if r["level"] == "L2"])
+    nodes = logic.placement.nodes("L2")
+    assert not {"superior endplate", "inferior endplate"} & set(nodes) and "slab superior face" in nodes
+    assert nodes["outline"] is outline
+    assert headless.scene.GetFirstNodeByName("L2 superior endplate") is None

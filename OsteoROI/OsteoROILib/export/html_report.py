@@ -192,7 +192,7 @@ def _legend(dx: Mapping[str, object]) -> str:
     shown = "".join(swatch(OVERLAY_COLOURS[k], text) for k, text in (
         ("body outline", "body outline"), ("trabecular outline", "trabecular outline (inside the cortex)"),
         ("AP axis", "AP axis, arrow towards anterior"), ("endplates", "endplates found"),
-        ("plane", "measured plane"), ("slab", "slab faces (when the ROIs span a slab)")))
+        ("plane", "measured plane"), ("slab", "slab faces (the ROIs' thickness)")))
     return (f"<div class='legend note'>{rois}{shown} — axial (top): radiological view, patient's right on the "
             f"left, anterior up; sagittal (bottom): through the body along its AP axis, anterior on the left, "
             f"superior up; window {WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU. A framed level raised placement "

@@ -4,7 +4,7 @@ the measured plane and the slab faces drawn.
 The reader sees where between the endplates the ROIs were placed (mid-height, clear of the endplates,
 QCT_BRIEF §1): anterior on the left, superior up; the endplates found by the placement in orange, the
 plane of the ROIs as a yellow line with the oval ROI's antero-posterior extent on it in the oval's
-colour, and, when the ROIs are extruded over a slab, its two faces. The geometry is
+colour, and the two faces of the ROIs' slab (one slice thick, or the QCT slab). The geometry is
 ``roi.overlays.level_overlays``, as in the axial picture and the Slicer view.
 """
 from __future__ import annotations

@@ -10,7 +10,8 @@ measured level gets, in a subject-hierarchy folder of the case ("OsteoROI placem
 * "<level> plane" — the measured plane, the size of the body (plane, absolute size);
 * "<level> superior endplate" / "<level> inferior endplate" — the endplates found, as lines across
   the body on its mid-sagittal strip (seen in a sagittal view);
-* "<level> slab superior face" / "<level> slab inferior face" — when the ROIs span a slab.
+* "<level> slab superior face" / "<level> slab inferior face" — the faces of the ROIs' slab (one slice
+  or the QCT slab).
 
 A level whose placement raised concerns (low fit quality, shrunk ROIs, a snapped point, the rows'
 warnings) shows its outline and endplates in red, with the reasons in the nodes' attribute
