@@ -50,7 +50,9 @@ Rules and where they come from (same at every tag unless a tag is named):
 * Markups used by ``mrml.placement_view`` (``Modules/Loadable/Markups/MRML/`` at v5.6.2 and v5.8.1,
   ``Libs/MRML/Core/`` at v5.10.0): ``vtkMRMLMarkupsNode`` ``SetLocked``, ``SetFixedNumberOfControlPoints``
   (a fixed node refuses ``AddControlPoint*`` and ``RemoveAllControlPoints`` with an error),
-  ``AddControlPointWorld(x, y, z, label)``, ``GetNthControlPointPositionWorld``; ``vtkMRMLMarkupsCurveNode``
+  ``SetControlPointPositionsWorld(vtkPoints)`` (adds or removes points to match), ``SetNthControlPointLabel``,
+  ``SetNthControlPointVisibility``, ``GetNthControlPointPositionWorld``, and ``vtkMRMLNode``
+  ``StartModify``/``EndModify``; ``vtkMRMLMarkupsCurveNode``
   ``SetCurveTypeToLinear``; ``vtkMRMLMarkupsLineNode`` holds at most two points;
   ``vtkMRMLMarkupsPlaneNode`` ``SetSizeMode(SizeModeAbsolute)``, ``SetOriginWorld``, ``SetAxesWorld``,
   ``SetSizeWorld`` and their getters; ``vtkMRMLMarkupsDisplayNode`` ``Set{PointLabels,PropertiesLabel}
@@ -83,15 +85,16 @@ SLICER_TAGS = ("v5.6.2", "v5.8.1", "v5.10.0")
 #: every tag in :data:`SLICER_TAGS` (read from the headers named in the module docstring).
 PLACEMENT_MARKUPS_API = {
     "vtkMRMLMarkupsNode": ("SetLocked", "GetLocked", "SetFixedNumberOfControlPoints",
-                           "GetFixedNumberOfControlPoints", "RemoveAllControlPoints", "AddControlPointWorld",
-                           "GetNumberOfControlPoints", "GetNthControlPointPositionWorld",
-                           "CreateDefaultDisplayNodes", "GetDisplayNode"),
+                           "GetFixedNumberOfControlPoints", "SetControlPointPositionsWorld", "SetNthControlPointLabel",
+                           "SetNthControlPointVisibility", "GetNumberOfControlPoints",
+                           "GetNthControlPointPositionWorld", "CreateDefaultDisplayNodes", "GetDisplayNode",
+                           "StartModify", "EndModify", "SetAttribute"),
     "vtkMRMLMarkupsClosedCurveNode": ("SetCurveTypeToLinear",),
     "vtkMRMLMarkupsLineNode": (),
     "vtkMRMLMarkupsPlaneNode": ("SetSizeMode", "SetOriginWorld", "GetOriginWorld", "SetAxesWorld", "GetAxesWorld",
                                 "SetSizeWorld", "GetSizeWorld", "GetNormalWorld"),
     "vtkMRMLMarkupsDisplayNode": ("SetPointLabelsVisibility", "SetPropertiesLabelVisibility",
-                                  "SetHandlesInteractive", "SetColor", "SetSelectedColor"),
+                                  "SetHandlesInteractive", "SetFillVisibility", "SetColor", "SetSelectedColor"),
     "vtkMRMLSubjectHierarchyNode": ("GetSubjectHierarchyNode", "GetSceneItemID", "CreateFolderItem", "CreateItem",
                                     "SetItemAttribute", "GetItemAttribute", "GetItemChildren", "GetItemParent",
                                     "GetItemByDataNode", "GetItemDataNode", "GetItemName", "RemoveItem"),

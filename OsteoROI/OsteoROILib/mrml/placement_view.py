@@ -177,14 +177,22 @@ def _unlocked(node):
 
 
 def _set_points(node, points: np.ndarray, *, closed: bool, part: str) -> None:
-    _unlocked(node)
-    node.RemoveAllControlPoints()
-    if closed:
-        node.SetCurveTypeToLinear()  # the drawn curve is the outline's polygon, not a spline through it
-    labels = ("posterior", "anterior") if part == "AP axis" else ()
-    for i, p in enumerate(np.asarray(points, dtype=float)):
-        node.AddControlPointWorld(float(p[0]), float(p[1]), float(p[2]), labels[i] if i < len(labels) else "")
-    _lock(node)
+    """All control points in one call and one Modified event (a drag re-places a level many times)."""
+    was_modifying = node.StartModify()
+    try:
+        _unlocked(node)
+        if closed:
+            node.SetCurveTypeToLinear()  # the drawn curve is the outline's polygon, not a spline through it
+        vtk_points = vtk.vtkPoints()
+        for p in np.asarray(points, dtype=float):
+            vtk_points.InsertNextPoint(float(p[0]), float(p[1]), float(p[2]))
+        node.SetControlPointPositionsWorld(vtk_points)  # adds or removes points to match
+        if part == "AP axis":
+            node.SetNthControlPointLabel(0, "posterior")
+            node.SetNthControlPointLabel(1, "anterior")
+        _lock(node)
+    finally:
+        node.EndModify(was_modifying)
 
 
 def _lock(node) -> None:
@@ -196,12 +204,16 @@ def _lock(node) -> None:
 
 
 def _set_plane(node, origin, axes, size) -> None:
-    _unlocked(node)
-    node.SetSizeMode(node.SizeModeAbsolute)
-    node.SetOriginWorld([float(x) for x in origin])
-    node.SetAxesWorld(*[[float(x) for x in a] for a in axes])
-    node.SetSizeWorld(float(size[0]), float(size[1]))
-    _lock(node)
+    was_modifying = node.StartModify()
+    try:
+        _unlocked(node)
+        node.SetSizeMode(node.SizeModeAbsolute)
+        node.SetOriginWorld([float(x) for x in origin])
+        node.SetAxesWorld(*[[float(x) for x in a] for a in axes])
+        node.SetSizeWorld(float(size[0]), float(size[1]))
+        _lock(node)
+    finally:
+        node.EndModify(was_modifying)
 
 
 def _style(node, colour) -> None:
