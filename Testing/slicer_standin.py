@@ -40,6 +40,23 @@ Rules and where they come from (same at every tag unless a tag is named):
   ``slicer.dicomDatabase.fileForInstance(uid)`` (ctkDICOMDatabase, as ``DICOMUtils`` and
   ``DICOMBrowser`` call it) gives the file of a UID, "" when the database does not hold it:
   :class:`DicomDatabase`.
+* ``Modules/Loadable/SubjectHierarchy/Widgets/qSlicerSubjectHierarchyPluginLogic.cxx`` (``onNodeAdded``)
+  — in the application, every node added to the scene (not while importing, not hidden from editors)
+  gets a subject-hierarchy item under the scene item through its plugin; the wheel has no plugins, so
+  no item is made: :func:`subject_hierarchy_items_as_slicer_makes_them`. ``Libs/MRML/Core/
+  vtkMRMLSubjectHierarchyNode.h``: ``CreateItem(parent, dataNode)`` reparents the node's existing item,
+  ``CreateFolderItem``, ``SetItemAttribute``, ``GetItemChildren``, ``RemoveItem(item, removeDataNode,
+  recursive)`` — same signatures at every tag.
+* Markups used by ``mrml.placement_view`` (``Modules/Loadable/Markups/MRML/`` at v5.6.2 and v5.8.1,
+  ``Libs/MRML/Core/`` at v5.10.0): ``vtkMRMLMarkupsNode`` ``SetLocked``, ``SetFixedNumberOfControlPoints``
+  (a fixed node refuses ``AddControlPoint*`` and ``RemoveAllControlPoints`` with an error),
+  ``SetControlPointPositionsWorld(vtkPoints)`` (adds or removes points to match), ``SetNthControlPointLabel``,
+  ``SetNthControlPointVisibility``, ``GetNthControlPointPositionWorld``, and ``vtkMRMLNode``
+  ``StartModify``/``EndModify``; ``vtkMRMLMarkupsCurveNode``
+  ``SetCurveTypeToLinear``; ``vtkMRMLMarkupsLineNode`` holds at most two points;
+  ``vtkMRMLMarkupsPlaneNode`` ``SetSizeMode(SizeModeAbsolute)``, ``SetOriginWorld``, ``SetAxesWorld``,
+  ``SetSizeWorld`` and their getters; ``vtkMRMLMarkupsDisplayNode`` ``Set{PointLabels,PropertiesLabel}
+  Visibility``, ``SetHandlesInteractive``: :data:`PLACEMENT_MARKUPS_API`.
 * ``Base/Python/slicer/util.py`` — ``confirmYesNoDisplay(text, ...)`` shows a question and returns
   True for Yes; ``pip_install(requirements)`` takes one string of requirements (the stand-in
   records them: :attr:`StandIn.confirm_answers`, :attr:`StandIn.pip_installs`).
@@ -63,6 +80,41 @@ import vtk
 
 #: The Slicer releases whose sources the rules were read from.
 SLICER_TAGS = ("v5.6.2", "v5.8.1", "v5.10.0")
+
+#: The markups and subject-hierarchy methods ``mrml.placement_view`` calls, per class, as declared at
+#: every tag in :data:`SLICER_TAGS` (read from the headers named in the module docstring).
+PLACEMENT_MARKUPS_API = {
+    "vtkMRMLMarkupsNode": ("SetLocked", "GetLocked", "SetFixedNumberOfControlPoints",
+                           "GetFixedNumberOfControlPoints", "SetControlPointPositionsWorld", "SetNthControlPointLabel",
+                           "SetNthControlPointVisibility", "GetNumberOfControlPoints",
+                           "GetNthControlPointPositionWorld", "CreateDefaultDisplayNodes", "GetDisplayNode",
+                           "StartModify", "EndModify", "SetAttribute"),
+    "vtkMRMLMarkupsClosedCurveNode": ("SetCurveTypeToLinear",),
+    "vtkMRMLMarkupsLineNode": (),
+    "vtkMRMLMarkupsPlaneNode": ("SetSizeMode", "SetOriginWorld", "GetOriginWorld", "SetAxesWorld", "GetAxesWorld",
+                                "SetSizeWorld", "GetSizeWorld", "GetNormalWorld"),
+    "vtkMRMLMarkupsDisplayNode": ("SetPointLabelsVisibility", "SetPropertiesLabelVisibility",
+                                  "SetHandlesInteractive", "SetFillVisibility", "SetColor", "SetSelectedColor"),
+    "vtkMRMLSubjectHierarchyNode": ("GetSubjectHierarchyNode", "GetSceneItemID", "CreateFolderItem", "CreateItem",
+                                    "SetItemAttribute", "GetItemAttribute", "GetItemChildren", "GetItemParent",
+                                    "GetItemByDataNode", "GetItemDataNode", "GetItemName", "RemoveItem"),
+}
+
+
+def subject_hierarchy_items_as_slicer_makes_them(scene) -> int:
+    """Give every node added to ``scene`` a subject-hierarchy item under the scene item, as the
+    application's plugin logic does (``onNodeAdded``); returns the observer tag."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+
+    def added(caller, event, node=None):
+        if node is None or scene.IsImporting() or node.GetHideFromEditors() or node.IsA("vtkMRMLSubjectHierarchyNode"):
+            return
+        if node.IsA("vtkMRMLMarkupsNode") and not sh.GetItemByDataNode(node):
+            sh.CreateItem(sh.GetSceneItemID(), node)
+
+    added.CallDataType = vtk.VTK_OBJECT
+    return scene.AddObserver(slicer.vtkMRMLScene.NodeAddedEvent, added)
+
 
 #: wrapper.py ``_connectGui``: ``return _connectParametersToGui(...)`` only from v5.10.0.
 CONNECT_GUI_RETURNS_TAG = {"v5.6.2": False, "v5.8.1": False, "v5.10.0": True}

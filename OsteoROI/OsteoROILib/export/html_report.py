@@ -15,13 +15,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ..diagnosis.document import LEVEL_COLUMNS, VERDICT_COLUMNS, to_table_text, verdict_rows
 from ..errors import InputError, OsteoROIError
 from ..io.outputs import check_output_paths, write_atomically
+from ..roi.overlays import placement_concerns
 from .front_page import TITLE, front_page_html
 from .impression import borderline
 from .calibration_html import calibration_section
 from .charts import bar_chart_svg
 from .sagittal import render_sagittal_image
 from .trend_chart import trend_svg
-from .images import IMAGE_PX, WINDOW_LEVEL, WINDOW_WIDTH, data_uri, load_volume_for_report, render_level_image
+from .images import (IMAGE_PX, OVERLAY_COLOURS, WINDOW_LEVEL, WINDOW_WIDTH, data_uri, load_volume_for_report,
+                     render_level_image)
 from .measurement import to_json_text
 from .pdf import find_browser, write_pdf
 from .style import CATEGORY_CSS, CSS, SHAPE_COLOURS, esc, number_text
@@ -140,6 +142,23 @@ def _level_table(dx: Mapping[str, object]) -> str:
             + _notes(row_warn, prefix="⚠ ") + "</section>")
 
 
+def _level_figure(lv: str, png: bytes, sag: bytes, meta: Mapping[str, object], info: Mapping[str, object],
+                  concerns: Sequence[str]) -> str:
+    """One level's axial and sagittal pictures; a level whose placement raised concerns is framed
+    and its reasons are printed with it, so the reader looks before using its values."""
+    cap = f"<b>{esc(lv)}</b> — field {meta['fov_mm']:.0f} mm, bar 10 mm"
+    if info.get("excluded"):
+        cap += f" — <b>excluded</b>: {esc(info['flag_text'])}"
+    check = ("<div class='placement-check'><b>Check the placement:</b><ul>"
+             + "".join(f"<li>{esc(c)}</li>" for c in concerns) + "</ul></div>") if concerns else ""
+    return (f"<figure class='level-figure{' check' if concerns else ''}' data-level='{esc(lv)}'>"
+            f"<img class='roi-image' data-level='{esc(lv)}' alt='{esc(lv)} axial slice with the body outline, AP "
+            f"axis and ROI outlines' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(png)}'>"
+            f"<img class='sag-image' data-level='{esc(lv)}' alt='{esc(lv)} sagittal slice with the endplates and the "
+            f"ROI plane' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(sag)}'>"
+            f"<figcaption>{cap}</figcaption>{check}</figure>")
+
+
 def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) -> Tuple[List[str], str]:
     """The level figures, and a note on any level (or the CT) that could not be shown."""
     vol, img_note = load_volume_for_report(result_doc, volume, result_path=dx["source"].get("file") or "")
@@ -159,29 +178,34 @@ def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) 
         except (OsteoROIError, ValueError, KeyError, IndexError, TypeError) as exc:
             img_note += f" {lv}: image not rendered ({exc})."
             continue
-        info = lvl_info.get(lv, {})
-        cap = f"<b>{esc(lv)}</b> — field {meta['fov_mm']:.0f} mm, bar 10 mm"
-        if info.get("excluded"):
-            cap += f" — <b>excluded</b>: {esc(info['flag_text'])}"
-        figures.append(f"<figure><img class='roi-image' data-level='{esc(lv)}' alt='{esc(lv)} axial slice "
-                       f"with ROI outlines' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(png)}'>"
-                       f"<img class='sag-image' data-level='{esc(lv)}' alt='{esc(lv)} sagittal slice with the "
-                       f"ROI plane' width='{IMAGE_PX}' height='{IMAGE_PX}' src='{data_uri(sag)}'>"
-                       f"<figcaption>{cap}</figcaption></figure>")
+        concerns = placement_concerns(result_doc["levels"][lv], by_level[lv])
+        figures.append(_level_figure(lv, png, sag, meta, lvl_info.get(lv, {}), concerns))
     return figures, img_note
 
 
+def _legend(dx: Mapping[str, object]) -> str:
+    """What the pictures show, in plain words, with the colours they are drawn in."""
+    def swatch(colour, text):
+        return f"<span><i style='background: rgb{tuple(colour)}'></i>{esc(text)}</span>"
+
+    rois = "".join(swatch(SHAPE_COLOURS[s], f"{s} ROI") for s in _shapes(dx["rows"]) if s in SHAPE_COLOURS)
+    shown = "".join(swatch(OVERLAY_COLOURS[k], text) for k, text in (
+        ("body outline", "body outline"), ("trabecular outline", "trabecular outline (inside the cortex)"),
+        ("AP axis", "AP axis, arrow towards anterior"), ("endplates", "endplates found"),
+        ("plane", "measured plane"), ("slab", "slab faces (the ROIs' thickness)")))
+    return (f"<div class='legend note'>{rois}{shown} — axial (top): radiological view, patient's right on the "
+            f"left, anterior up; sagittal (bottom): through the body along its AP axis, anterior on the left, "
+            f"superior up; window {WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU. A framed level raised placement "
+            f"concerns: its reasons are printed under its pictures.</div>")
+
+
 def _images_section(dx: Mapping[str, object], result_doc: Mapping[str, object], volume, render_images: bool) -> str:
-    """Each level's axial slice with the measured ROIs, with the colour legend and display window."""
+    """Each level's axial slice with the body outline, AP axis and measured ROIs, and its sagittal
+    slice with the endplates, the plane and the slab, with the legend and display window."""
     img_html, img_note = _images(dx, result_doc, volume) if render_images else ([], "Level images not requested.")
-    legend = "".join(f"<span><i style='background: rgb{SHAPE_COLOURS[s]}'></i>{esc(s)}</span>"
-                     for s in _shapes(dx["rows"]) if s in SHAPE_COLOURS)
-    return ("<section class='level-images'><h2>Levels: axial slice with the measured ROIs (top) and sagittal "
-            "slice with their plane (bottom)</h2>"
-            + (f"<div class='legend note'>{legend} — radiological view: patient's right on the left, anterior "
-               f"up; sagittal: anterior on the left, superior up, ROI plane in yellow; window "
-               f"{WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU.</div><div class='images'>" + "".join(img_html)
-               + "</div>" if img_html else "")
+    return ("<section class='level-images'><h2>Levels: axial slice with the body outline, AP axis and measured "
+            "ROIs (top) and sagittal slice with the endplates and the ROI plane (bottom)</h2>"
+            + (_legend(dx) + "<div class='images'>" + "".join(img_html) + "</div>" if img_html else "")
             + (f"<p class='note'>{esc(img_note.strip())}</p>" if img_note.strip() else "") + "</section>")
 
 

@@ -1,8 +1,9 @@
 """The report's per-level images: the axial plane through a level's ROIs, with their outlines, as PNG.
 
 Each image is resampled from the CT in radiological display (patient's right on the image's left,
-anterior up), bone-friendly window, with the ROI outlines drawn from the rows' ``roi`` geometry —
-the same shapes that were measured. The PNG is encoded here with zlib (no imaging library) so the
+anterior up), bone-friendly window, with the body's outline, its AP axis and the ROI outlines drawn
+from ``roi.overlays.level_overlays`` and the rows' ``roi`` geometry — the same shapes that were
+measured. The PNG is encoded here with zlib (no imaging library) so the
 report can embed it as a ``data:`` URI.
 """
 from __future__ import annotations
@@ -19,12 +20,19 @@ from ..errors import OsteoROIError
 from ..io.image_files import read_volume
 from ..io.volume import Volume
 from ..roi.geometry import RoiShape
+from ..roi.overlays import LevelOverlays, level_overlays
 from .style import SHAPE_COLOURS
 
 #: Display window of the level images: centre 250 HU, width 900 HU (fat dark, trabecular mid-grey, cortex white).
 WINDOW_LEVEL, WINDOW_WIDTH = 250.0, 900.0
 #: Side of a level image in pixels.
 IMAGE_PX = 320
+#: Colours of what the level pictures show besides the ROIs (``SHAPE_COLOURS``), one table for the
+#: pictures and the report's legend: the body's outer outline and its endplates in orange (the body's
+#: boundary), the trabecular boundary pale, the AP axis blue, the measured plane and slab yellow.
+OVERLAY_COLOURS = {"body outline": (255, 140, 0), "trabecular outline": (255, 214, 170),
+                   "AP axis": (60, 130, 255), "endplates": (255, 140, 0), "plane": (255, 230, 0),
+                   "slab": (200, 255, 120)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,61 +121,71 @@ def roi_shape(roi: Mapping[str, object]) -> RoiShape:
                     half_u=roi["half_u_mm"], half_v=roi["half_v_mm"], slab_mm=roi["slab_mm"])
 
 
-def level_geometry(result_doc: Mapping[str, object], level: str, rows: Sequence[Mapping[str, object]]):
-    """(plane point, normal, crop centre, field of view mm) for a level's image."""
-    lv = (result_doc.get("levels") or {}).get(level) or {}
-    outline = lv.get("outline") or {}
-    rois = [r["roi"] for r in rows if isinstance(r.get("roi"), Mapping)]
-    if rois:
-        plane_point = np.mean([np.asarray(r["center_ras"], float) for r in rois], axis=0)
-        normal = _unit(np.cross(np.asarray(rois[0]["axis_u_ras"], float), np.asarray(rois[0]["axis_v_ras"], float)))
-    else:
-        plane_point = np.asarray(outline.get("center_ras") or lv.get("point_ras"), float)
-        normal = _unit(outline.get("normal_ras") or [0.0, 0.0, 1.0])
-    if normal[2] < 0:
-        normal = -normal
-    centre = np.asarray(outline.get("center_ras"), float) if outline.get("center_ras") else plane_point
-    centre = centre - normal * float((centre - plane_point) @ normal)
-    size = [outline.get("width_mm"), outline.get("depth_mm")]
-    size = [float(s) for s in size if isinstance(s, (int, float)) and s > 0]
-    if size:
-        fov = 2.2 * max(size)
-    elif rois:
-        fov = 5.0 * max(max(r["half_u_mm"], r["half_v_mm"]) for r in rois)
-    else:
-        fov = 100.0
-    return plane_point, normal, centre, float(min(max(fov, 50.0), 200.0))
+def draw_arrow(img: np.ndarray, tail_xy, head_xy, colour, head_px: float = 12.0) -> None:
+    """A line from ``tail_xy`` to ``head_xy`` (column, row) with an arrowhead at ``head_xy``."""
+    tail, head = np.asarray(tail_xy, dtype=float), np.asarray(head_xy, dtype=float)
+    draw_polyline(img, np.array([tail, head]), colour, closed=False, radius=1)
+    back = _unit(tail - head) * head_px
+    for angle in (np.radians(25.0), -np.radians(25.0)):
+        c, s = np.cos(angle), np.sin(angle)
+        wing = head + np.array([c * back[0] - s * back[1], s * back[0] + c * back[1]])
+        draw_polyline(img, np.array([head, wing]), colour, closed=False, radius=1)
+
+
+def windowed_rgb(volume, view, n_px: int, pixel_mm: float) -> np.ndarray:
+    """The CT on a picture's plane (``roi.overlays.ViewPlane``) in the report's window, as grey RGB."""
+    hu = sample_plane(volume, view.origin, view.col_dir, view.row_dir, n_px, pixel_mm)
+    lo = WINDOW_LEVEL - WINDOW_WIDTH / 2
+    grey = np.clip((hu - lo) / WINDOW_WIDTH * 255.0, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def level_rows_overlays(result_doc: Mapping[str, object], level: str,
+                        rows: Sequence[Mapping[str, object]]) -> LevelOverlays:
+    """The level's picture geometry (``roi.overlays.level_overlays``) from the result document."""
+    entry = (result_doc.get("levels") or {}).get(level)
+    if not entry:
+        raise KeyError(f"the result holds no placement of {level}")
+    return level_overlays(entry, [r for r in rows if isinstance(r.get("roi"), Mapping)])
+
+
+def draw_scale_bar(img: np.ndarray, pixel_mm: float) -> int:
+    """A 10 mm white bar at the bottom left; returns its length in pixels."""
+    n_px = img.shape[0]
+    bar = int(round(10.0 / pixel_mm))
+    img[n_px - 12:n_px - 9, 10:10 + bar] = 255
+    return bar
 
 
 def render_level_image(volume, result_doc: Mapping[str, object], level: str, rows: Sequence[Mapping[str, object]],
                        n_px: int = IMAGE_PX) -> Tuple[bytes, Dict[str, object]]:
-    """PNG of the level's axial plane with its ROI outlines (radiological display, anterior up)."""
-    plane_point, normal, centre, fov = level_geometry(result_doc, level, rows)
-    col_dir = np.array([-1.0, 0.0, 0.0])  # towards the patient's left = screen right
-    col_dir = _unit(col_dir - normal * float(col_dir @ normal))
-    row_dir = _unit(np.cross(normal, col_dir))  # posterior = screen down
-    px = fov / n_px
-    hu = sample_plane(volume, centre, col_dir, row_dir, n_px, px)
-    lo = WINDOW_LEVEL - WINDOW_WIDTH / 2
-    grey = np.clip((hu - lo) / WINDOW_WIDTH * 255.0, 0, 255).astype(np.uint8)
-    img = np.repeat(grey[..., None], 3, axis=2)
+    """PNG of the level's axial plane (radiological display, anterior up) with the body outline, the
+    trabecular outline, the AP axis as an arrow towards anterior and the ROI outlines, all from
+    ``roi.overlays.level_overlays``."""
+    ov = level_rows_overlays(result_doc, level, rows)
+    px = ov.fov_mm / n_px
+    img = windowed_rgb(volume, ov.axial, n_px, px)
+
+    def xy(points):
+        return ov.axial.to_pixels(points, n_px, px)
+
+    draw_polyline(img, xy(ov.body_outline), OVERLAY_COLOURS["body outline"], radius=1)
+    if ov.trabecular_outline is not None:
+        draw_polyline(img, xy(ov.trabecular_outline), OVERLAY_COLOURS["trabecular outline"], radius=0)
+    tail, head = xy(ov.ap_axis)
+    draw_arrow(img, tail, head, OVERLAY_COLOURS["AP axis"])
     drawn = []
-    for r in rows:
+    for r in rows:  # last: the ROIs are what was measured, nothing covers them
         roi = r.get("roi")
         if not isinstance(roi, Mapping):
             continue
         shape = roi_shape(roi)
         outline = shape.outline(180) if shape.kind == "ellipse" else shape.outline()
-        d = outline - centre[None, :]
-        xy = np.stack([d @ col_dir / px + (n_px - 1) / 2.0, d @ row_dir / px + (n_px - 1) / 2.0], axis=1)
-        draw_polyline(img, xy, SHAPE_COLOURS.get(str(r["shape"]), (255, 255, 255)))
+        draw_polyline(img, xy(outline), SHAPE_COLOURS.get(str(r["shape"]), (255, 255, 255)))
         drawn.append(str(r["shape"]))
-    # 10 mm scale bar, bottom left
-    bar = int(round(10.0 / px))
-    y0 = n_px - 12
-    img[y0:y0 + 3, 10:10 + bar] = 255
-    meta = {"level": level, "fov_mm": fov, "pixel_mm": px, "shapes": drawn,
-            "window": [WINDOW_LEVEL, WINDOW_WIDTH], "scale_bar_px": bar}
+    bar = draw_scale_bar(img, px)
+    meta = {"level": level, "fov_mm": ov.fov_mm, "pixel_mm": px, "shapes": drawn,
+            "window": [WINDOW_LEVEL, WINDOW_WIDTH], "scale_bar_px": bar, "overlays": ov}
     return png_bytes(img), meta
 
 

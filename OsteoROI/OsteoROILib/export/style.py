@@ -71,6 +71,9 @@ figure { margin: 0; border: 1px solid var(--line); padding: 4px; break-inside: a
 figure img { display: block; width: 100%; height: auto; image-rendering: auto; background: #000; }
 figure img + img { margin-top: 3px; }
 figcaption { font-size: 11px; margin-top: 3px; }
+figure.check { border: 3px solid #d9480f; }
+.placement-check { font-size: 11px; color: #8a2c00; margin-top: 3px; }
+.placement-check ul { margin: 2px 0; padding-left: 16px; }
 .legend span { display: inline-block; margin-right: 10px; white-space: nowrap; }
 .legend i { display: inline-block; width: 14px; height: 4px; margin-right: 4px; vertical-align: middle; }
 footer { margin-top: 18px; color: var(--muted); font-size: 11px; }

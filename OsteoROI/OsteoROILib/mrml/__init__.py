@@ -7,6 +7,7 @@ each of which only calls the parts below it:
 * ``nodes`` — node roles and attributes, MRML nodes ↔ the core's plain data;
 * ``persistence`` — the parameter node: JSON state, node references, the module's own nodes;
 * ``roi_markups`` — the ROI markups and the outlines of ellipse ROIs;
+* ``placement_view`` — the placement shown in the views: locked outline, AP axis, plane, endplates;
 * ``live_update`` — observers, pending edits and the volume cache;
 * ``calibration_state``, ``calibration`` — HU → vBMD calibration in the state and in the scene;
 * ``rows``, ``results_table``, ``results_plot`` — the result rows, the table and the plot;

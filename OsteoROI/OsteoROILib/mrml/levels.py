@@ -41,6 +41,7 @@ class SceneLevels:
     def __init__(self, parts: SceneParts):
         self.store, self.rois, self.volumes, self.live, self.cal = (parts.store, parts.rois, parts.volumes,
                                                                     parts.live, parts.cal)
+        self.view = parts.view
 
     def newRun(self, volumeNode, pointsNode, calibration=KEEP_CALIBRATION, shapes: Optional[Sequence[str]] = None,
                criteria=None, slabMm: Optional[float] = None, force: bool = False, tableNode=None,
@@ -67,6 +68,8 @@ class SceneLevels:
         self.volumes.put(volumeNode, volume)
         for level in previous.get("levels", {}):  # own ROIs of levels/shapes no longer measured
             self.rois.remove(level, [s for s in SHAPE_NAMES if level not in points or s not in shape_names])
+            if level not in points:
+                self.view.remove(level)
         self.place(state, result)
         return state
 
@@ -87,6 +90,7 @@ class SceneLevels:
         self.live.detach()
         for level in previous.get("levels", {}):
             self.rois.remove(level)
+            self.view.remove(level)
         self._setInputs(volumeNode, pointsNode)
         state = run_state(parse_shapes(shapes), slab_from(slabMm), crit, force, excluded={}, genant={}, notes=[])
         self.cal.carry(state, previous, calibration, cal)
@@ -117,6 +121,7 @@ class SceneLevels:
         for level in removed:
             state["levels"].pop(level)
             self.rois.remove(level)
+            self.view.remove(level)
         if changed:
             result = measure_levels(self.volumes.measured(self.store), changed, shapes=state["shapes"],
                                     slab_mm=state["slab_mm"], force=state.get("force", False), aorta=False)
@@ -129,6 +134,7 @@ class SceneLevels:
         """Show a placement in the ROI nodes (the module's own edits: not taken for the user's)."""
         with self.live.mute():
             self.rois.place(state, result)
+            self.view.show(result)  # the outline, AP axis, endplates and plane, locked, for a look
 
     def _calibrationAndCriterion(self, previous, calibration, criteria):
         keep = calibration is KEEP_CALIBRATION

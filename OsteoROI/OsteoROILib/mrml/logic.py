@@ -70,6 +70,7 @@ class OsteoROIMRMLLogic:
         self._store, self._rois, self._volumes, self._live, self._cal = (parts.store, parts.rois, parts.volumes,
                                                                          parts.live, parts.cal)
         self._levels = SceneLevels(parts)
+        self.placement = parts.view  # the placement shown after each measurement: .nodes(level) (placement_view)
         self._results = SceneResults(parts)
         self._exports = SceneExports(self._store, self._volumes, self._cal)
 

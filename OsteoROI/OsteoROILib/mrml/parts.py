@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .calibration import SceneCalibration
 from .live_update import LiveUpdates, VolumeCache
 from .persistence import SceneState
+from .placement_view import PlacementView
 from .roi_markups import RoiMarkups
 
 __all__ = ["SceneParts"]
@@ -16,13 +17,15 @@ __all__ = ["SceneParts"]
 
 @dataclass(frozen=True)
 class SceneParts:
-    """The state, the ROI markups, the volume cache, the observers and the calibration of one scene."""
+    """The state, the ROI markups, the volume cache, the observers and the calibration of one scene,
+    and the placement shown in the views."""
 
     store: SceneState
     rois: RoiMarkups
     volumes: VolumeCache
     live: LiveUpdates
     cal: SceneCalibration
+    view: PlacementView
 
     @classmethod
     def of(cls, scene, wake) -> "SceneParts":
@@ -31,4 +34,4 @@ class SceneParts:
         rois = RoiMarkups(store)
         volumes = VolumeCache()
         live = LiveUpdates(store, rois, wake)
-        return cls(store, rois, volumes, live, SceneCalibration(store, volumes, live))
+        return cls(store, rois, volumes, live, SceneCalibration(store, volumes, live), PlacementView(store))
