@@ -283,16 +283,31 @@ def bench_label_vs_click(quick: bool) -> List[Dict[str, Any]]:
                   + (f" (fallback: {'; '.join(check['reasons'])})" if check["estimate"] != "image" else "")
                   + "; image outline vs label: " + _agreement_text(check),
             percent_difference=diff, label_estimate=check["estimate"], label_check=check))
+    rows.append(_label_summary_row(rows))
     rows.append(_label_timing_row(quick))
     return rows
+
+
+def _label_summary_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Over the real levels: how many are within 1 %, and which took the label-driven fit and why."""
+    met = sum(bool(r["met"]) for r in rows)
+    fell = [r for r in rows if r["label_estimate"] != "image"]
+    return bc.make_row(
+        "label_vs_click_summary", "label vs click: real levels within 1 %", float(met), f"of {len(rows)} levels",
+        target=f"{len(rows)} of {len(rows)}", met=met == len(rows),
+        notes=f"{len(fell)} level(s) took the label-driven fit"
+              + "".join(f"; {r['name'].split(': ', 1)[1]}: {'; '.join(r['label_check']['reasons'])}" for r in fell),
+        label_fallbacks=len(fell))
 
 
 def _agreement_text(check: Dict[str, Any]) -> str:
     if check.get("mean_distance_mm") is None:
         return "not measured"
-    return (f"mean {check['mean_distance_mm']:.2f} mm / max {check['max_distance_mm']:.2f} mm, Dice "
-            f"{check['dice']:.3f}, trabecular outside label {check['trabecular_outside_label_fraction']:.1%}, "
-            f"plane {check['mid_offset_mm']:.1f} mm from the label's middle")
+    return (f"label boundary to the fitted cortex mean {check['mean_distance_mm']:.2f} mm / max "
+            f"{check['max_distance_mm']:.2f} mm, Dice {check['dice']:.3f}, trabecular region outside the label "
+            f"{check['trabecular_outside_label_fraction']:.1%}, ROI voxels outside the label grown by a voxel "
+            f"{check['roi_voxels_outside_label_fraction']:.1%}, plane {check['mid_offset_mm']:.1f} mm from the "
+            "label's middle")
 
 
 def _label_timing_row(quick: bool) -> Dict[str, Any]:
