@@ -160,20 +160,46 @@ def erode_in_plane(mask, n):
     return out
 
 
-@pytest.mark.parametrize("change", ["shifted 9 mm", "eroded 6 mm"])
+def grow_in_plane(mask, n):
+    out = mask.copy()
+    for _ in range(n):
+        p = np.pad(out, ((0, 0), (1, 1), (1, 1)))
+        out = out | p[:, :-2, 1:-1] | p[:, 2:, 1:-1] | p[:, 1:-1, :-2] | p[:, 1:-1, 2:]
+    return out
+
+
+@pytest.mark.parametrize("change", ["shifted 9 mm", "eroded 9 mm", "grown 6 mm"])
 def test_a_label_that_disagrees_with_the_image_falls_back_with_a_warning(real, change):
     volume, labels = real
     body = labels == BUILTIN_LABEL_MAPS["bodies"]["L3"]
+    voxels = int(round(float(change.split()[1]) / volume.spacing[0]))
     if change.startswith("shifted"):
-        bad = np.roll(body, int(round(9.0 / volume.spacing[0])), axis=2)
+        bad = np.roll(body, voxels, axis=2)
+    elif change.startswith("eroded"):
+        bad = erode_in_plane(body, voxels)
     else:
-        bad = erode_in_plane(body, int(round(6.0 / volume.spacing[0])))
+        bad = grow_in_plane(body, voxels)
     pl = place_from_label(volume, bad.astype(np.int16), 1, "L3")
     check = pl.outline.meta["label_check"]
-    assert check["estimate"] == "label" and check["mean_distance_mm"] > 2.0, check
-    assert any(FALLBACK_WORDS in w and "tolerance 2 mm" in w for w in pl.warnings)
+    assert check["estimate"] == "label" and check["mean_distance_mm"] > 3.0, check
+    assert any(FALLBACK_WORDS in w and "tolerance 3.0 mm" in w for w in pl.warnings)
     result = measure_levels(volume, None, placements={"L3": pl})
     assert {r["label_estimate"] for r in result["rows"]} == {"label"}
+
+
+@pytest.mark.parametrize("change", ["grown", "eroded", "shifted"])
+def test_a_label_one_voxel_off_still_gives_the_image_placement(real, change):
+    """A model's boundary is only as precise as its voxels: a label grown, eroded or shifted by one
+    voxel still marks the body, and the placement (the image's) does not move at all."""
+    volume, labels = real
+    body = labels == BUILTIN_LABEL_MAPS["bodies"]["L2"]
+    off = {"grown": grow_in_plane(body, 1), "eroded": erode_in_plane(body, 1), "shifted": np.roll(body, 1, axis=2)}
+    ref = place_from_label(volume, body.astype(np.int16), 1, "L2")
+    pl = place_from_label(volume, off[change].astype(np.int16), 1, "L2")
+    assert pl.outline.meta["label_check"]["estimate"] == "image", pl.outline.meta["label_check"]
+    assert pl.slice_index == ref.slice_index
+    np.testing.assert_allclose(pl.outline.center, ref.outline.center, atol=1e-9)
+    np.testing.assert_allclose(pl.outline.inner_contour, ref.outline.inner_contour, atol=1e-9)
 
 
 def test_a_label_of_a_disc_is_refused(real):
@@ -238,3 +264,29 @@ def assert_rois_inside(volume, body, result):
     inside = np.moveaxis(grown(np.moveaxis(body, axis, 0)), 0, axis)
     for (_, shape), vs in roi_voxel_sets(volume, result).items():
         assert vs.count > 0 and inside[vs.k, vs.j, vs.i].all(), shape
+
+
+def test_cli_records_which_estimate_placed_each_level(tmp_path, capsys):
+    """``--labels``: the image's estimate, checked (row label_estimate 'image'); ``--label-fit``: the
+    label-driven fit, asked for and recorded; both on the phantom's truth mid slice."""
+    import SimpleITK as sitk
+
+    from OsteoROILib import cli
+    from OsteoROILib.io.image_files import write_volume
+    from OsteoROILib.io.volume import Volume
+
+    volume, truth = make_phantom()
+    ct = str(tmp_path / "ct.nrrd")
+    write_volume(volume, ct)
+    seg = str(tmp_path / "seg.nrrd")
+    sitk.WriteImage(Volume(label_array(volume, truth, {"L1": 20, "L2": 21}), volume.ijk_to_ras).to_sitk(), seg)
+    for extra, estimate in (([], "image"), (["--label-fit"], "label")):
+        out = tmp_path / f"{estimate}.json"
+        code = cli.main(["measure", ct, "--labels", seg, "--label-map", "bodies", *extra, "--json", str(out)])
+        assert code == 0, capsys.readouterr().err
+        doc = json.loads(out.read_text())
+        results.validate_document(doc)
+        assert {r["label_estimate"] for r in doc["rows"]} == {estimate}
+        assert all(r["slice_index"] == truth.level(r["level"]).mid_slice_index for r in doc["rows"])
+    code = cli.main(["measure", ct, "--point", "L1=0,0,0", "--label-fit"])
+    assert code == 1 and "--label-fit was given without --labels" in capsys.readouterr().err
