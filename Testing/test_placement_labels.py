@@ -290,3 +290,14 @@ def test_cli_records_which_estimate_placed_each_level(tmp_path, capsys):
         assert all(r["slice_index"] == truth.level(r["level"]).mid_slice_index for r in doc["rows"])
     code = cli.main(["measure", ct, "--point", "L1=0,0,0", "--label-fit"])
     assert code == 1 and "--label-fit was given without --labels" in capsys.readouterr().err
+
+
+def test_the_vertebra_plane_keeps_the_labels_check():
+    """``plane="vertebra"`` re-fits the outline on the tilted vertebra's plane; its rows still say which
+    estimate the label's placement took (the phantom's tilted spine, truth mid-height)."""
+    volume, truth = make_phantom(spine_tilt_deg=(12.0, -8.0), extent_ras=((-75, 75), (-75, 60), (-85, 85)))
+    m = {"L2": 21}
+    placements, _ = place_from_labels(volume, label_array(volume, truth, m), m)
+    result = measure_levels(volume, None, placements=placements, plane="vertebra")
+    assert {r["label_estimate"] for r in result["rows"]} == {"image"}
+    assert {r["plane"] for r in result["rows"]} != {"image axial slice"}

@@ -418,7 +418,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
             notes=f"labels: oval {lab_oval:.1f}, round {mean_of(from_labels, 'round'):.1f}, left "
                   f"{mean_of(from_labels, 'left'):.1f}; clicks: oval {clk_oval:.1f} (fit "
                   f"{from_clicks['levels'][level]['fit_quality']}); peer mean {pm:.1f}, median {pmed:.1f}; "
-                  f"label extent {h:.1f} mm vs peer middle height "
+                  f"endplates {h:.1f} mm apart (label placement) vs peer middle height "
                   f"{peer[f'vertebrae_{level}_height_middle_mm']:.1f} mm; "
                   f"clicks: slice {clk['slice_index']} (label slices {k_lab[0]}–{k_lab[1]}), depth "
                   f"{clk['outline']['depth_mm']:.1f} mm / width {clk['outline']['width_mm']:.1f} mm vs label "

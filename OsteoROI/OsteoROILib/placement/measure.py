@@ -98,7 +98,10 @@ def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, 
         outline, source, margin, pl, warnings = _place(volume, level, point, outlines, placements, auto, force)
         if pl is None:
             return outline, source, margin, pl, warnings
+        checked = pl.outline.meta.get("label_check")
         pl = to_vertebra_plane(volume, pl, level)
+        if checked is not None:  # the label's check of the axial estimate the vertebra's plane was found from
+            pl.outline.meta.setdefault("label_check", checked)
         return pl.outline, pl.method, margin, pl, list(pl.warnings)
     warnings: List[str] = []
     if level in outlines:
