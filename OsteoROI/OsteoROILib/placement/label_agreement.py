@@ -11,8 +11,8 @@ estimate as for a click), not its decider. On the placement's own slice it gives
 * the Dice overlap of the outline's area and the label's (the neural arch behind the body's
   posterior wall left out);
 * the trabecular region's voxels that fall outside the label grown by one voxel in-plane (a
-  model's boundary is ragged by about a voxel), and the five ROIs' voxels (one slice, as
-  ``measure_levels`` builds them by default) that do: the ROIs are what is measured.
+  model's boundary is ragged by about a voxel), and the five ROIs' voxels (one slice) that do:
+  the ROIs are what is measured.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from ..roi.family import SHAPE_NAMES, build_roi_family
 from ..roi.geometry import roi_voxels
 from .click import place_from_click
 from .landmarks import Placement
-from .measure import partial_volume_margin_mm
 
 #: Rays (angle from anterior, either side) over which the outline and the label's boundary are compared.
 SECTOR_DEG = 135.0
@@ -222,10 +221,10 @@ def _areas(volume: Volume, on_slice: np.ndarray, k: int, placement: Placement, r
 
 
 def _roi_outside(volume: Volume, in_label: np.ndarray, placement: Placement) -> float:
-    """The share of the five ROIs' voxels (one slice; ``measure_levels``'s default build) with no
-    label voxel in their in-plane 3×3 neighbourhood."""
-    family = build_roi_family(placement.outline, volume.slice_spacing(), SHAPE_NAMES,
-                              edge_margin_mm=partial_volume_margin_mm(volume))
+    """The share of the five ROIs' voxels (one slice) with no label voxel in their in-plane 3×3
+    neighbourhood. The ROIs are built without the partial-volume margin ``measure_levels`` keeps
+    (so slightly larger than measured: a stricter test)."""
+    family = build_roi_family(placement.outline, volume.slice_spacing(), SHAPE_NAMES)
     axis = 2 - volume.slice_axis()
     in_arr = [a for a in (0, 1, 2) if a != axis]
     total = outside = 0
