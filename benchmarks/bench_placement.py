@@ -253,7 +253,9 @@ def bench_click_corpus(quick: bool) -> List[Dict[str, Any]]:
 
 def bench_label_vs_click(quick: bool) -> List[Dict[str, Any]]:
     """The same vertebra placed from its segmentation label and from a click at the label's centre:
-    each ROI type's mean HU from the two, relative difference (target within 1 %)."""
+    each ROI type's mean HU from the two, relative difference (target within 1 %); which estimate
+    the label's placement took (the image's, or the label-driven fit and why) and how the image's
+    outline agreed with the label; and the time of four levels from a real label file."""
     import placement_corpus as pc
     from OsteoROILib.placement.labels import place_from_labels
 
@@ -270,15 +272,69 @@ def bench_label_vs_click(quick: bool) -> List[Dict[str, Any]]:
         clk = {r["shape"]: r["mean_hu"] for r in by_click["rows"]}
         diff = {k: abs(clk[k] - lab[k]) / abs(lab[k]) * 100 for k in lab}
         worst = max(diff.values())
+        check = by_label["levels"][case.level]["label_check"]
         key = "".join(ch if ch.isalnum() else "_" for ch in f"{case.ct}_{case.level}").strip("_")
         rows.append(bc.make_row(
             f"label_vs_click_{key}", f"label vs click: {case.ct} {case.level}", worst, "% |click − label| (worst type)",
             target="< 1 %", met=bool(worst < 1.0),
             notes=", ".join(f"{k} {lab[k]:.1f}/{clk[k]:.1f} HU ({diff[k]:.2f}%)" for k in lab)
                   + f"; slices label {by_label['levels'][case.level]['slice_index']} / click "
-                    f"{by_click['levels'][case.level]['slice_index']}",
-            percent_difference=diff))
+                    f"{by_click['levels'][case.level]['slice_index']}; estimate: {check['estimate']}"
+                  + (f" (fallback: {'; '.join(check['reasons'])})" if check["estimate"] != "image" else "")
+                  + "; image outline vs label: " + _agreement_text(check),
+            percent_difference=diff, label_estimate=check["estimate"], label_check=check))
+    rows.append(_label_summary_row(rows))
+    rows.append(_label_timing_row(quick))
     return rows
+
+
+def _label_summary_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Over the real levels: how many are within 1 %, and which took the label-driven fit and why."""
+    met = sum(bool(r["met"]) for r in rows)
+    fell = [r for r in rows if r["label_estimate"] != "image"]
+    return bc.make_row(
+        "label_vs_click_summary", "label vs click: real levels within 1 %", float(met), f"of {len(rows)} levels",
+        target=f"{len(rows)} of {len(rows)}", met=met == len(rows),
+        notes=f"{len(fell)} level(s) took the label-driven fit"
+              + "".join(f"; {r['name'].split(': ', 1)[1]}: {'; '.join(r['label_check']['reasons'])}" for r in fell),
+        label_fallbacks=len(fell))
+
+
+def _agreement_text(check: Dict[str, Any]) -> str:
+    if check.get("mean_distance_mm") is None:
+        return "not measured"
+    return (f"label boundary to the fitted cortex mean {check['mean_distance_mm']:.2f} mm / max "
+            f"{check['max_distance_mm']:.2f} mm, Dice {check['dice']:.3f}, trabecular region outside the label "
+            f"{check['trabecular_outside_label_fraction']:.1%}, ROI voxels outside the label grown by a voxel "
+            f"{check['roi_voxels_outside_label_fraction']:.1%}, plane {check['mid_offset_mm']:.1f} mm from the "
+            "label's middle")
+
+
+def _label_timing_row(quick: bool) -> Dict[str, Any]:
+    """Four levels (L1–L4) from the real CT's body-label file: the image's estimate checked against
+    the label vs the label-driven fit alone (the placement before the image's estimate was used), in
+    the same run."""
+    from OsteoROILib.io.image_files import read_volume
+    from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, place_from_labels, read_labels
+
+    path = os.path.join(TOTALSEG, "vertebral_bodies.nii.gz")
+    if not os.path.isfile(path):
+        return bc.make_row("label_placement_time", "labels → four placements", None, "ms",
+                           notes="../shared/data/totalseg_example is absent")
+    ct = read_volume(os.path.join(TOTALSEG, "ct.nii.gz"))
+    labels, _ = read_labels(path, ct)
+    m = BUILTIN_LABEL_MAPS["bodies"]
+    reps = 3 if quick else 7
+    new, placed = bc.time_call(lambda: place_from_labels(ct, labels, m), repeats=reps)
+    old, _ = bc.time_call(lambda: place_from_labels(ct, labels, m, estimate="label"), repeats=reps)
+    ratio = new["median_s"] / old["median_s"]
+    fallbacks = sum(pl.outline.meta["label_check"]["estimate"] != "image" for pl in placed[0].values())
+    return bc.make_row(
+        "label_placement_time", "labels → four placements (real 3 mm CT, L1–L4): image estimate + label check",
+        new["median_s"] * 1000, "ms", baseline=old["median_s"] * 1000,
+        baseline_name="the label-driven fit alone (estimate='label'), same run", ratio=ratio, ratio_kind="ratio",
+        target="≤ 2× the label-driven fit", met=bool(ratio <= 2.0),
+        notes=f"{fallbacks} of {len(placed[0])} levels took the label-driven fit")
 
 
 def corpus_table(rows: List[Dict[str, Any]]) -> str:
@@ -362,7 +418,7 @@ def bench_peer(quick: bool) -> List[Dict[str, Any]]:
             notes=f"labels: oval {lab_oval:.1f}, round {mean_of(from_labels, 'round'):.1f}, left "
                   f"{mean_of(from_labels, 'left'):.1f}; clicks: oval {clk_oval:.1f} (fit "
                   f"{from_clicks['levels'][level]['fit_quality']}); peer mean {pm:.1f}, median {pmed:.1f}; "
-                  f"label extent {h:.1f} mm vs peer middle height "
+                  f"endplates {h:.1f} mm apart (label placement) vs peer middle height "
                   f"{peer[f'vertebrae_{level}_height_middle_mm']:.1f} mm; "
                   f"clicks: slice {clk['slice_index']} (label slices {k_lab[0]}–{k_lab[1]}), depth "
                   f"{clk['outline']['depth_mm']:.1f} mm / width {clk['outline']['width_mm']:.1f} mm vs label "

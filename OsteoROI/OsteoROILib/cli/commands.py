@@ -56,14 +56,16 @@ def _placements_from_labels(args, volume):
     map_name, label_map = parse_label_map(args.label_map or "total")
     labels, notes = read_labels(args.labels, volume)
     volume.notes.extend(notes)
-    placements, missing = place_from_labels(volume, labels, label_map)
+    estimate = "label" if getattr(args, "label_fit", False) else "image"  # --label-fit: an explicit override
+    placements, missing = place_from_labels(volume, labels, label_map, estimate=estimate)
     warnings = describe_missing(missing, label_map, os.path.basename(args.labels))
     if not placements:
         raise InputError(
             f"None of the levels of the label map '{map_name}' ({', '.join(f'{k}={v}' for k, v in label_map.items())}) "
             f"is present in {args.labels}.",
             "Choose the map that matches the segmentation: --label-map total, bodies, or e.g. L1=31,L2=30.")
-    volume.notes.append(f"Levels placed from the segmentation {args.labels} with the label map '{map_name}'.")
+    volume.notes.append(f"Levels placed from the segmentation {args.labels} with the label map '{map_name}'"
+                        + (" (outlines fitted near the label's boundary: --label-fit)." if estimate == "label" else "."))
     return placements, warnings
 
 
@@ -79,6 +81,8 @@ def cmd_measure(args, out=None) -> int:
         raise InputError("Both a segmentation (--labels) and points were given.", "Use one of them.")
     if args.label_map and not args.labels:
         raise InputError("--label-map was given without --labels.", "Give the segmentation with --labels SEG.")
+    if getattr(args, "label_fit", False) and not args.labels:
+        raise InputError("--label-fit was given without --labels.", "Give the segmentation with --labels SEG.")
     points = None if args.labels else collect_points(args.point, args.points)
     calibration = _load_calibration(args.calibration)
     volume = read_volume(args.volume, series_uid=args.series)
@@ -270,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--label-map", metavar="MAP", default=None,
                    help="label values of the levels in --labels: total (TotalSegmentator: L1=31 ... L4=28, T12=32), "
                         "bodies (L1=20 ... L4=23) or e.g. L1=31,L2=30 (default: total)")
+    m.add_argument("--label-fit", action="store_true",
+                   help="with --labels: fit each outline near the label's boundary instead of taking the image's own "
+                        "estimate (the one a click inside the body gives) checked against the label; recorded in "
+                        "every row (label_estimate)")
     m.add_argument("--plane", choices=("image", "vertebra"), default="image",
                    help="plane of the ROIs: the image's axial slice nearest mid-height (image, default, as seed 002) "
                         "or the plane perpendicular to the vertebra's own axis, resampled (vertebra: tilted spines)")

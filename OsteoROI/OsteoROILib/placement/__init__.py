@@ -2,7 +2,9 @@
 and from there to the measured ROI table (``measure.measure_levels``).
 
 Automatic placement from one click (``click.place_from_click``): the vertebral body in 3-D →
-mid-vertebral slice → outline. A label map gives the body's voxels instead (``labels``).
+mid-vertebral slice → outline. A label map says which vertebra instead (``labels``): the body
+label's centre seeds the same estimate, which the label then cross-checks (``label_agreement``);
+where they disagree beyond stated tolerances the label-driven fit is used, with a warning.
 
 What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around one point:
 
@@ -73,7 +75,8 @@ Where each step lives, in the one direction of calls: ``sampling`` (the box read
 click, interpolation, the fit cache) ← ``landmarks`` (Placement, Contour, Canal and the acceptance
 limits) ← ``canal`` ← ``contour`` (step 1) ← ``endplates`` (step 2) ← ``outline_fit`` (steps 3–4)
 ← ``click`` (the sequence, and the click's refusals) ← ``tilted`` (the vertebra's own plane)
-← ``labels`` (from a segmentation) ← ``measure``. ``probe`` is the simple shell-ray outline on the
+← ``label_agreement`` (the image's estimate against a label) ← ``labels`` (from a segmentation)
+← ``measure``. ``probe`` is the simple shell-ray outline on the
 point's own slice, used without automatic placement. ``aorta`` finds the aorta beside L1–L2 once per
 measurement (its blood HU tells a contrast-enhanced scan; ``measure_levels`` records it).
 

@@ -134,6 +134,8 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     seen: Dict[Tuple[int, int, int], Placement] = {}
     seed = vertebra_seed(volume, first)
     current = first
+    if refusal is None and np.array_equal(volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], point):
+        seen[seed] = first  # the point is its body's own centre: the pass from it was the pass from that seed
     for _ in range(MAX_SEED_PASSES):
         if seed in seen:
             current = _settled(seen, seed)

@@ -1,12 +1,20 @@
 """Placement from a vertebra segmentation (label map): one placement per level present.
 
-The label gives what is hard to find from the image alone — which voxels belong to the
-vertebral body in 3-D — so the mid-vertebral slice is the image's axial slice nearest the middle
-of the label's extent along the slice axis (only slices where the label covers at least half its
-largest cross-section count, so a model's stray voxels do not move it). The outline on that slice
-is still fitted to the image (``contour.fit_centred``), restricted to a few mm around the
-label's boundary, so the ROIs exclude the cortex even where a model's label includes it; where
-the image shows no clear shell the label's own boundary is used, with a lower fit quality.
+The label says which vertebra (and bounds where it is); the vertebra's image decides the ROIs,
+as for a click: the body label's centre on its mid slice is the seed of the same
+click-independent 3-D estimate a click inside that body gives (``click.place_from_click``), so a
+label and a click on the same vertebra give the same placement. The label then cross-checks that
+estimate (``label_agreement``: the plane inside the label's slices, the outline against the label's
+boundary, the trabecular region inside the label) and the agreement is recorded.
+
+Where the image's estimate fails or disagrees with the label beyond the stated tolerances, the
+placement falls back to a fit driven by the label, with a warning that says so and why: the
+mid-vertebral slice is the image's axial slice nearest the middle of the label's extent along the
+slice axis (only slices where the label covers at least half its largest cross-section count, so
+a model's stray voxels do not move it); the outline on that slice is fitted to the image
+(``contour.fit_centred``), restricted to a few mm around the label's boundary, so the ROIs exclude
+the cortex even where a model's label includes it; where the image shows no clear shell the
+label's own boundary is used, with a lower fit quality. ``estimate="label"`` asks for that fit.
 
 Built-in label maps (QCT_BRIEF §7):
 
@@ -32,6 +40,7 @@ from ..roi.levels import normalise_level
 from .canal import find_canal
 from .contour import fit_centred
 from .endplates import central_profile, plate_intervals
+from .label_agreement import checked_image_placement
 from .level_checks import check_label_height, check_label_image
 from .landmarks import (FALLBACK_SCALE, LOW_QUALITY, METHOD_LABEL, MIN_BODY_HEIGHT_MM, PLANE_AXIAL, Canal, Contour,
                         Placement, conservative_scale)
@@ -125,11 +134,23 @@ def read_labels(path: str, volume: Volume) -> Tuple[np.ndarray, List[str]]:
     return sitk.GetArrayFromImage(resampled), notes
 
 
-def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str = "") -> Placement:
+#: Where a label's placement comes from: the image's 3-D estimate checked against the label (default),
+#: or the fit driven by the label's boundary.
+ESTIMATES = ("image", "label")
+
+
+def place_from_label(volume: Volume, labels: np.ndarray, value: int, level: str = "", *,
+                     estimate: str = "image") -> Placement:
     """Placement of one level from its label (see module docstring)."""
     if labels.shape != volume.array.shape:
         raise InputError("The label array does not match the CT's size.", "Resample the labels onto the CT grid.")
-    return _place_from_mask(volume, labels == value, value, level)
+    return _place_from_mask(volume, labels == value, value, level, _check_estimate(estimate))
+
+
+def _check_estimate(estimate: str) -> str:
+    if estimate not in ESTIMATES:
+        raise InputError(f"Unknown placement estimate {estimate!r} for labels.", f"Use one of {', '.join(ESTIMATES)}.")
+    return estimate
 
 
 def _body_part(volume: Volume, in_label: np.ndarray) -> np.ndarray:
@@ -150,18 +171,58 @@ def _body_part(volume: Volume, in_label: np.ndarray) -> np.ndarray:
     return body
 
 
-def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: str = "") -> Placement:
-    """``place_from_label`` given the label's voxels (``labels == value``, on the CT's grid):
-    the label's axial extent → the mid-vertebral slice (moved to the endplates' midpoint where the
-    image shows them) → the outline fitted near the label's boundary → its fit quality."""
+def _place_from_mask(volume: Volume, in_label: np.ndarray, value: int, level: str = "",
+                     estimate: str = "image") -> Placement:
+    """``place_from_label`` given the label's voxels (``labels == value``, on the CT's grid): the
+    body label's centre on its mid slice → the image's 3-D estimate from there, checked against the
+    label; the label-driven fit where that estimate fails or disagrees (with a warning saying why)."""
     prefix = f"{level}: " if level else ""
-    axis = volume.slice_axis()
     body = _body_part(volume, in_label)  # sets the axial extent and the seed; the contour prior uses the label
     extent = _axial_extent(volume, body, value, prefix)
     check_label_height(level or f"label {value}", (extent.hi - extent.lo + 1) * volume.slice_spacing())
+    seed = _seed_on_slice(volume, body, extent.mid)
+    if estimate == "label":
+        placed = _fit_from_label(volume, in_label, value, level, extent, seed)
+        placed.outline.meta["label_check"] = {"estimate": "label", "reasons": ["the label-driven fit was asked for"]}
+        return placed
+    image, agreement, why = checked_image_placement(volume, in_label, _image_seed(volume, body, extent, seed),
+                                                    (extent.lo, extent.hi), level)
+    check = {"estimate": "image" if not why else "label", "reasons": why,
+             **({} if agreement is None else agreement.to_dict())}
+    if not why:
+        image.method = METHOD_LABEL
+        image.outline.meta.update({"label": int(value), "label_check": check})
+        return image
+    placed = _fit_from_label(volume, in_label, value, level, extent, seed)
+    placed.warnings.append(
+        f"{prefix}placed by fitting to the label's boundary, not from the image's own 3-D estimate (the one a click "
+        f"inside this body gives), because {'; '.join(why)}. The label may be shifted, cut or of another structure, "
+        "or the image unclear: check the ROIs against the image.")
+    placed.outline.meta["label_check"] = check
+    return placed
+
+
+def _image_seed(volume: Volume, body: np.ndarray, extent: _Extent, seed: np.ndarray) -> np.ndarray:
+    """Where the image's estimate starts: the voxel centre nearest the body label's centre on the
+    slice nearest mid-height (the endplates' midpoint where the image shows them inside the label's
+    extent). Any point inside the body gives the same placement; a voxel centre that is already the
+    body's own centre spares the estimate its second pass (``click.place_from_click``)."""
+    box = Box(volume, seed, CROP_HALF_INPLANE_MM, CROP_HALF_AXIAL_MM)
+    mid = _mid_between_endplates(box, box.to_box(seed)[0][:2], extent)
+    on_mid = mid != extent.mid and np.take(body, mid, axis=2 - volume.slice_axis()).any()
+    centre = volume.ras_to_ijk_points(_seed_on_slice(volume, body, mid) if on_mid else seed)[0]
+    return volume.ijk_to_ras_points(np.array([np.floor(centre + 0.5)], dtype=float))[0]
+
+
+def _fit_from_label(volume: Volume, in_label: np.ndarray, value: int, level: str, extent: _Extent,
+                    seed: np.ndarray) -> Placement:
+    """The label-driven fit: the label's axial extent → the mid-vertebral slice (moved to the
+    endplates' midpoint where the image shows them) → the outline fitted near the label's boundary
+    → its fit quality."""
+    prefix = f"{level}: " if level else ""
+    axis = volume.slice_axis()
     warnings: List[str] = [f"{prefix}{r}; the mid-vertebral slice is estimated from the visible part."
                            for r in extent.reasons]
-    seed = _seed_on_slice(volume, body, extent.mid)
     box = Box(volume, seed, CROP_HALF_INPLANE_MM, CROP_HALF_AXIAL_MM)
     seed_xy = box.to_box(seed)[0][:2]
     mid = _mid_between_endplates(box, seed_xy, extent)
@@ -305,9 +366,12 @@ def _fit_near_label(box: Box, plane: np.ndarray, s: int, seed_xy, label_radii
     return contour, canal, ring
 
 
-def place_from_labels(volume: Volume, labels: np.ndarray, label_map: Mapping[str, int]
-                      ) -> Tuple[Dict[str, Placement], List[str]]:
-    """Placements for every level of ``label_map`` present in ``labels``; and the missing levels."""
+def place_from_labels(volume: Volume, labels: np.ndarray, label_map: Mapping[str, int], *,
+                      estimate: str = "image") -> Tuple[Dict[str, Placement], List[str]]:
+    """Placements for every level of ``label_map`` present in ``labels``; and the missing levels.
+    ``estimate``: ``"image"`` (the image's 3-D estimate, checked against the label) or ``"label"``
+    (the fit driven by the label's boundary)."""
+    estimate = _check_estimate(estimate)
     placements: Dict[str, Placement] = {}
     missing: List[str] = []
     if not np.issubdtype(labels.dtype, np.integer):
@@ -317,7 +381,7 @@ def place_from_labels(volume: Volume, labels: np.ndarray, label_map: Mapping[str
             if int(value) not in present:
                 missing.append(level)
                 continue
-            placements[level] = place_from_label(volume, labels, int(value), level)
+            placements[level] = place_from_label(volume, labels, int(value), level, estimate=estimate)
         return placements, missing
     for level, value in label_map.items():
         in_label = labels == int(value)  # one pass per level (no sort of the whole label map)
@@ -326,7 +390,7 @@ def place_from_labels(volume: Volume, labels: np.ndarray, label_map: Mapping[str
             continue
         if labels.shape != volume.array.shape:
             raise InputError("The label array does not match the CT's size.", "Resample the labels onto the CT grid.")
-        placements[level] = _place_from_mask(volume, in_label, int(value), level)
+        placements[level] = _place_from_mask(volume, in_label, int(value), level, estimate)
     return placements, missing
 
 

@@ -98,7 +98,10 @@ def _place(volume: Volume, level: str, point, outlines, placements, auto: bool, 
         outline, source, margin, pl, warnings = _place(volume, level, point, outlines, placements, auto, force)
         if pl is None:
             return outline, source, margin, pl, warnings
+        checked = pl.outline.meta.get("label_check")
         pl = to_vertebra_plane(volume, pl, level)
+        if checked is not None:  # the label's check of the axial estimate the vertebra's plane was found from
+            pl.outline.meta.setdefault("label_check", checked)
         return pl.outline, pl.method, margin, pl, list(pl.warnings)
     warnings: List[str] = []
     if level in outlines:
@@ -244,6 +247,8 @@ def _level_entry(volume: Volume, point: np.ndarray, outline: BodyOutline, source
     }
     if placed is not None:
         entry["auto"] = placed.to_dict()
+    if "label_check" in outline.meta:  # a label's placement: which estimate was used and how it agreed
+        entry["label_check"] = dict(outline.meta["label_check"])
     if outline.inner_contour is not None:
         # the trabecular boundary (s anterior, t left, mm from the outline's centre) for the level's pictures
         entry["trabecular_outline_st_mm"] = [[round(float(a), 2), round(float(b), 2)] for a, b in outline.inner_contour]
@@ -267,6 +272,9 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
         "mid_slice_rule": (entry.get("auto") or {}).get("mid_slice_rule"),
         "roi_scale": (entry.get("auto") or {}).get("roi_scale", 1.0),
     }
+    if "label_check" in entry:  # placed from a label: the image's estimate or the label-driven fit, and why
+        common["label_estimate"] = entry["label_check"]["estimate"]
+        common["label_agreement_mm"] = entry["label_check"].get("mean_distance_mm")
     rows = []
     for name, shape in family.shapes.items():
         stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
