@@ -38,13 +38,16 @@ POSTERIOR_CORNER_MM = 3.0
 #: Plausible distance between the endplates (mm); a shorter interval is a disc.
 MIN_BODY_HEIGHT_MM = 12.0
 MAX_BODY_HEIGHT_MM = 50.0
-#: Fit quality (0–1) below which the ROIs are shrunk towards their centre (a conservative ROI, with a
-#: warning): continuously, from no shrink at LOW_QUALITY to FALLBACK_SCALE at FULL_SHRINK_QUALITY and
-#: below, so that a score flickering about the cut-off moves the ROIs by a hair, never by a step
-#: (``conservative_scale``). A quality part below REASON_QUALITY is reported as a reason.
+#: Fit quality (0–1, ``fit_quality``: a calibrated map of the expected errors) below which the ROIs
+#: are shrunk towards their centre (a conservative ROI, with a warning): continuously, from no shrink
+#: at LOW_QUALITY to FALLBACK_SCALE at FULL_SHRINK_QUALITY and below, so that a score flickering
+#: about the cut-off moves the ROIs by a hair, never by a step (``conservative_scale``). LOW_QUALITY
+#: is the score of an outline expected to reach ``fit_quality.CORTEX_ONSET_MM`` into the cortex —
+#: where the ROIs start to take in cortical voxels — or of a plane expected half the QCT slab from
+#: mid-height; FULL_SHRINK_QUALITY that of a reach 40 % further. Shrinking to FALLBACK_SCALE takes
+#: an ROI edge on a 40 mm wide body about 4 mm off the outline, beyond any reach the calibration saw.
 LOW_QUALITY = 0.5
 FULL_SHRINK_QUALITY = 0.3
-REASON_QUALITY = 0.8
 FALLBACK_SCALE = 0.8
 #: Mid-height this far (slices) or more from the chosen slice's centre is said to lie between slices.
 MID_BETWEEN_SLICES = 0.3
