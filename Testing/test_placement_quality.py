@@ -121,3 +121,15 @@ def test_a_placement_carries_its_evidence_and_expected_errors():
     assert set(DEFICITS) <= set(r["deficits"]) and r["measures"]["edge_drop_hu"] > 0
     assert r["expected_reach_mm"] == pytest.approx(expected_reach_mm(r["deficits"]))
     assert r["quality"] == pytest.approx(quality_of(r["deficits"]))
+
+
+def test_a_click_placement_records_what_its_quality_stands_for():
+    from OsteoROILib.digital_phantom import make_phantom
+    from OsteoROILib.placement.click import place_from_click
+
+    volume, truth = make_phantom(level_names=("L1", "L2"), trabecular_density=(140.0, 116.0), depth_mm=30.0,
+                                 width_mm=42.0, cortical_hu=330.0)
+    lv = truth.level("L2")
+    d = place_from_click(volume, lv.center_ras + np.array([1.5, -1.0, 2.0]), "L2").to_dict()
+    assert d["expected_reach_into_cortex_mm"] > 0.0 and d["expected_distance_from_mid_height_mm"] < 1.0
+    assert d["fit_quality"] == pytest.approx(min(quality_of_reach(d["expected_reach_into_cortex_mm"]), 1.0), abs=0.01)

@@ -126,7 +126,19 @@ class Placement:
             **({} if self.axis_ras is None else {
                 "vertebra_axis_ras": [round(float(x), 6) for x in self.axis_ras],
                 "axis_tilt_deg": round(float(self.axis_tilt_deg), 3)}),
+            **self.expected_errors(),
         }
+
+    def expected_errors(self) -> Dict[str, float]:
+        """What the fit quality stands for, when the reasons carry it (``fit_quality.FitReasons``):
+        how far the outline is expected to reach into the cortex and the plane to lie from
+        mid-height (mm)."""
+        reach = getattr(self.reasons, "expected_reach_mm", None)
+        height = getattr(self.reasons, "expected_height_error_mm", None)
+        if reach is None or height is None:
+            return {}
+        return {"expected_reach_into_cortex_mm": round(max(float(reach), 0.0), 2),
+                "expected_distance_from_mid_height_mm": round(float(height), 2)}
 
 
 
