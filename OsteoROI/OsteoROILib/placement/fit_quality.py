@@ -44,7 +44,7 @@ REACH_BASE_MM = -0.3
 REACH_WEIGHTS_MM: Dict[str, float] = {
     "faint_edge": 1.02,
     "faint_shell": 0.06,
-    "missing_shell": 1.5,  # prior: never on known truth (such rings are refused); see below
+    "missing_shell": 1.5,  # prior: never on known truth (such rings are refused); see above
     "lopsided": 0.0,
     "no_direction": 0.5,  # prior
     "unusual_size": 0.5,  # prior
@@ -193,4 +193,4 @@ def expected_error_phrase(reach_mm: float, height_mm: float) -> str:
         parts.append(f"the outline may reach about {reach_mm:.1f} mm into the cortex")
     if height_mm >= 1.0:
         parts.append(f"the slice may lie about {height_mm:.0f} mm from mid-height")
-    return "; ".join(parts) or "the outline is expected on the body's edge"
+    return "; ".join(parts) or "the outline is not expected to reach into the cortex"
