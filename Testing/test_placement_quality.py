@@ -133,3 +133,18 @@ def test_a_click_placement_records_what_its_quality_stands_for():
     d = place_from_click(volume, lv.center_ras + np.array([1.5, -1.0, 2.0]), "L2").to_dict()
     assert d["expected_reach_into_cortex_mm"] > 0.0 and d["expected_distance_from_mid_height_mm"] < 1.0
     assert d["fit_quality"] == pytest.approx(min(quality_of_reach(d["expected_reach_into_cortex_mm"]), 1.0), abs=0.01)
+
+
+def test_a_refused_ring_is_explained_in_plain_words():
+    from OsteoROILib.placement.landmarks import Contour
+
+    n = 72
+    angles = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    shell = np.zeros(n, dtype=bool)
+    shell[18:30] = True  # a shell on part of the left side only
+    ring = Contour(np.zeros(2), 0, angles, np.full(n, 15.0), np.full(n, 13.5), shell, 150.0, np.full(n, 200.0),
+                   np.zeros(n, dtype=bool), np.array([0.0, 1.0, 0.0]), np.array([-1.0, 0.0, 0.0]))
+    (text,) = ring.ring_reasons()
+    assert "17% of the rim" in text and "front 0%" in text
+    for word in JARGON:
+        assert not re.search(rf"\b{re.escape(word)}", text.lower()), (word, text)

@@ -197,8 +197,8 @@ class Contour:
             reasons.append("the point's neighbourhood is outside the image")
         elif self.shell_fraction < MIN_SHELL_FRACTION or min(q) < MIN_QUADRANT_FRACTION:
             reasons.append(
-                f"no cortical shell surrounds the point (found on {int(self.shell.sum())} of {len(self.shell)} "
-                f"rays; anterior {q[0]:.0%}, left {q[1]:.0%}, posterior {q[2]:.0%}, right {q[3]:.0%})")
+                f"no cortical shell surrounds the point (clear on {self.shell_fraction:.0%} of the rim around it: "
+                f"front {q[0]:.0%}, left {q[1]:.0%}, back {q[2]:.0%}, right {q[3]:.0%})")
         else:
             area = self.area_mm2()
             if area < MIN_BODY_AREA_MM2:
