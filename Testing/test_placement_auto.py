@@ -224,7 +224,10 @@ def test_vertebra_partly_outside_the_field_of_view():
     lv2 = truth2.level("L1")
     pl = place_from_click(cut, lv2.center_ras - np.array([0, 0, 2.0]), "L1")
     assert any("outside the image" in w for w in pl.warnings)
-    assert pl.fit_quality <= 0.6
+    # one endplate only: the score falls by the height the plane may be off, and the plane truly
+    # lies within that expected distance of the true mid-height (the phantom's truth)
+    assert pl.fit_quality <= 0.9
+    assert abs(float(pl.outline.center @ lv2.normal_ras) - lv2.central_mid_s) <= pl.reasons.expected_height_error_mm
     result = measure_levels(cut, {"L1": lv2.center_ras - np.array([0, 0, 2.0])})
     assert_pure_trabecular(cut, truth2, result)
 

@@ -50,8 +50,11 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
    the outer contour offset inwards by it; where a ray's edge lies well beyond its cortical rise
    (bone attached outside the cortex: an osteophyte) the outline follows the cortex instead and
    a reason says so. AP depth, width and the demarcation line follow (``roi.family``).
-4. **Fit quality** in [0, 1] (the weakest of: fraction of rays with a clear shell, left–right
-   symmetry about the AP axis, endplates found, plausible size) with reasons. Below
+4. **Fit quality** in [0, 1], calibrated on known truth (``fit_quality``): the signs of trouble
+   (a faint cortical edge or shell, a lopsided outline, endplates not found, an unusual size, the
+   image's edge) predict how far the outline may reach into the cortex and how far the plane may
+   lie from mid-height; the score is a fixed decreasing map of those errors (0.5 = the reach at
+   which the ROIs start to take in cortex), with the reasons in plain words. Below
    ``LOW_QUALITY`` the trabecular region is shrunk towards its centre, continuously down to
    ``FALLBACK_SCALE`` (``landmarks.conservative_scale``: a score flickering about the cut-off moves
    the ROIs by a hair, never by a step) — a conservative ROI — and a warning asks the user to check it.

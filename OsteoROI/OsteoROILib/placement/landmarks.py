@@ -38,13 +38,16 @@ POSTERIOR_CORNER_MM = 3.0
 #: Plausible distance between the endplates (mm); a shorter interval is a disc.
 MIN_BODY_HEIGHT_MM = 12.0
 MAX_BODY_HEIGHT_MM = 50.0
-#: Fit quality (0–1) below which the ROIs are shrunk towards their centre (a conservative ROI, with a
-#: warning): continuously, from no shrink at LOW_QUALITY to FALLBACK_SCALE at FULL_SHRINK_QUALITY and
-#: below, so that a score flickering about the cut-off moves the ROIs by a hair, never by a step
-#: (``conservative_scale``). A quality part below REASON_QUALITY is reported as a reason.
+#: Fit quality (0–1, ``fit_quality``: a calibrated map of the expected errors) below which the ROIs
+#: are shrunk towards their centre (a conservative ROI, with a warning): continuously, from no shrink
+#: at LOW_QUALITY to FALLBACK_SCALE at FULL_SHRINK_QUALITY and below, so that a score flickering
+#: about the cut-off moves the ROIs by a hair, never by a step (``conservative_scale``). LOW_QUALITY
+#: is the score of an outline expected to reach ``fit_quality.CORTEX_ONSET_MM`` into the cortex —
+#: where the ROIs start to take in cortical voxels — or of a plane expected half the QCT slab from
+#: mid-height; FULL_SHRINK_QUALITY that of a reach 40 % further. Shrinking to FALLBACK_SCALE takes
+#: an ROI edge on a 40 mm wide body about 4 mm off the outline, beyond any reach the calibration saw.
 LOW_QUALITY = 0.5
 FULL_SHRINK_QUALITY = 0.3
-REASON_QUALITY = 0.8
 FALLBACK_SCALE = 0.8
 #: Mid-height this far (slices) or more from the chosen slice's centre is said to lie between slices.
 MID_BETWEEN_SLICES = 0.3
@@ -123,7 +126,19 @@ class Placement:
             **({} if self.axis_ras is None else {
                 "vertebra_axis_ras": [round(float(x), 6) for x in self.axis_ras],
                 "axis_tilt_deg": round(float(self.axis_tilt_deg), 3)}),
+            **self.expected_errors(),
         }
+
+    def expected_errors(self) -> Dict[str, float]:
+        """What the fit quality stands for, when the reasons carry it (``fit_quality.FitReasons``):
+        how far the outline is expected to reach into the cortex and the plane to lie from
+        mid-height (mm)."""
+        reach = getattr(self.reasons, "expected_reach_mm", None)
+        height = getattr(self.reasons, "expected_height_error_mm", None)
+        if reach is None or height is None:
+            return {}
+        return {"expected_reach_into_cortex_mm": round(max(float(reach), 0.0), 2),
+                "expected_distance_from_mid_height_mm": round(float(height), 2)}
 
 
 
@@ -182,8 +197,8 @@ class Contour:
             reasons.append("the point's neighbourhood is outside the image")
         elif self.shell_fraction < MIN_SHELL_FRACTION or min(q) < MIN_QUADRANT_FRACTION:
             reasons.append(
-                f"no cortical shell surrounds the point (found on {int(self.shell.sum())} of {len(self.shell)} "
-                f"rays; anterior {q[0]:.0%}, left {q[1]:.0%}, posterior {q[2]:.0%}, right {q[3]:.0%})")
+                f"no cortical shell surrounds the point (clear on {self.shell_fraction:.0%} of the rim around it: "
+                f"front {q[0]:.0%}, left {q[1]:.0%}, back {q[2]:.0%}, right {q[3]:.0%})")
         else:
             area = self.area_mm2()
             if area < MIN_BODY_AREA_MM2:

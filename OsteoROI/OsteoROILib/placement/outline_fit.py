@@ -10,7 +10,9 @@ import numpy as np
 
 from ..roi.geometry import in_plane_frame
 from ..roi.outline import BodyOutline, polygon_intervals
-from .landmarks import MAX_ROTATION_DEG, MIN_AXIS_RATIO, REASON_QUALITY, Canal, Contour
+from .fit_quality import (FitReasons, expected_error_phrase, expected_height_error_mm, expected_reach_mm,
+                          outline_deficits, plain_reasons, quality_of)
+from .landmarks import MAX_ROTATION_DEG, MIN_AXIS_RATIO, Canal, Contour
 from .sampling import Box, fast_median, smooth_circular
 
 #: A ray whose outer edge lies more than this (mm) beyond the median cortical thickness from its
@@ -177,33 +179,26 @@ class FittedOutline(BodyOutline):
 
 
 def outline_quality(contour: Contour, metrics: Dict[str, float], plates_q: float, plates_reason: Optional[str],
-             depth: float, width: float) -> Tuple[float, List[str]]:
-    parts = {}
-    reasons: List[str] = []
-    parts["shell"] = float(np.clip((contour.shell_fraction - 0.5) / 0.4, 0, 1))
-    if parts["shell"] < REASON_QUALITY:
-        reasons.append(f"the cortical shell is clear on only {contour.shell_fraction:.0%} of the rays")
-    parts["symmetry"] = float(np.clip(1.0 - (metrics["asymmetry"] - 0.04) / 0.16, 0, 1))
-    if parts["symmetry"] < REASON_QUALITY:
-        reasons.append(f"the outline is asymmetric about its AP axis ({metrics['asymmetry']:.0%} of the depth): "
-                       "osteophyte, fracture or a neighbouring structure?")
-    if metrics.get("axis_from_image"):
-        parts["axis"] = 0.7
-        reasons.append(f"the outline gives no reliable AP axis (shape ratio {metrics['shape_ratio']:.2f}, "
-                       f"turn {metrics['axis_turn_deg']:.0f}°); the image's anterior direction is used")
-    parts["endplates"] = plates_q
-    if plates_reason:
-        reasons.append(plates_reason)
-    if metrics.get("spur_rays"):
-        reasons.append(f"bone beyond the cortex on {int(metrics['spur_rays'])} of {len(contour.r_out)} rays "
-                       "(osteophyte?) was left out of the outline")
-    size_ok = 15.0 <= depth <= 55.0 and 20.0 <= width <= 75.0 and 0.9 <= width / depth <= 2.5
-    parts["size"] = 1.0 if size_ok else 0.4
-    if not size_ok:
-        reasons.append(f"unusual body size (AP depth {depth:.1f} mm, width {width:.1f} mm)")
-    if contour.outside_fov.mean() > 0.1:
-        parts["fov"] = 0.4
-        reasons.append("the body reaches the edge of the image")
-    return float(min(parts.values())), reasons
-
-
+                    depth: float, width: float) -> Tuple[float, List[str]]:
+    """The fit quality (0–1) and its reasons in plain words: the errors the contour's evidence
+    predicts, mapped to a score (calibrated on known truth: ``fit_quality``). The reasons are a
+    ``FitReasons`` list that also carries the deficits, the raw measures and the expected errors."""
+    drops = contour.drop_hu[np.isfinite(contour.drop_hu)]
+    # behind, the outline ends at the spinal canal's front, not at a shell (a posterior wall is weak
+    # at 3 mm slices and open at the basivertebral foramen: ``landmarks.SHELL_RISE_HU``): the shell
+    # is judged on the front and the sides
+    side = (np.round(contour.angles / (np.pi / 2)).astype(int) % 4) != 2
+    measures = {"shell_fraction": float(np.mean(contour.shell[side])),
+                "edge_drop_hu": float(np.median(drops)) if drops.size else 0.0,
+                "asymmetry": float(metrics["asymmetry"]), "off_image_share": float(np.mean(contour.outside_fov)),
+                "spur_share": float(metrics.get("spur_rays", 0)) / max(len(contour.r_out), 1)}
+    deficits = outline_deficits(measures["shell_fraction"], measures["edge_drop_hu"], measures["asymmetry"],
+                                bool(metrics.get("axis_from_image")), plates_q, depth, width,
+                                measures["off_image_share"], measures["spur_share"])
+    reach, height = expected_reach_mm(deficits), expected_height_error_mm(deficits)
+    reasons = FitReasons(plain_reasons(deficits, contour.quadrant_fractions(), depth, width, plates_reason))
+    if reasons:
+        reasons.append(expected_error_phrase(reach, height))
+    reasons.deficits, reasons.measures = deficits, measures
+    reasons.expected_reach_mm, reasons.expected_height_error_mm = reach, height
+    return quality_of(deficits), reasons
