@@ -117,3 +117,58 @@ def test_totalseg_clicks_near_the_discs_never_place_a_disc(totalseg_dir):
             a, b = middles[level]
             if a <= k <= b:
                 assert inside == [level], (level, k, pl.slice_index)
+
+
+def _rebinned_6mm(volume, labels):
+    """The 3 mm CT with each pair of slices averaged (6 mm slices with their partial volume) and the
+    labels merged the same way (a voxel belongs to a body when either 3 mm slice did)."""
+    from OsteoROILib.io.volume import Volume
+
+    axis = 2 - volume.slice_axis()
+    arr = np.moveaxis(volume.array, axis, 0).astype(np.float32)
+    n = arr.shape[0] // 2 * 2
+    thick = np.moveaxis(0.5 * (arr[0:n:2] + arr[1:n:2]), 0, axis)
+    m = volume.ijk_to_ras.copy()
+    a = volume.slice_axis()
+    m[:3, 3] += 0.5 * m[:3, a]
+    m[:3, a] *= 2.0
+    pairs = np.moveaxis(labels, axis, 0)
+    merged = np.moveaxis(np.maximum(pairs[0:n:2], pairs[1:n:2]), 0, axis)
+    return Volume(array=np.ascontiguousarray(thick), ijk_to_ras=m), merged
+
+
+@pytest.fixture(scope="module")
+def totalseg_6mm(totalseg_dir):
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
+    return _rebinned_6mm(volume, labels)
+
+
+@pytest.mark.parametrize("level", ["L1", "L3"])
+def test_6mm_slices_twenty_clicks_in_the_body_give_one_plane(totalseg_6mm, level):
+    """At 6 mm slices a 25 mm body spans about four slices and a click in its middle 60 % can lie on
+    the slice that holds an endplate: still every click is placed (none refused) on one plane with one
+    outline, on the label's mid slice within one slice (the label is the independent reference)."""
+    volume, labels = totalseg_6mm
+    mask = labels == TOTALSEG_BODIES[level]
+    placed = [place_from_click(volume, p, level) for p in _clicks(volume, mask, 20, seed=31)]
+    for pl in placed[1:]:
+        _same(placed[0], pl)
+    assert abs(placed[0].slice_index - _label_mid_slice(volume, mask)) <= 1.0
+
+
+def test_6mm_slices_the_row_records_the_slices_between_the_endplates_and_warns(totalseg_6mm, totalseg_dir):
+    """The endplates of L1 lie about 21 mm apart (QCT_BRIEF §7's peer report: 22–24 mm middle
+    heights), under four 6 mm slices: the row records the count and carries the thick-slice caveat;
+    on the 3 mm original (seven slices) it does not."""
+    volume, labels = totalseg_6mm
+    mask = labels == TOTALSEG_BODIES["L1"]
+    click = volume.ijk_to_ras_points(np.argwhere(mask).mean(axis=0)[::-1])[0]
+    res = measure_levels(volume, {"L1": click})
+    row = res["rows"][0]
+    assert 3.0 <= row["slices_between_endplates"] < 4.0
+    assert any("thick slices" in w and "6 mm slices" in w for w in row["warnings"])
+    original = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    row3 = measure_levels(original, {"L1": click})["rows"][0]
+    assert row3["slices_between_endplates"] >= 6.0
+    assert not any("thick slices" in w for w in row3["warnings"])

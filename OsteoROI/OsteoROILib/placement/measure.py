@@ -266,6 +266,8 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
         # how the mid-vertebral slice was chosen (mid-height between two slices: which one, and why)
         "mid_slice_rule": (entry.get("auto") or {}).get("mid_slice_rule"),
         "roi_scale": (entry.get("auto") or {}).get("roi_scale", 1.0),
+        # the endplates' distance in slice spacings (thick slices: fewer than 4 carry a caveat)
+        "slices_between_endplates": outline.meta.get("slices_between_endplates"),
     }
     rows = []
     for name, shape in family.shapes.items():
