@@ -39,7 +39,8 @@ import bench_core as bc  # noqa: E402
 
 from OsteoROILib.placement.click import place_from_click  # noqa: E402
 from OsteoROILib.placement.tilted import to_vertebra_plane  # noqa: E402
-from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
+from OsteoROILib.roi.geometry import RoiShape, VoxelSet, roi_voxels  # noqa: E402
+from OsteoROILib.roi.islands import outside_spheres, voxel_ras  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.roi.family import build_roi_family  # noqa: E402
@@ -168,6 +169,16 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
+def measured_voxels(volume, shape, row):
+    """The voxels a row was measured on: the ROI's mask without the bone islands it records."""
+    voxels = roi_voxels(shape, volume.ijk_to_ras, volume.dimensions)
+    spheres = [(f["center_ras"], f["radius_mm"]) for f in row.get("bone_islands_excluded") or ()]
+    if not spheres:
+        return voxels
+    keep = outside_spheres(voxel_ras(voxels, volume.ijk_to_ras), spheres)
+    return VoxelSet(voxels.k[keep], voxels.j[keep], voxels.i[keep], voxels.n_outside)
+
+
 def _click_stats(case, clicks):
     """Per click: the ROI means by shape, the AP-axis error (degrees) against the reference, the
     non-trabecular voxels in the ROIs, the chosen slice and the time; refused clicks counted."""
@@ -199,7 +210,7 @@ def _click_stats(case, clicks):
             r = row["roi"]
             shape = RoiShape(r["kind"], r["center_ras"], r["axis_u_ras"], r["axis_v_ras"], r["half_u_mm"],
                              r["half_v_mm"], r["slab_mm"])
-            n_bad += case.non_trabecular_voxels(roi_voxels(shape, case.volume.ijk_to_ras, case.volume.dimensions))
+            n_bad += case.non_trabecular_voxels(measured_voxels(case.volume, shape, row))
         bad.append(n_bad)
     return means, ap_err, bad, slices, times, refused
 
