@@ -144,7 +144,7 @@ def totalseg_6mm(totalseg_dir):
     return _rebinned_6mm(volume, labels)
 
 
-@pytest.mark.parametrize("level", ["L1", "L3"])
+@pytest.mark.parametrize("level", ["L1", "L2", "L3"])
 def test_6mm_slices_twenty_clicks_in_the_body_give_one_plane(totalseg_6mm, level):
     """At 6 mm slices a 25 mm body spans about four slices and a click in its middle 60 % can lie on
     the slice that holds an endplate: still every click is placed (none refused) on one plane with one
@@ -155,6 +155,19 @@ def test_6mm_slices_twenty_clicks_in_the_body_give_one_plane(totalseg_6mm, level
     for pl in placed[1:]:
         _same(placed[0], pl)
     assert abs(placed[0].slice_index - _label_mid_slice(volume, mask)) <= 1.0
+
+
+def test_6mm_slices_no_disc_inside_a_body(totalseg_6mm):
+    """At 6 mm the L2 superior endplate shows no peak of its own in the central profile (it blurs into
+    the body), only the L1 inferior endplate across the disc does: the body must still end below the
+    L1/L2 disc, i.e. below the lowest point of the L1 label (the independent reference), and not
+    take the disc in (a disc is never a body)."""
+    volume, labels = totalseg_6mm
+    nrm = volume.slice_normal_ras()
+    l1 = volume.ijk_to_ras_points(np.argwhere(labels == TOTALSEG_BODIES["L1"])[:, ::-1].astype(float)) @ nrm
+    mask = labels == TOTALSEG_BODIES["L2"]
+    pl = place_from_click(volume, volume.ijk_to_ras_points(np.argwhere(mask).mean(axis=0)[::-1])[0], "L2")
+    assert max(pl.endplates_s) < l1.min()
 
 
 def test_6mm_slices_the_row_records_the_slices_between_the_endplates_and_warns(totalseg_6mm, totalseg_dir):
