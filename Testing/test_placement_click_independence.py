@@ -1,11 +1,13 @@
 """The click only says which vertebra: clicks anywhere in the middle of the same body give the same
 placement (QCT_BRIEF §1: the mid-vertebral section is a property of the body, not of the click).
 
-Real CTs from ../shared/data (skipped when absent): the 3 mm TotalSegmentator example and the 1.5 mm
-TPTBox crop. Clicks are drawn from each body's model-made label (an independent reference), ±3 mm
-in-plane about its centre and anywhere in the middle 60 % of its height along the slice axis.
+Real CTs from ../shared/data (skipped when absent): the 3 mm TotalSegmentator example, the 1.5 mm
+TPTBox crop, and the 3 mm CT re-binned to 6 mm (the benchmark corpus's thick-slice case). Clicks are
+drawn from each body's model-made label (an independent reference), ±3 mm in-plane about its centre
+and anywhere in the middle 60 % of its height along the slice axis.
 """
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,11 @@ import SimpleITK as sitk
 from OsteoROILib.io.image_files import read_volume
 from OsteoROILib.placement.click import place_from_click
 from OsteoROILib.placement.measure import measure_levels
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+import placement_corpus  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 TPTBOX = os.path.join(SHARED, "tptbox_sample")
@@ -119,29 +126,12 @@ def test_totalseg_clicks_near_the_discs_never_place_a_disc(totalseg_dir):
                 assert inside == [level], (level, k, pl.slice_index)
 
 
-def _rebinned_6mm(volume, labels):
-    """The 3 mm CT with each pair of slices averaged (6 mm slices with their partial volume) and the
-    labels merged the same way (a voxel belongs to a body when either 3 mm slice did)."""
-    from OsteoROILib.io.volume import Volume
-
-    axis = 2 - volume.slice_axis()
-    arr = np.moveaxis(volume.array, axis, 0).astype(np.float32)
-    n = arr.shape[0] // 2 * 2
-    thick = np.moveaxis(0.5 * (arr[0:n:2] + arr[1:n:2]), 0, axis)
-    m = volume.ijk_to_ras.copy()
-    a = volume.slice_axis()
-    m[:3, 3] += 0.5 * m[:3, a]
-    m[:3, a] *= 2.0
-    pairs = np.moveaxis(labels, axis, 0)
-    merged = np.moveaxis(np.maximum(pairs[0:n:2], pairs[1:n:2]), 0, axis)
-    return Volume(array=np.ascontiguousarray(thick), ijk_to_ras=m), merged
-
-
 @pytest.fixture(scope="module")
 def totalseg_6mm(totalseg_dir):
     volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
     labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
-    return _rebinned_6mm(volume, labels)
+    # the benchmark corpus's 6 mm case: each pair of 3 mm slices averaged, the labels merged alike
+    return placement_corpus.rebinned_pairs(volume, labels)
 
 
 @pytest.mark.parametrize("level", ["L1", "L2", "L3"])
