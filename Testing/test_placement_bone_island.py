@@ -35,15 +35,17 @@ def oval_centre():
     return lv.center_ras, np.array(row["center_ras"])
 
 
-@pytest.mark.parametrize("radius_mm, up_mm", [(3.0, 0.0), (4.0, 3.0), (2.0, 0.0)])
-def test_a_bone_island_is_left_out_of_every_roi_with_a_margin(oval_centre, radius_mm, up_mm):
-    """The island at the oval's centre (on the mid slice, or 3 mm above it so that only its cap lies
-    in the slice): every ROI whose mask holds island voxels records the island and says so; no voxel
-    it is measured on lies in the island or within 1 mm of it, so its mean is the trabecular HU."""
+@pytest.mark.parametrize("radius_mm, up_mm, slab", [(3.0, 0.0, None), (4.0, 3.0, None), (2.0, 0.0, None),
+                                                     (3.0, 2.0, "qct")])
+def test_a_bone_island_is_left_out_of_every_roi_with_a_margin(oval_centre, radius_mm, up_mm, slab):
+    """The island at the oval's centre (on the mid slice, or above it so that only its cap lies in
+    the slice; or across several slices of the QCT slab): every ROI whose mask holds island voxels
+    records the island and says so; no voxel it is measured on lies in the island or within 1 mm of
+    it, so its mean is the trabecular HU."""
     click, centre = oval_centre
     island = centre + np.array([0.0, 0.0, up_mm])
     volume, truth = make_phantom(bone_islands=[{"center_ras": island, "radius_mm": radius_mm, "hu": 1000.0}])
-    res = measure_levels(volume, {"L2": click})
+    res = measure_levels(volume, {"L2": click}, slab_mm=slab)
     trabecular = truth.level("L2").trabecular_hu
     hit = 0
     for row in res["rows"]:

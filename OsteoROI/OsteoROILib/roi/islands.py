@@ -5,12 +5,12 @@ islands. A bone island (enostosis) is compact bone inside the trabecular bone, h
 it. Among an ROI's voxels, a *dense* voxel lies above the ROI's median by more than
 ``ISLAND_ABOVE_MEDIAN_HU`` and five robust SDs (``dense_threshold``, also the rule of the dense-voxel
 warning); a *dense focus* is a 26-connected group of at least ``MIN_ISLAND_VOXELS`` dense voxels. Each
-focus is left out of the ROI's statistics together with every voxel whose centre lies within one
-voxel (where the island's edge and partial-volume rim lie) and ``ISLAND_MARGIN_MM`` of its dense
-voxels, as a sphere (centre, radius) that the row records, so that the measured mask can be rebuilt
-anywhere (report, Slicer view, benchmark). A focus just under the threshold stays in: the mean then
-moves by the focus's own share, and leaving it out moves it by no more than that (the margin's voxels
-are trabecular).
+focus is followed into the image beyond the ROI (``ISLAND_REACH_MM``) and left out of the ROI's
+statistics together with every voxel whose centre lies within one voxel (where the island's edge and
+partial-volume rim lie) and ``ISLAND_MARGIN_MM`` of its dense voxels, as a sphere (centre, radius)
+that the row records, so that the measured mask can be rebuilt anywhere (report, Slicer view,
+benchmark). A focus just under the threshold stays in: the mean then moves by the focus's own share,
+and leaving it out moves it by no more than that (the margin's voxels are trabecular).
 """
 from __future__ import annotations
 
@@ -97,35 +97,68 @@ def outside_spheres(ras: np.ndarray, spheres: Sequence[Tuple[Sequence[float], fl
     return keep
 
 
-def without_islands(voxels: VoxelSet, values: np.ndarray, ijk_to_ras: np.ndarray, spacing: Sequence[float],
-                    slab_mm: float) -> Tuple[VoxelSet, List[DenseFocus]]:
+#: The island is followed into the image (beyond the ROI) this far (mm) from its voxels in the ROI;
+#: bone islands are millimetres to about 2 cm across. Dense bone reaching further (the cortex, an
+#: endplate) is no focal island: then only its voxels inside the ROI are left out (with the margin).
+ISLAND_REACH_MM = 12.0
+
+
+def _whole_focus(array: np.ndarray, seeds: np.ndarray, threshold: float, spacing: Sequence[float]) -> np.ndarray:
+    """The focus's voxels (k, j, i rows) in the whole image: the dense voxels 26-connected to
+    ``seeds`` within ``ISLAND_REACH_MM``; the seeds alone when the dense region reaches that far."""
+    reach = np.ceil(ISLAND_REACH_MM / np.asarray(spacing, dtype=float)[::-1]).astype(int)  # k, j, i
+    lo = np.maximum(seeds.min(axis=0) - reach, 0)
+    hi = np.minimum(seeds.max(axis=0) + reach + 1, array.shape)
+    dense = array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] > threshold
+    grown = np.zeros_like(dense)
+    grown[tuple((seeds - lo).T)] = True
+    while True:
+        pad = np.pad(grown, 1)
+        near = np.zeros_like(grown)
+        for a in (0, 1, 2):
+            for b in (0, 1, 2):
+                for c in (0, 1, 2):
+                    near |= pad[a:a + grown.shape[0], b:b + grown.shape[1], c:c + grown.shape[2]]
+        new = near & dense | grown
+        if np.array_equal(new, grown):
+            break
+        grown = new
+    inner = grown[1:-1, 1:-1, 1:-1]
+    if grown.sum() > inner.sum():  # the dense region reaches the search box's faces: not a focal island
+        return seeds
+    return np.argwhere(grown) + lo
+
+
+def without_islands(voxels: VoxelSet, values: np.ndarray, volume: Volume, slab_mm: float
+                    ) -> Tuple[VoxelSet, List[DenseFocus]]:
     """The ROI's voxels with every dense focus and its margin left out, and the foci left out."""
     values = np.asarray(values, dtype=float).ravel()
     if values.size < 2 * MIN_ISLAND_VOXELS:
         return voxels, []
-    dense = np.flatnonzero(values > dense_threshold(values))
+    threshold = dense_threshold(values)
+    dense = np.flatnonzero(values > threshold)
     if dense.size < MIN_ISLAND_VOXELS:
         return voxels, []
     kji = np.column_stack([voxels.k[dense], voxels.j[dense], voxels.i[dense]])
-    ras = voxel_ras(voxels, ijk_to_ras)
-    voxel_mm3 = float(np.prod(spacing))
-    step_mm = float(max(spacing[a] for a in range(3) if a != int(np.argmax(np.abs(
-        np.asarray(ijk_to_ras, dtype=float)[2, :3])))))  # the in-plane voxel step
+    ras = voxel_ras(voxels, volume.ijk_to_ras)
+    step_mm = float(max(volume.spacing[a] for a in range(3) if a != volume.slice_axis()))  # in-plane step
     keep = np.ones(voxels.count, dtype=bool)
     foci: List[DenseFocus] = []
     for group in _components(kji):
         if group.size < MIN_ISLAND_VOXELS:
             continue
         members = dense[group]
-        centre = ras[members].mean(axis=0)
-        # the sphere holds every dense voxel's centre, the one voxel beyond it within which the
-        # island's edge lies (its partial-volume rim), and ISLAND_MARGIN_MM beyond that
-        radius = float(np.max(np.linalg.norm(ras[members] - centre, axis=1))) + step_mm + ISLAND_MARGIN_MM
+        focus = _whole_focus(volume.array, kji[group], threshold, volume.spacing)
+        focus_ras = volume.ijk_to_ras_points(focus[:, ::-1].astype(float))
+        centre = focus_ras.mean(axis=0)
+        # the sphere holds every dense voxel of the island (also beyond the ROI), the one voxel beyond
+        # them within which its edge lies (its partial-volume rim), and ISLAND_MARGIN_MM beyond that
+        radius = float(np.max(np.linalg.norm(focus_ras - centre, axis=1))) + step_mm + ISLAND_MARGIN_MM
         out = ~outside_spheres(ras, [(centre, radius)]) & keep
         keep &= ~out
         n_out = int(np.count_nonzero(out))
-        foci.append(DenseFocus(tuple(centre), radius, int(group.size), n_out, n_out * voxel_mm3 / slab_mm,
-                               float(values[members].max())))
+        foci.append(DenseFocus(tuple(centre), radius, int(group.size), n_out,
+                               n_out * volume.voxel_volume_mm3 / slab_mm, float(values[members].max())))
     if not foci:
         return voxels, []
     return VoxelSet(voxels.k[keep], voxels.j[keep], voxels.i[keep], voxels.n_outside), foci
@@ -137,7 +170,7 @@ def statistics_clear_of_islands(volume: Volume, shape: RoiShape
     the islands left out (empty: the ROI's whole mask was measured)."""
     voxels = roi_voxels(shape, volume.ijk_to_ras, volume.dimensions)
     values = voxels.values(volume.array)
-    kept, foci = without_islands(voxels, values, volume.ijk_to_ras, volume.spacing, shape.slab_mm)
+    kept, foci = without_islands(voxels, values, volume, shape.slab_mm)
     if foci:
         values = kept.values(volume.array)
     return voxel_statistics(volume, shape, kept, values), values, foci
