@@ -1,11 +1,13 @@
 """The click only says which vertebra: clicks anywhere in the middle of the same body give the same
 placement (QCT_BRIEF §1: the mid-vertebral section is a property of the body, not of the click).
 
-Real CTs from ../shared/data (skipped when absent): the 3 mm TotalSegmentator example and the 1.5 mm
-TPTBox crop. Clicks are drawn from each body's model-made label (an independent reference), ±3 mm
-in-plane about its centre and anywhere in the middle 60 % of its height along the slice axis.
+Real CTs from ../shared/data (skipped when absent): the 3 mm TotalSegmentator example, the 1.5 mm
+TPTBox crop, and the 3 mm CT re-binned to 6 mm (the benchmark corpus's thick-slice case). Clicks are
+drawn from each body's model-made label (an independent reference), ±3 mm in-plane about its centre
+and anywhere in the middle 60 % of its height along the slice axis.
 """
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,11 @@ import SimpleITK as sitk
 from OsteoROILib.io.image_files import read_volume
 from OsteoROILib.placement.click import place_from_click
 from OsteoROILib.placement.measure import measure_levels
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+import placement_corpus  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 TPTBOX = os.path.join(SHARED, "tptbox_sample")
@@ -117,3 +124,54 @@ def test_totalseg_clicks_near_the_discs_never_place_a_disc(totalseg_dir):
             a, b = middles[level]
             if a <= k <= b:
                 assert inside == [level], (level, k, pl.slice_index)
+
+
+@pytest.fixture(scope="module")
+def totalseg_6mm(totalseg_dir):
+    volume = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(f"{totalseg_dir}/vertebral_bodies.nii.gz"))
+    # the benchmark corpus's 6 mm case: each pair of 3 mm slices averaged, the labels merged alike
+    return placement_corpus.rebinned_pairs(volume, labels)
+
+
+@pytest.mark.parametrize("level", ["L1", "L2", "L3"])
+def test_6mm_slices_twenty_clicks_in_the_body_give_one_plane(totalseg_6mm, level):
+    """At 6 mm slices a 25 mm body spans about four slices and a click in its middle 60 % can lie on
+    the slice that holds an endplate: still every click is placed (none refused) on one plane with one
+    outline, on the label's mid slice within one slice (the label is the independent reference)."""
+    volume, labels = totalseg_6mm
+    mask = labels == TOTALSEG_BODIES[level]
+    placed = [place_from_click(volume, p, level) for p in _clicks(volume, mask, 20, seed=31)]
+    for pl in placed[1:]:
+        _same(placed[0], pl)
+    assert abs(placed[0].slice_index - _label_mid_slice(volume, mask)) <= 1.0
+
+
+def test_6mm_slices_no_disc_inside_a_body(totalseg_6mm):
+    """At 6 mm the L2 superior endplate shows no peak of its own in the central profile (it blurs into
+    the body), only the L1 inferior endplate across the disc does: the body must still end below the
+    L1/L2 disc, i.e. below the lowest point of the L1 label (the independent reference), and not
+    take the disc in (a disc is never a body)."""
+    volume, labels = totalseg_6mm
+    nrm = volume.slice_normal_ras()
+    l1 = volume.ijk_to_ras_points(np.argwhere(labels == TOTALSEG_BODIES["L1"])[:, ::-1].astype(float)) @ nrm
+    mask = labels == TOTALSEG_BODIES["L2"]
+    pl = place_from_click(volume, volume.ijk_to_ras_points(np.argwhere(mask).mean(axis=0)[::-1])[0], "L2")
+    assert max(pl.endplates_s) < l1.min()
+
+
+def test_6mm_slices_the_row_records_the_slices_between_the_endplates_and_warns(totalseg_6mm, totalseg_dir):
+    """The endplates of L1 lie about 21 mm apart (QCT_BRIEF §7's peer report: 22–24 mm middle
+    heights), under four 6 mm slices: the row records the count and carries the thick-slice caveat;
+    on the 3 mm original (seven slices) it does not."""
+    volume, labels = totalseg_6mm
+    mask = labels == TOTALSEG_BODIES["L1"]
+    click = volume.ijk_to_ras_points(np.argwhere(mask).mean(axis=0)[::-1])[0]
+    res = measure_levels(volume, {"L1": click})
+    row = res["rows"][0]
+    assert 3.0 <= row["slices_between_endplates"] < 4.0
+    assert any("thick slices" in w and "6 mm slices" in w for w in row["warnings"])
+    original = read_volume(f"{totalseg_dir}/ct.nii.gz")
+    row3 = measure_levels(original, {"L1": click})["rows"][0]
+    assert row3["slices_between_endplates"] >= 6.0
+    assert not any("thick slices" in w for w in row3["warnings"])

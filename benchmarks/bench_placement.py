@@ -39,7 +39,8 @@ import bench_core as bc  # noqa: E402
 
 from OsteoROILib.placement.click import place_from_click  # noqa: E402
 from OsteoROILib.placement.tilted import to_vertebra_plane  # noqa: E402
-from OsteoROILib.roi.geometry import RoiShape, roi_voxels  # noqa: E402
+from OsteoROILib.roi.geometry import RoiShape, VoxelSet, roi_voxels  # noqa: E402
+from OsteoROILib.roi.islands import outside_spheres, voxel_ras  # noqa: E402
 from OsteoROILib.placement.measure import measure_levels  # noqa: E402
 from OsteoROILib.digital_phantom import make_phantom  # noqa: E402
 from OsteoROILib.roi.family import build_roi_family  # noqa: E402
@@ -168,6 +169,16 @@ def bench_precision(quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
+def measured_voxels(volume, shape, row):
+    """The voxels a row was measured on: the ROI's mask without the bone islands it records."""
+    voxels = roi_voxels(shape, volume.ijk_to_ras, volume.dimensions)
+    spheres = [(f["center_ras"], f["radius_mm"]) for f in row.get("bone_islands_excluded") or ()]
+    if not spheres:
+        return voxels
+    keep = outside_spheres(voxel_ras(voxels, volume.ijk_to_ras), spheres)
+    return VoxelSet(voxels.k[keep], voxels.j[keep], voxels.i[keep], voxels.n_outside)
+
+
 def _click_stats(case, clicks):
     """Per click: the ROI means by shape, the AP-axis error (degrees) against the reference, the
     non-trabecular voxels in the ROIs, the chosen slice and the time; refused clicks counted."""
@@ -176,6 +187,7 @@ def _click_stats(case, clicks):
     ref = case.reference_ap_axis()
     means: Dict[str, List[float]] = {}
     ap_err, bad, slices, times, refused = [], [], [], [], 0
+    apart = set()  # the endplates' distance in slice spacings (below 4: the thick-slice caveat)
     for p in clicks:
         t0 = time.perf_counter()
         try:
@@ -190,6 +202,7 @@ def _click_stats(case, clicks):
         a = a - nrm * (a @ nrm)
         ap_err.append(float(np.degrees(np.arccos(np.clip(abs(a @ ref) / np.linalg.norm(a), -1, 1)))))
         slices.append(entry["slice_index"])
+        apart.add(res["rows"][0].get("slices_between_endplates"))
         n_bad = 0
         for row in res["rows"]:
             if row["mean_hu"] is None:  # an ROI without voxels: reported as a refusal of that click
@@ -199,8 +212,9 @@ def _click_stats(case, clicks):
             r = row["roi"]
             shape = RoiShape(r["kind"], r["center_ras"], r["axis_u_ras"], r["axis_v_ras"], r["half_u_mm"],
                              r["half_v_mm"], r["slab_mm"])
-            n_bad += case.non_trabecular_voxels(roi_voxels(shape, case.volume.ijk_to_ras, case.volume.dimensions))
+            n_bad += case.non_trabecular_voxels(measured_voxels(case.volume, shape, row))
         bad.append(n_bad)
+    case.extra["slices_between_endplates"] = sorted(a for a in apart if a is not None)
     return means, ap_err, bad, slices, times, refused
 
 
@@ -228,11 +242,14 @@ def _corpus_row(case, clicks) -> Dict[str, Any]:
                + ("truth" if synthetic else "label principal axes")
                + f"); non-trabecular voxels max {max(bad, default=0)} ("
                + ("noise-free model" if synthetic else "outside the label")
-               + f"); slices {sorted(set(slices))}; refused {refused}/{len(clicks)}; "
+               + f"); slices {sorted(set(slices))}; endplates {case.extra['slices_between_endplates']} slices apart"
+               + ("; thick-slice caveat (< 4)" if any(a < 4 for a in case.extra["slices_between_endplates"]) else "")
+               + f"; refused {refused}/{len(clicks)}; "
                f"{np.median(times) * 1000 if times else float('nan'):.0f} ms/click"),
         ct=case.ct, level=case.level, partial=case.partial, cv_percent=cv, max_minus_min_hu=spread,
         ap_error_max_deg=max(ap_err, default=None), non_trabecular_voxels_max=max(bad, default=None),
-        slices=sorted(set(slices)), refused=refused, clicks=len(clicks),
+        slices=sorted(set(slices)), slices_between_endplates=case.extra["slices_between_endplates"],
+        refused=refused, clicks=len(clicks),
         ms_per_click=float(np.median(times) * 1000) if times else None)
 
 

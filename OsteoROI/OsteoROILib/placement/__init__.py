@@ -40,8 +40,12 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
    profile (densest ``PROFILE_TRIM`` of the disc left out) does not show, well inside the run of
    slices where the body's wall stays dense, is a focal lesion (bone island), not an endplate.
    The wall run is otherwise only a fallback (at thick slices a bulging disc or an osteophyte
-   continues the "wall" past the endplate). The mid-vertebral slice is the image's axial slice
-   nearest the midpoint of the two endplates (as seed 002 did).
+   continues the "wall" past the endplate). At thick slices a body's own endplate can blur into
+   the body and show no peak: a disc-dark valley right next to one peak, with none on its other
+   side, places it as far on the other side (``endplates._hidden_plates``: a disc is symmetric). The
+   mid-vertebral slice is the image's axial slice nearest the midpoint of the two endplates (as
+   seed 002 did); with fewer than four slices between the endplates the row says so
+   (``thick_slices``).
 3. **Outline on the mid slice.** The contour is fitted again on the mid slice; the AP axis is the
    contour's minor principal axis (a lumbar body is wider than deep), signed towards the image's
    anterior — or, when the spinal canal was found, the direction from the canal's centre to the
@@ -63,7 +67,9 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
    gives the same placement; the mid-vertebral slice is the one nearest mid-height (half way: the
    higher index), and the row says which (``mid_slice_rule``). **A disc is never a body**: an
    interval between endplates with no body ring on its middle slice, beyond the body's wall run or
-   disc-dark next to brighter bone, is a disc and the click moves to the neighbouring body.
+   disc-dark next to brighter bone, is a disc and the click moves to the neighbouring body; a click
+   on the slice holding an endplate belongs to the body side of it. A placement that settles
+   fitting poorly is retried from the slices beside its seed, and the best-fitting one wins.
 
 **Option: a QCT-style slab** (``measure_levels(slab_mm="qct")``, ``slab``): the ROIs extruded over
 ~10 mm centred at mid-height, thinned to stay clear of the endplates; every row records its slab.

@@ -16,6 +16,7 @@ from .landmarks import (LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_
                         Canal, Contour, Placement, conservative_scale)
 from .outline_fit import outline_from_contour, outline_quality
 from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, Box, fast_median, smooth_circular
+from .thick_slices import thick_slice_caveat
 
 #: A click up to this far outside the found body is snapped to it (with a warning).
 SNAP_MM = 6.0
@@ -131,31 +132,21 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     """
     point = np.asarray(point_ras, dtype=float).reshape(3)
     first, refusal = _place_once(volume, point, level, defer_refusal=True)
-    seen: Dict[Tuple[int, int, int], Placement] = {}
-    seed = vertebra_seed(volume, first)
-    current = first
-    if refusal is None and np.array_equal(volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], point):
-        seen[seed] = first  # the point is its body's own centre: the pass from it was the pass from that seed
-    for _ in range(MAX_SEED_PASSES):
-        if seed in seen:
-            current = _settled(seen, seed)
-            break
-        try:
-            current, _ = _place_once(volume, volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], level)
-        except PlacementError:
-            if refusal is not None or current.fit_quality < LOW_QUALITY:
-                # neither the click's ring nor the body's own centre gives a good body: refuse
-                raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the bone around it fits "
-                                                f"poorly ({'; '.join(current.reasons)}) and the placement cannot "
-                                                "be repeated from its centre.") from None
-            # the body's own centre is refused where the click was not (a body at the image's edge):
-            # keep the placement made from the click, and say that it depends on the click
-            current = first
-            current.warnings.append(f"{level + ': ' if level else ''}the placement could not be repeated from the "
-                                    "body's own centre; it may depend on where you clicked.")
-            break
-        seen[seed] = current
-        seed = vertebra_seed(volume, current)
+    try:
+        current, seed = _settle(volume, first, level, point if refusal is None else None)
+    except PlacementError:
+        if refusal is not None or first.fit_quality < LOW_QUALITY:
+            # neither the click's ring nor the body's own centre gives a good body: refuse
+            raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the bone around it fits "
+                                            f"poorly ({'; '.join(first.reasons)}) and the placement cannot "
+                                            "be repeated from its centre.") from None
+        # the body's own centre is refused where the click was not (a body at the image's edge):
+        # keep the placement made from the click, and say that it depends on the click
+        current, seed = first, vertebra_seed(volume, first)
+        current.warnings.append(f"{level + ': ' if level else ''}the placement could not be repeated from the "
+                                "body's own centre; it may depend on where you clicked.")
+    if current.fit_quality < LOW_QUALITY:
+        current, seed = _better_beside(volume, current, seed, level)
     if refusal is not None and current.fit_quality < LOW_QUALITY:
         raise refusal  # neither the click's ring nor the body's own centre fits well
     if (refusal is not None or first.snapped) and not _near_body(volume, current, point):
@@ -166,12 +157,59 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     click_notes = [w for w in first.warnings if w not in current.warnings and "snapped" in w]
     result = replace(current, point_ras=point, snapped=first.snapped, warnings=click_notes + list(current.warnings))
     result.seed_ijk = seed
+    caveat = thick_slice_caveat(result, volume.slice_spacing(), level)
+    if caveat:
+        result.warnings.append(caveat)
     return result
 
 
 #: Passes from the body's own centre before a placement is taken as settled (two suffice in
 #: practice: the second repeats the first's seed).
 MAX_SEED_PASSES = 4
+
+
+def _settle(volume: Volume, first: Placement, level: str, point: Optional[np.ndarray] = None
+            ) -> Tuple[Placement, Tuple[int, int, int]]:
+    """The placement made again from the body's own centre (``vertebra_seed``) until the seed
+    repeats; a cycle is broken by ``_settled``. Raises ``PlacementError`` when a pass is refused.
+    When ``point`` (the click, placed without refusal) is the body's own centre voxel, the pass from
+    it was already the pass from that seed."""
+    seen: Dict[Tuple[int, int, int], Placement] = {}
+    seed = vertebra_seed(volume, first)
+    current = first
+    if point is not None and np.array_equal(volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], point):
+        seen[seed] = first
+    for _ in range(MAX_SEED_PASSES):
+        if seed in seen:
+            return _settled(seen, seed), seed
+        current, _ = _place_once(volume, volume.ijk_to_ras_points(np.array([seed], dtype=float))[0], level)
+        seen[seed] = current
+        seed = vertebra_seed(volume, current)
+    return current, seed
+
+
+def _better_beside(volume: Volume, placed: Placement, seed: Tuple[int, int, int], level: str
+                   ) -> Tuple[Placement, Tuple[int, int, int]]:
+    """A placement that settled fitting poorly, retried from the slices on either side of its seed:
+    at thick slices the seed's slice can hold an endplate's partial volume (no cortical shell around
+    the centre there), while the body's well-fitting placement is reached from the next slice. The
+    best-fitting placement found wins (then the lowest seed); a well-fitting placement is never
+    retried, so every click that reaches either ends at the same one."""
+    found = [(placed.fit_quality, seed, placed)]
+    axis = volume.slice_axis()
+    for step in (-1, 1):
+        beside = list(seed)
+        beside[axis] += step
+        if not 0 <= beside[axis] < volume.dimensions[axis]:
+            continue
+        try:
+            start, _ = _place_once(volume, volume.ijk_to_ras_points(np.array([beside], dtype=float))[0], level)
+            other, other_seed = _settle(volume, start, level)
+        except PlacementError:
+            continue
+        found.append((other.fit_quality, other_seed, other))
+    quality, best_seed, best = min(found, key=lambda f: (-round(f[0], 6), f[1]))
+    return best, best_seed
 
 
 def vertebra_seed(volume: Volume, placement: Placement) -> Tuple[int, int, int]:
@@ -224,7 +262,10 @@ def _place_once(volume: Volume, point: np.ndarray, level: str, defer_refusal: bo
     s_click = int(np.clip(round(pxys[2]), 0, box.ns - 1))
     warnings: List[str] = []
     contour, snapped, axial_mm = _find_body(box, s_click, pxys[:2], prefix, point, warnings)
-    plates, snapped = _find_endplates(box, contour, prefix, snapped, warnings)
+    # the click's own height (sub-slice) says which endplate interval it is in: at thick slices the
+    # slice nearest the click can hold an endplate, and its rounded index would put the click in the disc
+    s_ref = float(pxys[2]) if contour.s == s_click else float(contour.s)
+    plates, snapped = _find_endplates(box, contour, prefix, snapped, warnings, s_ref)
     s_fit = int(np.clip(np.floor(plates.s_mid + 0.5), 0, box.ns - 1))
     final, canal, plates_reason = _fit_mid_slice(box, contour, s_fit, plates)
     outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
@@ -307,17 +348,19 @@ class _Endplates:
     reason: Optional[str] = None
 
 
-def _find_endplates(box: Box, contour: Contour, prefix: str, snapped: bool, warnings: List[str]
-                    ) -> Tuple[_Endplates, bool]:
-    """The endplates above and below the ring (method overview, step 2). A ring in a disc moves to
-    the nearest body interval (a snap, with a warning); returns the endplates and ``snapped``."""
+def _find_endplates(box: Box, contour: Contour, prefix: str, snapped: bool, warnings: List[str],
+                    s_ref: Optional[float] = None) -> Tuple[_Endplates, bool]:
+    """The endplates above and below the ring (method overview, step 2): the interval holding
+    ``s_ref`` (the click's height in box slices; the ring's slice by default). A ring in a disc moves
+    to the nearest body interval (a snap, with a warning); returns the endplates and ``snapped``."""
     r_min = float(np.min(smooth_circular(contour.r_out, 2)))
     wall = wall_run(box, contour)
     radius = max(2.0, 0.45 * r_min)
     m = central_profile(box, contour.center_xy, radius)
     m_trim = central_profile(box, contour.center_xy, radius, trim=PROFILE_TRIM)
     intervals = plate_intervals(box, m, m_trim, (wall[0], wall[1]))
-    chosen, moved = _body_interval(box, contour.s, intervals)
+    s_ref = float(contour.s) if s_ref is None else s_ref
+    chosen, moved = _body_interval(box, _off_the_endplate(intervals, s_ref, m), intervals)
     if not moved and chosen is not None and _is_disc(box, intervals, intervals.index(chosen), contour.center_xy,
                                                      wall, m):
         # a disc is never a body: the click's ring was an endplate's rim or a bulging annulus; the
@@ -428,7 +471,23 @@ def _plausible_height(box: Box, lo: Optional[float], hi: Optional[float]) -> boo
     return lo is not None and hi is not None and MIN_BODY_HEIGHT_MM <= (hi - lo) * box.ds <= MAX_BODY_HEIGHT_MM
 
 
-def _body_interval(box: Box, s_ring: int, intervals: List[PlateInterval]) -> Tuple[Optional[PlateInterval], bool]:
+def _off_the_endplate(intervals: List[PlateInterval], s_ref: float, m: np.ndarray) -> float:
+    """``s_ref`` moved off an endplate onto its body's side: a click on the slice that holds an
+    endplate (within half a slice of its peak; at thick slices a click in a body's middle 60 % can lie
+    there) belongs to the brighter of the two intervals the endplate separates (the body, not the
+    disc: ``_interior_hu``), whichever side of the peak it fell on."""
+    for a, b in zip(intervals[:-1], intervals[1:]):
+        plate = a.hi
+        if plate is None or abs(s_ref - plate) > 0.5:
+            continue
+        below, above = _interior_hu(m, a), _interior_hu(m, b)
+        if below is None or above is None or below == above:
+            return s_ref
+        return plate + (0.5 if above > below else -0.5)
+    return s_ref
+
+
+def _body_interval(box: Box, s_ring: float, intervals: List[PlateInterval]) -> Tuple[Optional[PlateInterval], bool]:
     """The endplate interval holding the ring's slice; when that one is too short for a body (a
     disc), the nearest neighbouring interval of a body's height instead (then True)."""
     chosen = None

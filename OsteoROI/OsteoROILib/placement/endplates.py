@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .landmarks import EDGE_DROP_HU, Contour
+from .landmarks import EDGE_DROP_HU, MIN_BODY_HEIGHT_MM, Contour
 from .sampling import Box, smooth_circular
 
 #: Endplate peaks in the central profile must stand out by this much (HU).
@@ -128,6 +128,46 @@ def _valley_depth(m: np.ndarray, pos: float, ds: float) -> float:
     return float(m[i] - min(float(lo.min()), float(hi.min())))
 
 
+#: A disc's central HU lies at least this far (HU) below the body's (``click.DISC_DARKER_HU`` too).
+DISC_DARK_HU = 20.0
+#: A disc valley this close (slices) to an endplate peak, with no peak on its other side, hides the
+#: other endplate: at thick slices the body's own endplate blurs into the body and shows no peak.
+HIDDEN_PLATE_REACH_SLICES = 1.5
+
+
+def _valley_pos(m: np.ndarray, i: int) -> float:
+    """Sub-slice position of the profile's local minimum at ``i`` (parabola through three slices)."""
+    if 0 < i < m.size - 1:
+        den = m[i - 1] - 2 * m[i] + m[i + 1]
+        if den > 0:
+            return i + float(np.clip(0.5 * (m[i - 1] - m[i + 1]) / den, -0.5, 0.5))
+    return float(i)
+
+
+def _hidden_plates(box: Box, m: np.ndarray, plates: List[float]) -> List[float]:
+    """The endplates the profile shows no peak for: inside the interval between two plates, a
+    disc-dark valley (``DISC_DARK_HU`` below the interval's median) within
+    ``HIDDEN_PLATE_REACH_SLICES`` of one plate is the disc next to it; the body's own endplate on the
+    valley's other side lies as far from the valley as the plate seen (a disc's two endplates are
+    symmetric about its middle), provided a body's height (``MIN_BODY_HEIGHT_MM``) remains beyond it."""
+    out = list(plates)
+    for a, b in zip(plates[:-1], plates[1:]):
+        lo, hi = int(np.floor(a)) + 1, int(np.ceil(b)) - 1
+        if hi - lo < 2:
+            continue
+        inner = m[lo:hi + 1]
+        dark = float(np.median(inner)) - DISC_DARK_HU
+        for i in range(lo, hi + 1):
+            if not (m[i] <= dark and m[i] < m[i - 1] and m[i] <= m[i + 1]):
+                continue
+            v = _valley_pos(m, i)
+            if b - v <= HIDDEN_PLATE_REACH_SLICES and (2 * v - b - a) * box.ds >= MIN_BODY_HEIGHT_MM:
+                out.append(2 * v - b)
+            elif v - a <= HIDDEN_PLATE_REACH_SLICES and (b - (2 * v - a)) * box.ds >= MIN_BODY_HEIGHT_MM:
+                out.append(2 * v - a)
+    return sorted(out)
+
+
 @dataclass
 class PlateInterval:
     lo: Optional[float]  # inferior-side plate position in box slices (or None: open)
@@ -171,7 +211,7 @@ def plate_intervals(box: Box, m: np.ndarray, m_trim: Optional[np.ndarray] = None
             merged[-1] = 0.5 * (merged[-1] + p)
         else:
             merged.append(p)
-    edges = [None] + merged + [None]
+    edges = [None] + _hidden_plates(box, m, merged) + [None]
     out = []
     for a, b in zip(edges[:-1], edges[1:]):
         out.append(PlateInterval(a, b, lo_edge=a is None and box.at_fov_edge[0], hi_edge=b is None and box.at_fov_edge[1]))

@@ -15,7 +15,7 @@ from ..io.volume import Volume
 from ..roi.family import RoiFamily, build_roi_family
 from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.outline import BodyOutline
-from ..roi.stats import median_of, roi_statistics_and_values
+from ..roi.islands import dense_threshold, island_warning, statistics_clear_of_islands
 from .aorta import find_aorta
 from .click import place_from_click
 from .level_checks import check_level_order, check_slab_within_body
@@ -55,10 +55,10 @@ def partial_volume_margin_mm(volume: Volume) -> float:
     return 0.5 * float(np.hypot(*in_plane))
 
 
-#: Bone-island check (QCT_BRIEF §1: avoid focal lesions): a voxel is "high" when it exceeds the
-#: ROI's median by max(HIGH_HU_ABOVE_MEDIAN, 5 robust SDs); an ROI with more than
-#: HIGH_HU_WARN_FRACTION of such voxels is flagged (dense focal lesion, osteophyte or cortex).
-HIGH_HU_ABOVE_MEDIAN = 150.0
+#: Dense-voxel check (QCT_BRIEF §1: avoid focal lesions): a voxel is "high" when it exceeds the
+#: ROI's median by max(150 HU, 5 robust SDs) (``roi.islands.dense_threshold``); an ROI still holding
+#: more than HIGH_HU_WARN_FRACTION of such voxels once its bone islands are left out is flagged
+#: (scattered sclerosis, osteophyte or cortex).
 HIGH_HU_WARN_FRACTION = 0.01
 
 PLANE_FOUNDATION = "image axial slice"
@@ -69,9 +69,7 @@ def high_hu_fraction(values) -> Optional[float]:
     v = np.asarray(values, dtype=float).ravel()
     if v.size < 2:
         return None
-    med = median_of(v)
-    robust_sd = 1.4826 * median_of(np.abs(v - med))
-    return float(np.count_nonzero(v > med + max(HIGH_HU_ABOVE_MEDIAN, 5.0 * robust_sd)) / v.size)
+    return float(np.count_nonzero(v > dense_threshold(v)) / v.size)
 
 
 def default_slab_mm(volume: Volume) -> float:
@@ -271,14 +269,19 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
         # how the mid-vertebral slice was chosen (mid-height between two slices: which one, and why)
         "mid_slice_rule": (entry.get("auto") or {}).get("mid_slice_rule"),
         "roi_scale": (entry.get("auto") or {}).get("roi_scale", 1.0),
+        # the endplates' distance in slice spacings (thick slices: fewer than 4 carry a caveat)
+        "slices_between_endplates": outline.meta.get("slices_between_endplates"),
     }
     if "label_check" in entry:  # placed from a label: the image's estimate or the label-driven fit, and why
         common["label_estimate"] = entry["label_check"]["estimate"]
         common["label_agreement_mm"] = entry["label_check"].get("mean_distance_mm")
     rows = []
     for name, shape in family.shapes.items():
-        stats, values = roi_statistics_and_values(volume, shape)  # one voxel search per ROI
+        # one voxel search per ROI; a bone island in it is left out with a margin (QCT_BRIEF §1)
+        stats, values, islands = statistics_clear_of_islands(volume, shape)
         row_warnings = list(entry["warnings"]) + [f"{level}: {w}" for w in stats.pop("warnings")]
+        if islands:
+            row_warnings.append(island_warning(level, name, islands))
         high = high_hu_fraction(values)
         if high is not None and high > HIGH_HU_WARN_FRACTION:
             row_warnings.append(
@@ -294,6 +297,7 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
                 "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
                 "placement": source,
                 "high_hu_fraction": None if high is None else round(high, 5),
+                "bone_islands_excluded": [f.to_dict() for f in islands],
             }
         )
         row.update(common)

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .geometry import RoiShape, roi_voxels
+from .geometry import RoiShape, VoxelSet, roi_voxels
 from ..io.volume import Volume
 
 STAT_KEYS = (
@@ -111,6 +111,12 @@ def roi_statistics_and_values(volume: Volume, shape: RoiShape) -> Tuple[Dict[str
     """``roi_statistics`` and the ROI's voxel values (1-D, in the volume's dtype), from one voxel search."""
     voxels = roi_voxels(shape, volume.ijk_to_ras, volume.dimensions)
     values = voxels.values(volume.array)
+    return voxel_statistics(volume, shape, voxels, values), values
+
+
+def voxel_statistics(volume: Volume, shape: RoiShape, voxels: VoxelSet, values: np.ndarray) -> Dict[str, object]:
+    """The statistics of ``values`` (the voxels ``voxels`` of ``shape``, e.g. with a bone island left
+    out), count, area (voxelised, over the slab), volume and clipping warnings."""
     stats: Dict[str, object] = dict(statistics_of_values(values))
     n = voxels.count
     volume_mm3 = n * volume.voxel_volume_mm3
@@ -128,4 +134,4 @@ def roi_statistics_and_values(volume: Volume, shape: RoiShape) -> Tuple[Dict[str
     elif n == 1:
         warnings.append(f"ROI {shape.name or shape.kind} contains a single voxel; SD is undefined.")
     stats["warnings"] = warnings
-    return stats, values
+    return stats
