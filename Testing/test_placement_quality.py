@@ -148,3 +148,28 @@ def test_a_refused_ring_is_explained_in_plain_words():
     assert "17% of the rim" in text and "front 0%" in text
     for word in JARGON:
         assert not re.search(rf"\b{re.escape(word)}", text.lower()), (word, text)
+
+
+@pytest.mark.parametrize("level", ["L1", "L2"])
+def test_a_faint_cortex_lowers_the_quality_but_is_still_a_body(level):
+    """A click 2 mm in front of a body whose cortex is faint (280 HU: the fit quality falls below
+    LOW_QUALITY, the expected reach into the cortex grows) is moved into that body, as for a clear
+    cortex, not refused: refusals are decided on the evidence that the ring is a body (a shell all
+    round, a body's size), not on how exactly its faint edge can be drawn. Oracle: the phantom's true
+    mid slice and its body's front surface (depth 30 mm about the centre)."""
+    from OsteoROILib.digital_phantom import make_phantom
+    from OsteoROILib.placement.click import place_from_click
+
+    volume, truth = make_phantom(level_names=("L1", "L2"), trabecular_density=(140.0, 116.0), depth_mm=30.0,
+                                 width_mm=42.0, cortical_hu=280.0)
+    lv = truth.level(level)
+    inside = place_from_click(volume, lv.center_ras + np.array([1.5, -1.0, 2.0]), level)
+    in_front = place_from_click(volume, lv.center_ras + np.array([0.0, 15.0 + 2.0, 0.0]), level)
+    assert in_front.snapped and not inside.snapped
+    assert in_front.slice_index == inside.slice_index == lv.mid_slice_index
+    assert np.allclose(in_front.outline.center, inside.outline.center)
+    assert in_front.fit_quality == pytest.approx(inside.fit_quality)
+    assert in_front.recognised >= LOW_QUALITY
+    # the faint edge still shrinks the ROIs where the quality says so (continuously, never refused)
+    if inside.fit_quality < LOW_QUALITY:
+        assert inside.roi_scale == pytest.approx(conservative_scale(inside.fit_quality)) and inside.roi_scale < 1.0

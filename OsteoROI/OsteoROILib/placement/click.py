@@ -14,6 +14,7 @@ from .contour import distance_outside, fit_body, fit_centred, fit_contour
 from .endplates import PROFILE_TRIM, PlateInterval, central_profile, plate_intervals, wall_run
 from .landmarks import (LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_HEIGHT_MM, PLANE_AXIAL,
                         Canal, Contour, Placement, conservative_scale)
+from .fit_quality import body_evidence
 from .outline_fit import outline_from_contour, outline_quality
 from .sampling import CROP_HALF_AXIAL_MM, CROP_HALF_INPLANE_MM, FIT_HALF_SLAB_MM, Box, fast_median, smooth_circular
 from .thick_slices import thick_slice_caveat
@@ -135,7 +136,7 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
     try:
         current, seed = _settle(volume, first, level, point if refusal is None else None)
     except PlacementError:
-        if refusal is not None or first.fit_quality < LOW_QUALITY:
+        if refusal is not None or first.recognised < LOW_QUALITY:
             # neither the click's ring nor the body's own centre gives a good body: refuse
             raise refusal or _not_in_a_body(f"{level}: " if level else "", point, "the bone around it fits "
                                             f"poorly ({'; '.join(first.reasons)}) and the placement cannot "
@@ -147,7 +148,7 @@ def place_from_click(volume: Volume, point_ras: Sequence[float], level: str = ""
                                 "body's own centre; it may depend on where you clicked.")
     if current.fit_quality < LOW_QUALITY:
         current, seed = _better_beside(volume, current, seed, level)
-    if refusal is not None and current.fit_quality < LOW_QUALITY:
+    if refusal is not None and current.recognised < LOW_QUALITY:
         raise refusal  # neither the click's ring nor the body's own centre fits well
     if (refusal is not None or first.snapped) and not _near_body(volume, current, point):
         # the click was moved to a body that does not hold it (e.g. a click in the spinal canal at a
@@ -271,9 +272,10 @@ def _place_once(volume: Volume, point: np.ndarray, level: str, defer_refusal: bo
     outline, metrics = outline_from_contour(box, final, METHOD_CLICK, canal=canal)
     quality, q_reasons = outline_quality(final, metrics, plates.quality, plates_reason, outline.depth_mm,
                                          outline.width_mm)
+    evidence = body_evidence(q_reasons.deficits)
     refusal = None
     try:
-        _refuse_a_poor_ring(box, contour, quality, q_reasons, snapped, axial_mm, prefix, point)
+        _refuse_a_poor_ring(box, contour, evidence, q_reasons, snapped, axial_mm, prefix, point)
     except PlacementError as exc:
         if not defer_refusal:
             raise
@@ -290,7 +292,7 @@ def _place_once(volume: Volume, point: np.ndarray, level: str, defer_refusal: bo
     pl = Placement(outline=outline, method=METHOD_CLICK, plane=PLANE_AXIAL, slice_index=box.slice_index(s_fit),
                    fit_quality=quality, point_ras=point, reasons=q_reasons, warnings=warnings,
                    endplates_s=(plates.sup, plates.inf), snapped=snapped, fallback=fallback,
-                   roi_scale=scale)
+                   roi_scale=scale, body_evidence=evidence)
     pl.mid_offset_slices = float(plates.s_mid - s_fit)
     return pl, refusal
 
@@ -563,17 +565,18 @@ def _fit_mid_slice(box: Box, contour: Contour, s_fit: int, plates: _Endplates
     return final, canal, reason
 
 
-def _refuse_a_poor_ring(box: Box, contour: Contour, quality: float, q_reasons: List[str], snapped: bool,
+def _refuse_a_poor_ring(box: Box, contour: Contour, evidence: float, q_reasons: List[str], snapped: bool,
                         axial_mm: Optional[float], prefix: str, point: np.ndarray) -> None:
-    """Refuse the click when its body fits poorly and either the click was moved to it or the ring
-    is the spinal canal at a disc level."""
-    if snapped and quality < LOW_QUALITY:
+    """Refuse the click when its ring shows little evidence of being a body (``evidence``:
+    ``fit_quality.body_evidence``) and either the click was moved to it or the ring is the spinal
+    canal at a disc level."""
+    if snapped and evidence < LOW_QUALITY:
         # The point is not inside a body, and the one it would be moved to is no clear body either
         # (e.g. a click in the spinal canal: at the next disc level its ring has no body in front).
         where = f"there is none on its own slice, and the bone ring {axial_mm:.0f} mm away" if axial_mm is not None \
             else "the nearest bone ring"
         raise _not_in_a_body(prefix, point, f"{where} fits poorly ({'; '.join(q_reasons)}).",
                              "Click inside the vertebral body on a slice near its mid-height")
-    if quality < LOW_QUALITY and _canal_ring_between_bodies(box, contour):
+    if evidence < LOW_QUALITY and _canal_ring_between_bodies(box, contour):
         raise _not_in_a_body(prefix, point, "the poorly fitting bone ring around it is the spinal canal at a disc level "
                              "(vertebral bodies lie in front of it a few millimetres above or below).")

@@ -113,6 +113,21 @@ def quality_of(deficits: Dict[str, float]) -> float:
     return min(quality_of_reach(expected_reach_mm(deficits)), quality_of_height(expected_height_error_mm(deficits)))
 
 
+#: The deficits that say whether a ring is a vertebral body at all — a shell around it, a body's
+#: size and shape, its endplates — as against how exactly its edge can be drawn: a faint cortex (an
+#: osteoporotic body, a noisy or thick-slice scan) lowers the fit quality (the ROIs are shrunk
+#: continuously) but is still a body. A click is refused, or its placement retried, on this evidence
+#: (``body_evidence``), never on the faint edge alone.
+BODY_DEFICITS = ("faint_shell", "missing_shell", "lopsided", "no_direction", "unusual_size", "off_image", "spur",
+                 "endplates")
+
+
+def body_evidence(deficits: Dict[str, float]) -> float:
+    """The evidence (0–1, on the fit quality's scale) that the fitted ring is a vertebral body: the fit
+    quality with only ``BODY_DEFICITS`` counted."""
+    return quality_of({k: v for k, v in deficits.items() if k in BODY_DEFICITS})
+
+
 def outline_deficits(shell_fraction: float, edge_drop_hu: float, asymmetry: float, axis_from_image: bool,
                      plates_q: float, depth_mm: float, width_mm: float, off_image_share: float,
                      spur_share: float) -> Dict[str, float]:

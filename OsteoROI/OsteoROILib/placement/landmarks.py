@@ -87,6 +87,15 @@ class Placement:
     seed_ijk: Optional[Tuple[int, int, int]] = None
     #: the factor the trabecular region was shrunk by (``conservative_scale``; 1 = not shrunk)
     roi_scale: float = 1.0
+    #: the evidence that the ring is a vertebral body (``fit_quality.body_evidence``; None: not scored
+    #: apart, the fit quality stands for it)
+    body_evidence: Optional[float] = None
+
+    @property
+    def recognised(self) -> float:
+        """How clearly a vertebral body was found (refusals and retries are decided on this, not on
+        how exactly its edge could be drawn)."""
+        return self.fit_quality if self.body_evidence is None else self.body_evidence
 
     def mid_slice_rule(self) -> str:
         """How the mid-vertebral slice was chosen, in words (when mid-height lies between slices, the
