@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..roi.geometry import in_plane_frame
-from ..roi.outline import BodyOutline, polygon_intervals
+from ..roi.outline import BodyOutline, outward_normals, polygon_intervals
 from .fit_quality import (FitReasons, expected_error_phrase, expected_height_error_mm, expected_reach_mm,
                           outline_deficits, plain_reasons, quality_of)
 from .landmarks import MAX_ROTATION_DEG, MIN_AXIS_RATIO, Canal, Contour
@@ -54,13 +54,7 @@ def _offset_polygon(poly: np.ndarray, distance: float) -> np.ndarray:
     """Move each vertex of a counter-clockwise-or-not closed polygon inwards by ``distance``."""
     p = np.asarray(poly, dtype=float)
     c = p.mean(axis=0)
-    tangent = np.roll(p, -1, axis=0) - np.roll(p, 1, axis=0)
-    normal = np.column_stack([tangent[:, 1], -tangent[:, 0]])
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    # orient the normals inwards
-    if np.mean(np.sum(normal * (c - p), axis=1)) < 0:
-        normal = -normal
-    out = p + distance * normal
+    out = p - distance * outward_normals(p)
     # never cross the centre: keep each inner vertex on its side
     d_old = np.linalg.norm(p - c, axis=1)
     d_new = np.linalg.norm(out - c, axis=1)

@@ -158,3 +158,16 @@ def polygon_intervals(poly: np.ndarray) -> IntervalFn:
         return smin, smax
 
     return f
+
+
+def outward_normals(poly: np.ndarray) -> np.ndarray:
+    """Unit vertex normals (N×2) of a closed polygon (N×2), either winding, pointing away from its
+    centroid: the cortical margin is taken off the outer contour along them (``placement.outline_fit``)
+    and put back for the pictures (``roi.overlays``)."""
+    p = np.asarray(poly, dtype=float)
+    tangent = np.roll(p, -1, axis=0) - np.roll(p, 1, axis=0)
+    normal = np.column_stack([tangent[:, 1], -tangent[:, 0]])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    if np.mean(np.sum(normal * (p - p.mean(axis=0)), axis=1)) < 0:
+        normal = -normal
+    return normal

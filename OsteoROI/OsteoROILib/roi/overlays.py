@@ -16,6 +16,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .geometry import RoiShape
+from .outline import outward_normals
 
 #: A picture's field of view: this many times the body's larger outer size, within these bounds (mm):
 #: the body, its cortex and some of its surroundings (psoas, canal, aorta) in view.
@@ -92,13 +93,7 @@ def offset_outwards(poly_st: np.ndarray, distance_mm: float) -> np.ndarray:
     the inverse of the inward offset that made the trabecular boundary from the outer contour
     (the cortical margin, ``placement.outline_fit``)."""
     p = np.asarray(poly_st, dtype=float)
-    c = p.mean(axis=0)
-    tangent = np.roll(p, -1, axis=0) - np.roll(p, 1, axis=0)
-    normal = np.column_stack([tangent[:, 1], -tangent[:, 0]])
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    if np.mean(np.sum(normal * (p - c), axis=1)) < 0:
-        normal = -normal  # oriented outwards
-    return p + float(distance_mm) * normal
+    return p + float(distance_mm) * outward_normals(p)
 
 
 def _outline_st(o: Mapping[str, object], inner: Optional[np.ndarray]) -> np.ndarray:
