@@ -114,6 +114,9 @@ def test_reasons_are_plain_words_with_the_expected_error():
             assert not re.search(rf"\b{re.escape(word)}", low), (word, text)
         assert len(text) <= 110, text
     assert "faint on the front and back sides" in texts[0]
+    # no single side is faint, the shell as a whole is: no article before "several places"
+    scattered = plain_reasons({**{k: 0.0 for k in DEFICITS}, "faint_shell": 0.5}, [0.7, 0.7, 0.7, 0.7], 35.0, 45.0, None)
+    assert scattered[0] == "the bone's outer shell is faint in several places", scattered
 
 
 def test_a_placement_carries_its_evidence_and_expected_errors():

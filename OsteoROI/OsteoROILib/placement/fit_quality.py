@@ -181,9 +181,9 @@ def plain_reasons(deficits: Dict[str, float], side_shares: List[float], depth_mm
     faint_sides = [name for name, share in zip(SIDE_NAMES, side_shares) if share < FAINT_SIDE_SHARE]
     if max(deficits["faint_shell"], deficits["missing_shell"]) >= REASON_DEFICIT or \
             (deficits["faint_edge"] >= 0.5 and faint_sides):
-        where = " and ".join(faint_sides) + (" side" if len(faint_sides) == 1 else " sides") if faint_sides \
-            else "several places"
-        out.append(f"the bone's outer shell is faint on the {where}")
+        where = "on the " + " and ".join(faint_sides) + (" side" if len(faint_sides) == 1 else " sides") if faint_sides \
+            else "in several places"
+        out.append(f"the bone's outer shell is faint {where}")
     elif deficits["faint_edge"] >= 0.5:
         out.append("the bone's outer shell is faint (thin or osteoporotic cortex?)")
     if deficits["lopsided"] >= REASON_DEFICIT:
