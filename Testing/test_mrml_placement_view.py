@@ -192,3 +192,33 @@ def test_a_part_with_nothing_to_show_loses_its_node(headless):
     assert not {"superior endplate", "inferior endplate"} & set(nodes) and "slab superior face" in nodes
     assert nodes["outline"] is outline
     assert headless.scene.GetFirstNodeByName("L2 superior endplate") is None
+
+
+def test_slicer_rows_leave_a_bone_island_out_as_the_command_line_does(headless):
+    """One rule for bone islands on every surface: the Slicer logic's rows (measured from the ROI
+    nodes) leave the island of L3 out of the ROI that holds it, as ``measure_levels`` does, and the
+    mean is the phantom's true trabecular HU (noise-free phantom: every trabecular voxel reads it)."""
+    from OsteoROILib.placement.measure import measure_levels
+
+    options = dict(calibration_phantom=False, table=False, aorta=False)
+    clean, truth = make_phantom(**options)
+    oval = next(r for r in measure_levels(clean, {"L3": truth.level("L3").center_ras})["rows"] if r["shape"] == "oval")
+    volume, truth = make_phantom(**options, bone_islands=[{"center_ras": np.array(oval["center_ras"]),
+                                                           "radius_mm": 3.0, "hu": 1000.0}])
+    volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, "CT with a bone island")
+    points = headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels 3")
+    for level in truth.levels:
+        points.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
+    logic = OsteoROIMRMLLogic(headless.scene)
+    logic.run(volumeNode, points)
+    slicer_rows = {(r["level"], r["shape"]): r for r in logic.rows()}
+    cli_rows = {(r["level"], r["shape"]): r
+                for r in measure_levels(volume, {lv.name: lv.center_ras for lv in truth.levels})["rows"]}
+    with_island = [k for k, r in cli_rows.items() if r["bone_islands_excluded"]]
+    assert with_island and all(k[0] == "L3" for k in with_island)
+    for key in with_island:
+        s, c = slicer_rows[key], cli_rows[key]
+        assert s["bone_islands_excluded"] == c["bone_islands_excluded"]
+        assert s["n_voxels"] == c["n_voxels"]
+        assert s["mean_hu"] == pytest.approx(truth.level("L3").trabecular_hu, abs=1e-6)
+        assert any("bone island" in w for w in s["warnings"])

@@ -4,7 +4,7 @@ Qt-free: it needs MRML (3D Slicer, or the ``slicer-core`` wheel, see ``mrml.scen
 the Slicer module's widget, the Python console and headless scripts share it. It takes its scene
 from the nodes it is given (never from the ``slicer.mrmlScene`` global) and only converts between
 MRML and ``OsteoROILib``'s plain data; every number comes from the Qt-free core
-(``placement.measure.measure_levels`` for placement, ``roi.stats.roi_statistics`` for the statistics).
+(``placement.measure.measure_levels`` for placement, ``roi.islands.measured_roi`` for the statistics).
 
 Workflow
 --------

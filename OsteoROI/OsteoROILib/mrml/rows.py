@@ -1,6 +1,6 @@
 """The result rows: one per level and ROI type, measured from the ROI markups' geometry and annotated.
 
-A row's statistics come from ``roi.stats.roi_statistics`` on the shape the ROI node shows, so what
+A row's statistics come from ``roi.islands.measured_roi`` on the shape the ROI node shows, so what
 is measured is exactly what is shown; annotating adds the exclusion, the Genant grade and (with a
 calibration) the vBMD, without measuring again. The rows are kept at full precision in the
 state and shown in the results table and plot; the user's exclusions, Genant grades and
@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..io.volume import Volume
 from ..placement.measure import normalise_level
 from ..roi.geometry import RoiShape
-from ..roi.stats import roi_statistics
+from ..roi.islands import measured_roi
 from .nodes import ROLE_TABLE, SHAPE_KINDS, roi_shape_from_node, shape_signature
 from .parts import SceneParts
 from .persistence import criterion_from, ordered_levels
@@ -34,8 +34,8 @@ Key = Tuple[str, str]
 def measure_row(volume: Volume, level: str, shape_name: str, shape: RoiShape,
                 info: Mapping[str, Any]) -> Dict[str, Any]:
     """The statistics of one ROI, where it is and how it was placed ("edited" once moved by hand)."""
-    stats = roi_statistics(volume, shape)
-    stat_warnings = [f"{level}: {w}" for w in stats.pop("warnings")]
+    # the same statistics as the placement's rows: bone islands left out, dense voxels flagged
+    stats, stat_warnings, dense = measured_roi(volume, shape, level, shape_name)
     placed = info.get("placed", {}).get(shape_name)
     edited = placed is not None and not np.allclose(placed, shape_signature(shape), rtol=0, atol=1e-6)
     row: Dict[str, Any] = {"level": level, "shape": shape_name}
@@ -50,6 +50,7 @@ def measure_row(volume: Volume, level: str, shape_name: str, shape: RoiShape,
                 "axis_v_ras": list(shape.axis_v), "half_u_mm": shape.half_u, "half_v_mm": shape.half_v,
                 "slab_mm": shape.slab_mm},
         "warnings": list(info.get("warnings", [])) + stat_warnings,
+        **dense,
     })
     return row
 

@@ -15,7 +15,7 @@ from ..io.volume import Volume
 from ..roi.family import RoiFamily, build_roi_family
 from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.outline import BodyOutline
-from ..roi.islands import dense_threshold, island_warning, statistics_clear_of_islands
+from ..roi.islands import HIGH_HU_WARN_FRACTION, high_hu_fraction, measured_roi  # noqa: F401 (re-exported)
 from .aorta import find_aorta
 from .click import place_from_click
 from .level_checks import check_level_order, check_slab_within_body
@@ -55,21 +55,7 @@ def partial_volume_margin_mm(volume: Volume) -> float:
     return 0.5 * float(np.hypot(*in_plane))
 
 
-#: Dense-voxel check (QCT_BRIEF §1: avoid focal lesions): a voxel is "high" when it exceeds the
-#: ROI's median by max(150 HU, 5 robust SDs) (``roi.islands.dense_threshold``); an ROI still holding
-#: more than HIGH_HU_WARN_FRACTION of such voxels once its bone islands are left out is flagged
-#: (scattered sclerosis, osteophyte or cortex).
-HIGH_HU_WARN_FRACTION = 0.01
-
 PLANE_FOUNDATION = "image axial slice"
-
-
-def high_hu_fraction(values) -> Optional[float]:
-    """Fraction of ROI voxels far above the ROI's median (see ``HIGH_HU_ABOVE_MEDIAN``)."""
-    v = np.asarray(values, dtype=float).ravel()
-    if v.size < 2:
-        return None
-    return float(np.count_nonzero(v > dense_threshold(v)) / v.size)
 
 
 def default_slab_mm(volume: Volume) -> float:
@@ -278,15 +264,8 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
     rows = []
     for name, shape in family.shapes.items():
         # one voxel search per ROI; a bone island in it is left out with a margin (QCT_BRIEF §1)
-        stats, values, islands = statistics_clear_of_islands(volume, shape)
-        row_warnings = list(entry["warnings"]) + [f"{level}: {w}" for w in stats.pop("warnings")]
-        if islands:
-            row_warnings.append(island_warning(level, name, islands))
-        high = high_hu_fraction(values)
-        if high is not None and high > HIGH_HU_WARN_FRACTION:
-            row_warnings.append(
-                f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
-                "sclerosis, osteophyte or cortex?); check the ROI or move it.")
+        stats, stat_warnings, dense = measured_roi(volume, shape, level, name)
+        row_warnings = list(entry["warnings"]) + stat_warnings
         row: Dict[str, object] = {"level": level, "shape": name}
         row.update(stats)
         row.update(
@@ -296,8 +275,7 @@ def _level_rows(volume: Volume, level: str, family: RoiFamily, source: str, entr
                 "slab_mm": round(slab_mm, 4),
                 "nominal_area_mm2": round(shape.nominal_area_mm2, 4),
                 "placement": source,
-                "high_hu_fraction": None if high is None else round(high, 5),
-                "bone_islands_excluded": [f.to_dict() for f in islands],
+                **dense,
             }
         )
         row.update(common)

@@ -15,7 +15,7 @@ and leaving it out moves it by no more than that (the margin's voxels are trabec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -184,3 +184,35 @@ def island_warning(level: str, name: str, foci: Sequence[DenseFocus]) -> str:
     what = "a bone island" if len(foci) == 1 else f"{len(foci)} bone islands"
     return (f"{level}: {what} (dense focus, up to {peak:.0f} HU) lay in the {name} ROI: left out of its statistics "
             f"with a {ISLAND_MARGIN_MM:g} mm margin ({n} voxels, {area:.1f} mm²); check the ROI.")
+
+
+#: Dense-voxel check (QCT_BRIEF §1: avoid focal lesions): an ROI still holding more than this share of
+#: dense voxels (``dense_threshold``) once its bone islands are left out is flagged (scattered
+#: sclerosis, osteophyte or cortex).
+HIGH_HU_WARN_FRACTION = 0.01
+
+
+def high_hu_fraction(values) -> Optional[float]:
+    """Fraction of ROI voxels far above the ROI's median (``dense_threshold``); None under 2 voxels."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size < 2:
+        return None
+    return float(np.count_nonzero(v > dense_threshold(v)) / v.size)
+
+
+def measured_roi(volume: Volume, shape: RoiShape, level: str, name: str
+                 ) -> Tuple[Dict[str, object], List[str], Dict[str, object]]:
+    """What one ROI's row takes from the image, the same for a placement (``placement.measure``) and
+    for an ROI the user moved in Slicer (``mrml.rows``): the statistics with bone islands left out,
+    the warnings (prefixed with the level), and the fields ``high_hu_fraction`` and
+    ``bone_islands_excluded``."""
+    stats, values, islands = statistics_clear_of_islands(volume, shape)
+    warnings = [f"{level}: {w}" for w in stats.pop("warnings")]
+    if islands:
+        warnings.append(island_warning(level, name, islands))
+    high = high_hu_fraction(values)
+    if high is not None and high > HIGH_HU_WARN_FRACTION:
+        warnings.append(f"{level}: {high:.1%} of the {name} ROI's voxels are far denser than the rest (bone island, "
+                        "sclerosis, osteophyte or cortex?); check the ROI or move it.")
+    return stats, warnings, {"high_hu_fraction": None if high is None else round(high, 5),
+                             "bone_islands_excluded": [f.to_dict() for f in islands]}
