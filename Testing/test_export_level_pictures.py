@@ -168,3 +168,32 @@ def test_the_level_holding_a_bone_island_is_framed_and_the_clean_ones_are_not():
     figures = dict(re.findall(r"<figure class='level-figure[^']*' data-level='(L\d)'(.*?)</figure>", html, re.S))
     assert "placement-check" in figures["L3"] and "denser than the rest" in figures["L3"]
     assert "placement-check" not in figures["L1"] and "placement-check" not in figures["L4"]
+
+
+def test_a_bone_island_left_out_is_drawn_around_the_true_island(tmp_path):
+    """A bone island (radius 3 mm, 1000 HU) put at the oval's centre on the measured plane: the axial
+    picture draws the excluded circle (cyan) centred on the island's true centre and enclosing the true
+    island; the legend names it. Oracle: the phantom's island, not the row's record of it."""
+    options = dict(calibration_phantom=False, table=False, aorta=False)
+    clean, truth = make_phantom(**options)
+    lv = truth.level("L2")
+    oval = next(r for r in measure_levels(clean, {"L2": lv.center_ras}, aorta=False)["rows"] if r["shape"] == "oval")
+    island = np.array(oval["center_ras"])
+    volume, truth = make_phantom(**options, bone_islands=[{"center_ras": island, "radius_mm": 3.0, "hu": 1000.0}])
+    doc = build_document(measure_levels(volume, {"L2": lv.center_ras}, aorta=False), volume.describe())
+    png, meta = render_level_image(volume, doc, "L2", _rows(doc, "L2"))
+    img = decode_png(png, tmp_path)
+    px = meta["pixel_mm"]
+    col_dir, row_dir = _axial_frame()
+    origin = meta["overlays"].axial.origin
+    cyan = _pixels(img, OVERLAY_COLOURS["bone island left out"])
+    assert len(cyan) > 20
+    ras = origin + np.outer(cyan[:, 1] - MID, col_dir * px) + np.outer(cyan[:, 0] - MID, row_dir * px)
+    on_plane = island - float((island - origin) @ lv.normal_ras) * lv.normal_ras
+    radii = np.linalg.norm(ras - on_plane, axis=1)
+    assert np.linalg.norm(ras.mean(axis=0) - on_plane) < px + volume.spacing[0]
+    assert radii.min() >= 3.0 - px  # encloses the true island on the plane
+    html = build_html(build_diagnosis(doc), doc, volume=volume)
+    assert "bone island left out of the ROIs" in html
+    clean_doc = build_document(measure_levels(clean, {"L2": lv.center_ras}, aorta=False), clean.describe())
+    assert "bone island left out of the ROIs" not in build_html(build_diagnosis(clean_doc), clean_doc, volume=clean)

@@ -55,7 +55,7 @@ def test_each_level_shows_its_placement_as_the_report_draws_it_locked(headless):
     sh = _sh(headless.scene)
     for level in LEVELS:
         nodes = logic.placement.nodes(level)
-        assert set(nodes) == {part for part, _ in PLACEMENT_PARTS} - {"trabecular outline"} | (
+        assert set(nodes) == {part for part, _ in PLACEMENT_PARTS} - {"trabecular outline", "bone island left out"} | (
             {"trabecular outline"} if "trabecular outline" in nodes else set())
         ov = _overlays(logic, level)
         truth = headless.truth.level(level)
@@ -203,7 +203,8 @@ def test_slicer_rows_leave_a_bone_island_out_as_the_command_line_does(headless):
     options = dict(calibration_phantom=False, table=False, aorta=False)
     clean, truth = make_phantom(**options)
     oval = next(r for r in measure_levels(clean, {"L3": truth.level("L3").center_ras})["rows"] if r["shape"] == "oval")
-    volume, truth = make_phantom(**options, bone_islands=[{"center_ras": np.array(oval["center_ras"]),
+    volume_island = np.array(oval["center_ras"])
+    volume, truth = make_phantom(**options, bone_islands=[{"center_ras": volume_island,
                                                            "radius_mm": 3.0, "hu": 1000.0}])
     volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, "CT with a bone island")
     points = headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels 3")
@@ -222,3 +223,11 @@ def test_slicer_rows_leave_a_bone_island_out_as_the_command_line_does(headless):
         assert s["n_voxels"] == c["n_voxels"]
         assert s["mean_hu"] == pytest.approx(truth.level("L3").trabecular_hu, abs=1e-6)
         assert any("bone island" in w for w in s["warnings"])
+    # shown in the view: a locked closed curve around the true island, only at L3
+    curve = logic.placement.nodes("L3")["bone island left out"]
+    pts = _points(curve)
+    assert curve.GetLocked()
+    n = truth.level("L3").normal_ras
+    island = volume_island - float((volume_island - pts.mean(axis=0)) @ n) * n
+    assert np.linalg.norm(pts.mean(axis=0) - island) < 1.0 and np.linalg.norm(pts - island, axis=1).min() >= 3.0 - 0.5
+    assert "bone island left out" not in logic.placement.nodes("L1")

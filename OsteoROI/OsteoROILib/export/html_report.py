@@ -183,7 +183,7 @@ def _images(dx: Mapping[str, object], result_doc: Mapping[str, object], volume) 
     return figures, img_note
 
 
-def _legend(dx: Mapping[str, object]) -> str:
+def _legend(dx: Mapping[str, object], result_doc: Mapping[str, object]) -> str:
     """What the pictures show, in plain words, with the colours they are drawn in."""
     def swatch(colour, text):
         return f"<span><i style='background: rgb{tuple(colour)}'></i>{esc(text)}</span>"
@@ -193,6 +193,8 @@ def _legend(dx: Mapping[str, object]) -> str:
         ("body outline", "body outline"), ("trabecular outline", "trabecular outline (inside the cortex)"),
         ("AP axis", "AP axis, arrow towards anterior"), ("endplates", "endplates found"),
         ("plane", "measured plane"), ("slab", "slab faces (the ROIs' thickness)")))
+    if any(r.get("bone_islands_excluded") for r in result_doc.get("rows") or []):
+        shown += swatch(OVERLAY_COLOURS["bone island left out"], "bone island left out of the ROIs (with its margin)")
     return (f"<div class='legend note'>{rois}{shown} — axial (top): radiological view, patient's right on the "
             f"left, anterior up; sagittal (bottom): through the body along its AP axis, anterior on the left, "
             f"superior up; window {WINDOW_LEVEL:g}/{WINDOW_WIDTH:g} HU. A framed level raised placement "
@@ -205,7 +207,7 @@ def _images_section(dx: Mapping[str, object], result_doc: Mapping[str, object], 
     img_html, img_note = _images(dx, result_doc, volume) if render_images else ([], "Level images not requested.")
     return ("<section class='level-images'><h2>Levels: axial slice with the body outline, AP axis and measured "
             "ROIs (top) and sagittal slice with the endplates and the ROI plane (bottom)</h2>"
-            + (_legend(dx) + "<div class='images'>" + "".join(img_html) + "</div>" if img_html else "")
+            + (_legend(dx, result_doc) + "<div class='images'>" + "".join(img_html) + "</div>" if img_html else "")
             + (f"<p class='note'>{esc(img_note.strip())}</p>" if img_note.strip() else "") + "</section>")
 
 

@@ -29,10 +29,11 @@ WINDOW_LEVEL, WINDOW_WIDTH = 250.0, 900.0
 IMAGE_PX = 320
 #: Colours of what the level pictures show besides the ROIs (``SHAPE_COLOURS``), one table for the
 #: pictures and the report's legend: the body's outer outline and its endplates in orange (the body's
-#: boundary), the trabecular boundary pale, the AP axis blue, the measured plane and slab yellow.
+#: boundary), the trabecular boundary pale, the AP axis blue, the measured plane and slab yellow, a
+#: bone island left out of the ROIs (its excluded sphere on the plane) cyan.
 OVERLAY_COLOURS = {"body outline": (255, 140, 0), "trabecular outline": (255, 214, 170),
                    "AP axis": (60, 130, 255), "endplates": (255, 140, 0), "plane": (255, 230, 0),
-                   "slab": (200, 255, 120)}
+                   "slab": (200, 255, 120), "bone island left out": (0, 230, 230)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,6 +175,8 @@ def render_level_image(volume, result_doc: Mapping[str, object], level: str, row
         draw_polyline(img, xy(ov.trabecular_outline), OVERLAY_COLOURS["trabecular outline"], radius=0)
     tail, head = xy(ov.ap_axis)
     draw_arrow(img, tail, head, OVERLAY_COLOURS["AP axis"])
+    for circle in ov.excluded:  # a bone island left out of the ROIs, with its margin
+        draw_polyline(img, xy(circle), OVERLAY_COLOURS["bone island left out"], radius=0)
     drawn = []
     for r in rows:  # last: the ROIs are what was measured, nothing covers them
         roi = r.get("roi")

@@ -11,7 +11,9 @@ measured level gets, in a subject-hierarchy folder of the case ("OsteoROI placem
 * "<level> superior endplate" / "<level> inferior endplate" — the endplates found, as lines across
   the body on its mid-sagittal strip (seen in a sagittal view);
 * "<level> slab superior face" / "<level> slab inferior face" — the faces of the ROIs' slab (one slice
-  or the QCT slab).
+  or the QCT slab);
+* "<level> bone island left out" — where a bone island was left out of the ROIs (its excluded sphere
+  on the measured plane; the largest one when there are several — the report draws each).
 
 A level whose placement raised concerns (low fit quality, shrunk ROIs, a snapped point, the rows'
 warnings) shows its outline and endplates in red, with the reasons in the nodes' attribute
@@ -52,12 +54,14 @@ PLACEMENT_PARTS: Tuple[Tuple[str, str], ...] = (
     ("inferior endplate", "vtkMRMLMarkupsLineNode"),
     ("slab superior face", "vtkMRMLMarkupsLineNode"),
     ("slab inferior face", "vtkMRMLMarkupsLineNode"),
+    ("bone island left out", "vtkMRMLMarkupsClosedCurveNode"),
 )
 #: Colours (RGB 0..1), apart from the ROI colours of the scene (``nodes.SHAPE_COLORS``): the body's
 #: boundary (outline, endplates) teal, the AP axis white, the plane and the slab lavender.
 PART_COLORS = {"outline": (0.2, 0.9, 0.8), "trabecular outline": (0.6, 1.0, 0.95), "AP axis": (1.0, 1.0, 1.0),
                "plane": (0.65, 0.6, 1.0), "superior endplate": (0.2, 0.9, 0.8), "inferior endplate": (0.2, 0.9, 0.8),
-               "slab superior face": (0.65, 0.6, 1.0), "slab inferior face": (0.65, 0.6, 1.0)}
+               "slab superior face": (0.65, 0.6, 1.0), "slab inferior face": (0.65, 0.6, 1.0),
+               "bone island left out": (0.0, 0.9, 0.9)}
 #: A level whose placement raised concerns (``roi.overlays.placement_concerns``) shows its body's
 #: boundary in red, and every one of its nodes holds the reasons in this attribute.
 CONCERN_COLOR = (1.0, 0.15, 0.15)
@@ -81,7 +85,10 @@ def _part_points(ov: LevelOverlays) -> Dict[str, Any]:
                              "superior endplate": None if sup is None else ov.sagittal_line(float(sup), reach),
                              "inferior endplate": None if inf is None else ov.sagittal_line(float(inf), reach),
                              "slab superior face": ov.sagittal_line(ov.slab_mm[1], reach) if ov.has_slab else None,
-                             "slab inferior face": ov.sagittal_line(ov.slab_mm[0], reach) if ov.has_slab else None}
+                             "slab inferior face": ov.sagittal_line(ov.slab_mm[0], reach) if ov.has_slab else None,
+                             # the largest island left out of the ROIs (the report draws every one)
+                             "bone island left out": max(ov.excluded, key=lambda c: np.ptp(c[:, 0]) + np.ptp(c[:, 1]),
+                                                         default=None)}
     ap = -ov.sagittal.col_dir  # the sagittal strip runs anterior → left of the picture
     left = np.cross(ov.normal, ap)
     extent = np.ptp((ov.body_outline - ov.axial.origin) @ np.column_stack([ap, left]), axis=0)

@@ -58,6 +58,9 @@ class LevelOverlays:
     body_outline: Optional[np.ndarray] = None  # N×3 outer (periosteal) outline on the plane
     fov_mm: float = 100.0  # the pictures' field of view
     depth_mm: float = 0.0  # the body's outer AP depth
+    #: where a bone island was left out of the ROIs (``roi.islands``): each excluded sphere's circle on
+    #: the measured plane (N×3), one per island however many ROIs it touched
+    excluded: List[np.ndarray] = field(default_factory=list)
 
     def sagittal_line(self, position_mm: float, half_length_mm: float) -> np.ndarray:
         """A 2×3 segment on the sagittal strip across the body's AP axis at ``position_mm`` along the
@@ -121,6 +124,29 @@ def axial_view(origin: np.ndarray, normal: np.ndarray) -> ViewPlane:
     return ViewPlane(origin, col, _unit(np.cross(normal, col)))
 
 
+def excluded_circles(rows: Sequence[Mapping[str, object]], origin: np.ndarray, normal: np.ndarray,
+                     n_points: int = 48) -> List[np.ndarray]:
+    """The circles where the bone-island spheres the rows left out (``bone_islands_excluded``: centre,
+    radius) cut the plane through ``origin`` normal to ``normal``; an island recorded by several ROIs
+    is drawn once, a sphere that does not reach the plane not at all."""
+    seen, out = set(), []
+    u = _unit(np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
+    v = np.cross(normal, u)
+    a = np.linspace(0.0, 2.0 * np.pi, n_points, endpoint=False)
+    for row in rows:
+        for isl in row.get("bone_islands_excluded") or []:
+            c = np.asarray(isl["center_ras"], dtype=float)
+            key = tuple(np.round(c, 3)) + (round(float(isl["radius_mm"]), 3),)
+            d = float((c - origin) @ normal)
+            if key in seen or abs(d) >= float(isl["radius_mm"]):
+                continue
+            seen.add(key)
+            r = float(np.sqrt(float(isl["radius_mm"]) ** 2 - d * d))
+            on_plane = c - d * normal
+            out.append(on_plane + r * (np.outer(np.cos(a), u) + np.outer(np.sin(a), v)))
+    return out
+
+
 def level_overlays(entry: Mapping[str, object], rows: Sequence[Mapping[str, object]]) -> LevelOverlays:
     """The pictures' geometry of one level from its result entry (``result["levels"][level]``) and its
     rows. Axial view: radiological display (:func:`axial_view`) centred on the body's centre on the
@@ -154,7 +180,7 @@ def level_overlays(entry: Mapping[str, object], rows: Sequence[Mapping[str, obje
                          plane_mm=plane_mm, slab_mm=(plane_mm - 0.5 * slab, plane_mm + 0.5 * slab),
                          endplates_mm=(auto.get("superior_endplate_mm"), auto.get("inferior_endplate_mm")),
                          body_outline=on_plane(_outline_st(o, inner_st)), fov_mm=field_of_view_mm(o),
-                         depth_mm=2.0 * half)
+                         depth_mm=2.0 * half, excluded=excluded_circles(rows, origin, n))
 
 
 def placement_concerns(entry: Mapping[str, object], rows: Sequence[Mapping[str, object]] = ()) -> List[str]:
