@@ -185,7 +185,9 @@ def _click_stats(case, clicks):
     from OsteoROILib.errors import PlacementError
 
     ref = case.reference_ap_axis()
+    ref_post = case.posterior_ap_axis()  # real CTs with a whole-vertebra label: a second reference
     means: Dict[str, List[float]] = {}
+    case.extra["ap_error_posterior_deg"] = []
     ap_err, bad, slices, times, refused = [], [], [], [], 0
     apart = set()  # the endplates' distance in slice spacings (below 4: the thick-slice caveat)
     for p in clicks:
@@ -201,6 +203,9 @@ def _click_stats(case, clicks):
         nrm = case.volume.slice_normal_ras()
         a = a - nrm * (a @ nrm)
         ap_err.append(float(np.degrees(np.arccos(np.clip(abs(a @ ref) / np.linalg.norm(a), -1, 1)))))
+        if ref_post is not None:
+            case.extra["ap_error_posterior_deg"].append(
+                float(np.degrees(np.arccos(np.clip(abs(a @ ref_post) / np.linalg.norm(a), -1, 1)))))
         slices.append(entry["slice_index"])
         apart.add(res["rows"][0].get("slices_between_endplates"))
         n_bad = 0
@@ -240,6 +245,8 @@ def _corpus_row(case, clicks) -> Dict[str, Any]:
                + "; max−min " + ", ".join(f"{k} {v:.1f}" for k, v in spread.items())
                + f" HU; AP error max {max(ap_err, default=float('nan')):.1f}° ("
                + ("truth" if synthetic else "label principal axes")
+               + (f"; {max(case.extra['ap_error_posterior_deg']):.1f}° against posterior elements → body"
+                  if case.extra["ap_error_posterior_deg"] else "")
                + f"); non-trabecular voxels max {max(bad, default=0)} ("
                + ("noise-free model" if synthetic else "outside the label")
                + f"); slices {sorted(set(slices))}; endplates {case.extra['slices_between_endplates']} slices apart"
@@ -247,7 +254,8 @@ def _corpus_row(case, clicks) -> Dict[str, Any]:
                + f"; refused {refused}/{len(clicks)}; "
                f"{np.median(times) * 1000 if times else float('nan'):.0f} ms/click"),
         ct=case.ct, level=case.level, partial=case.partial, cv_percent=cv, max_minus_min_hu=spread,
-        ap_error_max_deg=max(ap_err, default=None), non_trabecular_voxels_max=max(bad, default=None),
+        ap_error_max_deg=max(ap_err, default=None),
+        ap_error_posterior_max_deg=max(case.extra["ap_error_posterior_deg"], default=None), non_trabecular_voxels_max=max(bad, default=None),
         slices=sorted(set(slices)), slices_between_endplates=case.extra["slices_between_endplates"],
         refused=refused, clicks=len(clicks),
         ms_per_click=float(np.median(times) * 1000) if times else None)
@@ -355,17 +363,22 @@ def _label_timing_row(quick: bool) -> Dict[str, Any]:
 
 
 def corpus_table(rows: List[Dict[str, Any]]) -> str:
-    """The per-CT table of the click corpus (one line per CT and level) as text."""
+    """The per-CT table of the click corpus (one line per CT and level) as text: CV % per ROI type,
+    AP-axis error (°, worst click) against the truth (synthetic) or the label's principal axes (real),
+    and against the posterior elements → body direction (APpe, real CTs with a whole-vertebra label),
+    non-trabecular voxels, refused clicks, ms per click."""
     lines = [f"{'CT':<46} {'lvl':<4} {'oval':>6} {'round':>6} {'front':>6} {'left':>6} {'right':>6} "
-             f"{'AP°':>5} {'ctx':>4} {'ref':>5} {'ms':>5} met"]
+             f"{'AP°':>5} {'APpe°':>5} {'ctx':>4} {'ref':>5} {'ms':>5} met"]
     for r in rows:
         if not r["key"].startswith("click_corpus_") or r.get("cv_percent") is None:
             continue
         cv = r["cv_percent"]
         cells = " ".join(f"{cv[k]:6.2f}" if k in cv else f"{'—':>6}" for k in ("oval", "round", "front", "left", "right"))
         ap = r.get("ap_error_max_deg")
+        ape = r.get("ap_error_posterior_max_deg")
         ms = r.get("ms_per_click")
         lines.append(f"{r['ct'][:46]:<46} {r['level']:<4} {cells} {'—' if ap is None else f'{ap:5.1f}':>5} "
+                     f"{'—' if ape is None else f'{ape:5.1f}':>5} "
                      f"{r.get('non_trabecular_voxels_max') or 0:>4} {r['refused']:>2}/{r['clicks']:<2} "
                      f"{'—' if ms is None else f'{ms:5.0f}':>5} {r['met']}")
     return "\n".join(lines)
