@@ -255,7 +255,8 @@ def _corpus_row(case, clicks) -> Dict[str, Any]:
                f"{np.median(times) * 1000 if times else float('nan'):.0f} ms/click"),
         ct=case.ct, level=case.level, partial=case.partial, cv_percent=cv, max_minus_min_hu=spread,
         ap_error_max_deg=max(ap_err, default=None),
-        ap_error_posterior_max_deg=max(case.extra["ap_error_posterior_deg"], default=None), non_trabecular_voxels_max=max(bad, default=None),
+        ap_error_posterior_max_deg=max(case.extra["ap_error_posterior_deg"], default=None),
+        non_trabecular_voxels_max=max(bad, default=None),
         slices=sorted(set(slices)), slices_between_endplates=case.extra["slices_between_endplates"],
         refused=refused, clicks=len(clicks),
         ms_per_click=float(np.median(times) * 1000) if times else None)
