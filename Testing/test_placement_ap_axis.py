@@ -96,19 +96,35 @@ def _posterior_reference(volume, body, whole):
     return rb.mean(axis=0), a - nrm * float(a @ nrm)
 
 
+def _principal_reference(volume, body):
+    """The minor in-plane principal axis of the body label's voxels over the middle 60 % of its height."""
+    nrm = volume.slice_normal_ras()
+    ras = volume.ijk_to_ras_points(np.argwhere(body)[:, ::-1].astype(float))
+    h = ras @ nrm
+    mid = ras[(h >= h.min() + 0.2 * np.ptp(h)) & (h <= h.max() - 0.2 * np.ptp(h))]
+    d = mid - mid.mean(axis=0)
+    d = d - np.outer(d @ nrm, nrm)
+    w, vec = np.linalg.eigh(d.T @ d)
+    return [vec[:, i] for i in np.argsort(w) if abs(vec[:, i] @ nrm) < 0.5][0]
+
+
 def _errors(volume, bodies, wholes):
+    """Per level: the click placement's AP axis against the posterior-element reference and against
+    the body label's principal axes (°)."""
     out = []
+    nrm = volume.slice_normal_ras()
     for level, body in bodies.items():
         centre, ref = _posterior_reference(volume, body, wholes[level])
-        pl = place_from_click(volume, centre, level)
-        out.append(_in_plane_angle(pl.outline.ap_axis, ref, volume.slice_normal_ras()))
+        ap = place_from_click(volume, centre, level).outline.ap_axis
+        out.append((_in_plane_angle(ap, ref, nrm), _in_plane_angle(ap, _principal_reference(volume, body), nrm)))
     return out
 
 
 def test_real_ap_axes_closer_to_the_posterior_elements(totalseg_dir):
     """On the real CTs the mean error against the posterior-element reference was 3.4° with the
     canal → body axis alone (4.7, 6.4, 0.7, 2.8° at TotalSegmentator L1–L4, 1.3, 4.3° at TPTBox
-    L3, L4); with the posterior elements it is 2.5° (4.4, 5.7, 0.2, 2.9, 0.6, 1.2°)."""
+    L3, L4); with the posterior elements it is 2.5° (4.0, 5.5, 1.3, 2.8, 0.7, 0.9°). Against the
+    body label's principal axes the worst level was 8.1° (TPTBox L4) and is 5.8° (TotalSeg L2)."""
     if not os.path.isfile(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz")):
         pytest.skip("../shared/data/tptbox_sample is not available")
     ct = read_volume(os.path.join(totalseg_dir, "ct.nii.gz"))
@@ -123,5 +139,7 @@ def test_real_ap_axes_closer_to_the_posterior_elements(totalseg_dir):
     # TPTBox: vertebra labels 22 = L3, 23 = L4; subregion 50 = the body (L2 is cut by the crop)
     errors += _errors(ct, {lv: (vert == v) & (sub == 50) for lv, v in (("L3", 22), ("L4", 23))},
                       {lv: vert == v for lv, v in (("L3", 22), ("L4", 23))})
-    assert np.mean(errors) <= 3.0, errors
-    assert max(errors) <= 6.4, errors
+    posterior, principal = np.array(errors).T
+    assert np.mean(posterior) <= 3.0, errors
+    # no level worse than the worst before: 6.4° (posterior elements), 8.1° (principal axes)
+    assert posterior.max() <= 6.4 and principal.max() <= 8.1, errors
