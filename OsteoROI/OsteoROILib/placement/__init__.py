@@ -49,7 +49,9 @@ What a radiologist does by hand (seed 002, Methods; QCT_BRIEF §1), done around 
 3. **Outline on the mid slice.** The contour is fitted again on the mid slice; the AP axis is the
    contour's minor principal axis (a lumbar body is wider than deep), signed towards the image's
    anterior — or, when the spinal canal was found, the direction from the canal's centre to the
-   body's — so a rotated vertebra gets rotated ROIs; the cortical thickness is the median
+   body's — and then averaged with the direction from the posterior elements' bone centroid
+   (over ±6 mm about mid-height) to the body's centre, each weighted by its lever squared
+   (``ap_axis``) — so a rotated vertebra gets rotated ROIs; the cortical thickness is the median
    distance between the inner rise and the outer edge of the shell; the trabecular boundary is
    the outer contour offset inwards by it; where a ray's edge lies well beyond its cortical rise
    (bone attached outside the cortex: an osteophyte) the outline follows the cortex instead and

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..roi.geometry import in_plane_frame
 from ..roi.outline import BodyOutline, outward_normals, polygon_intervals
+from .ap_axis import combined_ap_axis
 from .fit_quality import (FitReasons, expected_error_phrase, expected_height_error_mm, expected_reach_mm,
                           outline_deficits, plain_reasons, quality_of)
 from .landmarks import MAX_ROTATION_DEG, MIN_AXIS_RATIO, Canal, Contour
@@ -50,6 +51,22 @@ def _ap_axis_from_points(pts_ras: np.ndarray, normal: np.ndarray, u0: np.ndarray
     return ap, ratio
 
 
+def _box_in_frame(box: Box, contour: Contour, pts: np.ndarray, ap: np.ndarray) -> Tuple[np.ndarray, float, float]:
+    """The centre (on the contour's slice), depth and width of the contour's bounding box along
+    ``ap`` and across it."""
+    u, v, _ = in_plane_frame(box.normal, ap)
+    c0 = pts.mean(axis=0)
+    s, t = (pts - c0) @ u, (pts - c0) @ v
+    center = c0 + 0.5 * (s.max() + s.min()) * u + 0.5 * (t.max() + t.min()) * v
+    return box.onto_slice(center, contour.s), float(s.max() - s.min()), float(t.max() - t.min())
+
+
+def canal_lever_mm(box: Box, contour: Contour, canal: Canal, center: np.ndarray) -> float:
+    """In-plane distance (mm) from the spinal canal's centre to the body's centre."""
+    d = box.to_ras(np.array([[canal.center_xy[0], canal.center_xy[1], contour.s]]))[0] - center
+    return float(np.linalg.norm(d - box.normal * float(d @ box.normal)))
+
+
 def _offset_polygon(poly: np.ndarray, distance: float) -> np.ndarray:
     """Move each vertex of a counter-clockwise-or-not closed polygon inwards by ``distance``."""
     p = np.asarray(poly, dtype=float)
@@ -88,9 +105,9 @@ def outline_from_contour(box: Box, contour: Contour, source: str, cortical_min_m
                          scale: float = 1.0, canal: Optional[Canal] = None) -> Tuple[BodyOutline, Dict[str, float]]:
     """BodyOutline (centre, AP axis, depth, width, cortical margin, trabecular polygon).
 
-    The AP axis is the outline's minor principal axis; with a spinal ``canal`` found behind the
-    body it is the mean of that and the canal → body direction (the canal alone when the
-    outline is too round to give an axis)."""
+    The first AP axis is the outline's minor principal axis, or with a spinal ``canal`` found
+    behind the body the canal → body direction; it is then averaged with the direction from the
+    posterior elements to the body (``ap_axis.combined_ap_axis``)."""
     thick = contour.r_out - contour.r_in
     ok = contour.shell & np.isfinite(thick)
     cortical = fast_median(thick[ok]) if ok.any() else 2.0
@@ -111,13 +128,11 @@ def outline_from_contour(box: Box, contour: Contour, source: str, cortical_min_m
         axis_from_image = False
     if axis_from_image:
         ap = u0
+    center, depth, _ = _box_in_frame(box, contour, pts, ap)
+    lever = canal_lever_mm(box, contour, canal, center) if canal is not None else 0.5 * depth
+    ap = combined_ap_axis(box.volume, box.normal, box.u0, center, pts, depth, ap, lever)
+    center, depth, width = _box_in_frame(box, contour, pts, ap)
     u, v, n = in_plane_frame(box.normal, ap)
-    c0 = pts.mean(axis=0)
-    s, t = (pts - c0) @ u, (pts - c0) @ v
-    depth = float(s.max() - s.min())
-    width = float(t.max() - t.min())
-    center = c0 + 0.5 * (s.max() + s.min()) * u + 0.5 * (t.max() + t.min()) * v
-    center = box.onto_slice(center, contour.s)
     cortical = float(np.clip(cortical, cortical_min_mm, 0.2 * min(depth, width)))
     poly = np.column_stack([(pts - center) @ u, (pts - center) @ v])
     inner = _offset_polygon(poly, cortical)
