@@ -33,6 +33,17 @@ def _points(node):
     return np.array([list(node.GetNthControlPointPositionWorld(i)) for i in range(node.GetNumberOfControlPoints())])
 
 
+def _measured(headless, volume, truth, name):
+    """The logic run on ``volume`` added to the scene, one point per true body centre."""
+    volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, name)
+    points = headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"Levels of {name}")
+    for level in truth.levels:
+        points.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
+    logic = OsteoROIMRMLLogic(headless.scene)
+    logic.run(volumeNode, points)
+    return logic
+
+
 def _overlays(logic, level):
     doc = logic.document()
     return level_overlays(doc["levels"][level], [r for r in doc["rows"] if r["level"] == level])
@@ -139,12 +150,7 @@ def test_a_level_with_concerns_shows_its_outline_red_with_the_reasons(headless):
     own warning; the clean L1 keeps the usual colour and no reason."""
     volume, truth = make_phantom(calibration_phantom=False, table=False, aorta=False,
                                  bone_islands=[{"level": "L3", "offset_mm": (6.0, 0.0, 0.0), "radius_mm": 4}])
-    volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, "CT with a bone island")
-    points = headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels 2")
-    for level in truth.levels:
-        points.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
-    logic = OsteoROIMRMLLogic(headless.scene)
-    logic.run(volumeNode, points)
+    logic = _measured(headless, volume, truth, "CT with a bone island")
     l3, l1 = logic.placement.nodes("L3")["outline"], logic.placement.nodes("L1")["outline"]
     assert l3.GetDisplayNode().GetColor() == pytest.approx(CONCERN_COLOR)
     assert "denser than the rest" in l3.GetAttribute(CONCERNS_ATTRIBUTE)
@@ -206,12 +212,7 @@ def test_slicer_rows_leave_a_bone_island_out_as_the_command_line_does(headless):
     volume_island = np.array(oval["center_ras"])
     volume, truth = make_phantom(**options, bone_islands=[{"center_ras": volume_island,
                                                            "radius_mm": 3.0, "hu": 1000.0}])
-    volumeNode = add_volume_from_array(headless.scene, volume.array, volume.ijk_to_ras, "CT with a bone island")
-    points = headless.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Levels 3")
-    for level in truth.levels:
-        points.AddControlPoint(*[float(x) for x in level.center_ras], level.name)
-    logic = OsteoROIMRMLLogic(headless.scene)
-    logic.run(volumeNode, points)
+    logic = _measured(headless, volume, truth, "CT with an island in the oval")
     slicer_rows = {(r["level"], r["shape"]): r for r in logic.rows()}
     cli_rows = {(r["level"], r["shape"]): r
                 for r in measure_levels(volume, {lv.name: lv.center_ras for lv in truth.levels})["rows"]}
