@@ -6,37 +6,28 @@ the crop itself (L2 and L4 are cut by it, L3 is whole: the README and the label 
 """
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from OsteoROILib.diagnosis.verdict import build_diagnosis
 from OsteoROILib.export.html_report import build_html
 from OsteoROILib.export.images import IMAGE_PX, OVERLAY_COLOURS
 from OsteoROILib.export.measurement import build_document
 from OsteoROILib.export.sagittal import render_sagittal_image
-from OsteoROILib.io.image_files import read_volume
 from OsteoROILib.placement.measure import measure_levels
 
-from conftest import SHARED
+from conftest import read_tptbox
 from test_export_report import decode_png
 
-TPTBOX = os.path.join(SHARED, "data", "tptbox_sample")
 VERTEBRA_LABELS = {"L2": 21, "L3": 22, "L4": 23}  # TPTBox numbering (its README)
 BODY_SUBREGION = 50
 
 
 @pytest.fixture(scope="module")
 def real():
-    ct = os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz")
-    if not os.path.isfile(ct):
-        pytest.skip("../shared/data/tptbox_sample is not available")
-    volume = read_volume(ct)
-    vert = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-vert_label-22_msk.nii.gz")))
-    sub = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-subreg_label-22_msk.nii.gz")))
+    volume, vert, sub = read_tptbox()
     bodies = {lv: (vert == value) & (sub == BODY_SUBREGION) for lv, value in VERTEBRA_LABELS.items()}
     # a click at each body label's centre; L2 lies mostly outside the crop: placed by force, as a user would
     points = {lv: volume.ijk_to_ras_points(np.argwhere(b).mean(axis=0)[::-1])[0] for lv, b in bodies.items()}

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+
 import SimpleITK as sitk
 
 from OsteoROILib.digital_phantom import make_phantom
@@ -16,8 +17,8 @@ from OsteoROILib.io.image_files import read_volume
 from OsteoROILib.placement.ap_axis import combined_ap_axis, posterior_direction
 from OsteoROILib.placement.click import place_from_click
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-TPTBOX = os.path.join(SHARED, "tptbox_sample")
+from conftest import read_tptbox
+
 ROTATIONS = (0.0, 20.0, -15.0, 8.0)
 
 
@@ -125,19 +126,15 @@ def test_real_ap_axes_closer_to_the_posterior_elements(totalseg_dir):
     canal → body axis alone (4.7, 6.4, 0.7, 2.8° at TotalSegmentator L1–L4, 1.3, 4.3° at TPTBox
     L3, L4); with the posterior elements it is 2.5° (4.0, 5.5, 1.3, 2.8, 0.7, 0.9°). Against the
     body label's principal axes the worst level was 8.1° (TPTBox L4) and is 5.8° (TotalSeg L2)."""
-    if not os.path.isfile(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz")):
-        pytest.skip("../shared/data/tptbox_sample is not available")
+    tpt_ct, vert, sub = read_tptbox()
     ct = read_volume(os.path.join(totalseg_dir, "ct.nii.gz"))
     bodies = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(totalseg_dir, "vertebral_bodies.nii.gz")))
     total = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(totalseg_dir, "total.nii.gz")))
     # TotalSegmentator: vertebral_bodies 20–23 and total 31–28 are L1–L4
     errors = _errors(ct, {lv: bodies == b for lv, b in zip(("L1", "L2", "L3", "L4"), (20, 21, 22, 23))},
                      {lv: total == w for lv, w in zip(("L1", "L2", "L3", "L4"), (31, 30, 29, 28))})
-    ct = read_volume(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz"))
-    vert = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-vert_label-22_msk.nii.gz")))
-    sub = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-subreg_label-22_msk.nii.gz")))
     # TPTBox: vertebra labels 22 = L3, 23 = L4; subregion 50 = the body (L2 is cut by the crop)
-    errors += _errors(ct, {lv: (vert == v) & (sub == 50) for lv, v in (("L3", 22), ("L4", 23))},
+    errors += _errors(tpt_ct, {lv: (vert == v) & (sub == 50) for lv, v in (("L3", 22), ("L4", 23))},
                       {lv: vert == v for lv, v in (("L3", 22), ("L4", 23))})
     posterior, principal = np.array(errors).T
     assert np.mean(posterior) <= 3.0, errors

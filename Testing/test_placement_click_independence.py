@@ -11,19 +11,20 @@ import sys
 
 import numpy as np
 import pytest
+
 import SimpleITK as sitk
 
 from OsteoROILib.io.image_files import read_volume
 from OsteoROILib.placement.click import place_from_click
 from OsteoROILib.placement.measure import measure_levels
 
+from conftest import read_tptbox
+
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 import placement_corpus  # noqa: E402
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-TPTBOX = os.path.join(SHARED, "tptbox_sample")
 #: TPTBox sample (its README): vertebra labels 21 = L2, 22 = L3, 23 = L4; subregion 50 = the body.
 #: Only L3 lies wholly inside the crop.
 TPTBOX_WHOLE_BODIES = {"L3": 22}
@@ -69,11 +70,7 @@ def test_totalseg_clicks_anywhere_in_the_body_give_one_placement(totalseg_dir):
 
 @pytest.fixture(scope="module")
 def tptbox():
-    if not os.path.isfile(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz")):
-        pytest.skip("../shared/data/tptbox_sample is not available")
-    volume = read_volume(os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz"))
-    vert = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-vert_label-22_msk.nii.gz")))
-    sub = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-subreg_label-22_msk.nii.gz")))
+    volume, vert, sub = read_tptbox()
     return volume, {lv: (vert == k) & (sub == 50) for lv, k in TPTBOX_WHOLE_BODIES.items()}
 
 

@@ -7,10 +7,10 @@ Oracles: the phantom's analytic truth; on the real CTs the model-made labels (ma
 and clicks placed from those labels' voxels, independently of the label placement.
 """
 import json
-import os
 
 import numpy as np
 import pytest
+
 
 from OsteoROILib.digital_phantom import make_phantom
 from OsteoROILib.errors import InputError, PlacementError
@@ -20,10 +20,10 @@ from OsteoROILib.placement.click import place_from_click
 from OsteoROILib.placement.labels import BUILTIN_LABEL_MAPS, place_from_label, place_from_labels, read_labels
 from OsteoROILib.placement.measure import measure_levels
 from OsteoROILib.roi.geometry import RoiShape, roi_voxels
+
+from conftest import read_tptbox
 from test_placement_auto import angle_deg, assert_pure_trabecular, label_array
 
-SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-TPTBOX = os.path.join(SHARED_DATA, "tptbox_sample")
 FALLBACK_WORDS = "placed by fitting to the label's boundary"
 
 
@@ -218,15 +218,7 @@ def test_a_label_of_a_disc_is_refused(real):
 # --- the real 1.5 mm crop (TPTBox) ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tptbox():
-    path = os.path.join(TPTBOX, "sub-ct_label-22_ct.nii.gz")
-    if not os.path.isfile(path):
-        pytest.skip("../shared/data/tptbox_sample is not available")
-    import SimpleITK as sitk
-
-    volume = read_volume(path)
-    vert = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-vert_label-22_msk.nii.gz")))
-    sub = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(TPTBOX, "sub-ct_seg-subreg_label-22_msk.nii.gz")))
-    return volume, vert, sub
+    return read_tptbox()
 
 
 def test_tptbox_l3_label_and_clicks_inside_give_the_same_rois_inside_the_body_label(tptbox):
