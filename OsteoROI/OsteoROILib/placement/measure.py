@@ -15,7 +15,7 @@ from ..io.volume import Volume
 from ..roi.family import RoiFamily, build_roi_family
 from ..roi.levels import LEVEL_NAMES, normalise_level, parse_shapes
 from ..roi.outline import BodyOutline
-from ..roi.islands import HIGH_HU_WARN_FRACTION, high_hu_fraction, measured_roi  # noqa: F401 (re-exported)
+from ..roi.islands import measured_roi
 from .aorta import find_aorta
 from .click import place_from_click
 from .level_checks import check_level_order, check_slab_within_body
