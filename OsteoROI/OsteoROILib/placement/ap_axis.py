@@ -32,6 +32,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..roi.geometry import in_plane_frame
+from ..roi.outline import radius_at
 from .sampling import trilinear
 
 #: Half-height (mm) of the slab sampled around mid-height, and the sampling step (mm) in it.
@@ -76,10 +77,7 @@ def _bone_behind(volume, frame, c: np.ndarray, reach: float, side: float):
 def _outside_body(x: np.ndarray, y: np.ndarray, body_xy: np.ndarray) -> np.ndarray:
     """0 inside the body's outline (polar about the origin), rising to 1 over ``POSTERIOR_EDGE_MM``
     from ``POSTERIOR_GAP_MM`` beyond it: the body's own cortex is not weighed."""
-    phi = np.arctan2(body_xy[:, 1], body_xy[:, 0])
-    order = np.argsort(phi)
-    r_body = np.interp(np.arctan2(y, x), phi[order], np.hypot(body_xy[:, 0], body_xy[:, 1])[order],
-                       period=2 * np.pi)
+    r_body = radius_at(body_xy, np.arctan2(y, x))
     return np.clip((np.hypot(x, y) - r_body - POSTERIOR_GAP_MM) / POSTERIOR_EDGE_MM, 0.0, 1.0)
 
 

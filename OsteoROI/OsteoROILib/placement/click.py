@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import PlacementError
 from ..io.volume import Volume
 from ..roi.geometry import in_plane_frame
+from ..roi.outline import radius_at
 from .contour import distance_outside, fit_body, fit_centred, fit_contour
 from .endplates import PROFILE_TRIM, PlateInterval, central_profile, plate_intervals, wall_run
 from .landmarks import (LOW_QUALITY, MAX_BODY_HEIGHT_MM, METHOD_CLICK, MIN_BODY_HEIGHT_MM, PLANE_AXIAL,
@@ -243,11 +244,7 @@ def _near_body(volume: Volume, placement: Placement, point: np.ndarray) -> bool:
     r = float(np.hypot(*st))
     if o.inner_contour is None or r < 1e-9:
         return True
-    poly = o.inner_contour
-    ang = np.arctan2(poly[:, 1], poly[:, 0])
-    order = np.argsort(ang)
-    rad = np.hypot(poly[:, 0], poly[:, 1])[order]
-    edge = float(np.interp(np.arctan2(st[1], st[0]), ang[order], rad, period=2 * np.pi))
+    edge = float(radius_at(o.inner_contour, np.arctan2(st[1], st[0])))
     return r <= edge + o.cortical_mm + SNAP_MM
 
 

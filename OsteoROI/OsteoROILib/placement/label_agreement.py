@@ -25,6 +25,7 @@ from ..errors import PlacementError
 from ..io.volume import Volume
 from ..roi.family import SHAPE_NAMES, build_roi_family
 from ..roi.geometry import roi_voxels
+from ..roi.outline import radius_at
 from .click import place_from_click
 from .landmarks import Placement
 
@@ -144,15 +145,7 @@ def _unscaled_inner(placement: Placement) -> np.ndarray:
 def _radius_fn(poly: np.ndarray, grow_mm: float):
     """``r(angle)``: the polygon's radius (mm, from the outline's centre) at angle ``angle`` (from
     anterior towards the left), grown by ``grow_mm``."""
-    ang = np.arctan2(poly[:, 1], poly[:, 0])
-    order = np.argsort(ang)
-    rad = np.hypot(poly[:, 0], poly[:, 1])[order] + grow_mm
-    a_sorted = ang[order]
-
-    def r(angle):
-        return np.interp(angle, a_sorted, rad, period=2.0 * np.pi)
-
-    return r
+    return lambda angle: radius_at(poly, angle, grow_mm)
 
 
 def _slice_lookup(volume: Volume, on_slice: np.ndarray, k: int, ras: np.ndarray) -> np.ndarray:

@@ -171,3 +171,14 @@ def outward_normals(poly: np.ndarray) -> np.ndarray:
     if np.mean(np.sum(normal * (p - p.mean(axis=0)), axis=1)) < 0:
         normal = -normal
     return normal
+
+
+def radius_at(poly: np.ndarray, angles, grow_mm: float = 0.0):
+    """The radius of a closed polygon (N×2, star-shaped about the origin) along the directions
+    ``angles`` (rad, ``arctan2`` of the second coordinate over the first), linearly interpolated
+    between its vertices, plus ``grow_mm``: where a point lies against an outline given about its
+    centre (a click near the body, a label's boundary, the bone behind the body)."""
+    p = np.asarray(poly, dtype=float)
+    ang = np.arctan2(p[:, 1], p[:, 0])
+    order = np.argsort(ang)
+    return np.interp(angles, ang[order], np.hypot(p[:, 0], p[:, 1])[order] + grow_mm, period=2.0 * np.pi)
